@@ -1,0 +1,23 @@
+//! `maestro-core`: Maestro's domain, as plain data and pure functions.
+//!
+//! Owns the scheduler spec (with Maestro's JSON field names) and its validation with
+//! field paths, version-bump rules, game rooms and the room status state machine, operation
+//! kinds/states/inputs, and deterministic naming of workflows and rooms.
+//!
+//! Must not do I/O, read clocks or environment, spawn tasks or be async: everything here is
+//! called from deterministic workflow code as well as from the gateway. Callers pass `now`.
+
+pub mod naming;
+pub mod operation;
+pub mod room;
+pub mod scheduler;
+pub mod time;
+pub mod validation;
+pub mod version;
+
+pub use operation::{HistoryEntry, Operation, OperationKind, OperationRequest, OperationStatus};
+pub use room::{GameRoom, InstanceStatus, PingStatus, RoomStatus};
+pub use scheduler::{Scheduler, SchedulerState};
+pub use time::Timestamp;
+pub use validation::{FieldError, ValidationErrors};
+pub use version::{ChangeKind, Version};

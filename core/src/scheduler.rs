@@ -1,0 +1,315 @@
+//! The scheduler spec: what kind of room to run and how many.
+//!
+//! JSON field names follow Maestro's API (lowerCamelCase), so Maestro clients can send the
+//! same documents. Numeric fields that Maestro constrains (`roomsReplicas >= 0`, ...) are
+//! signed here on purpose: a `-1` deserialises and is then rejected by validation with the
+//! field's path, instead of failing as an opaque type error.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::Timestamp;
+
+/// One kind of game room, as Maestro's API describes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Scheduler {
+    pub name: String,
+    pub game: String,
+    /// Set by Maestro; ignored on input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<SchedulerState>,
+    /// Set by Maestro; ignored on input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<Timestamp>,
+    pub max_surge: String,
+    #[serde(default)]
+    pub rooms_replicas: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_range: Option<PortRange>,
+    pub spec: Spec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<Autoscaling>,
+    #[serde(default)]
+    pub forwarders: Vec<Forwarder>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_allocation: Option<MatchAllocation>,
+}
+
+impl Scheduler {
+    /// Matches a room can host at once (Maestro's default is 1).
+    pub fn max_matches(&self) -> i64 {
+        self.match_allocation.as_ref().map_or(1, |m| m.max_matches)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SchedulerState {
+    Creating,
+    InSync,
+    OnError,
+    Terminating,
+}
+
+impl SchedulerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Creating => "creating",
+            Self::InSync => "in-sync",
+            Self::OnError => "on-error",
+            Self::Terminating => "terminating",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortRange {
+    pub start: i64,
+    pub end: i64,
+}
+
+/// Everything under `spec`: a change here is a major version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Spec {
+    /// Computed by Maestro, never trusted from clients.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub version: String,
+    pub termination_grace_period: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub toleration: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<String>,
+    pub containers: Vec<Container>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Container {
+    pub name: String,
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<String>,
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub environment: Vec<EnvVar>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<Resources>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Resources>,
+    #[serde(default)]
+    pub ports: Vec<ContainerPort>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvVar {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<EnvVarSource>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvVarSource {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field_ref: Option<FieldRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<SecretKeyRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FieldRef {
+    pub field_path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecretKeyRef {
+    pub name: String,
+    pub key: String,
+}
+
+/// Kubernetes quantities, kept as the strings the user wrote (`"100m"`, `"20Mi"`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Resources {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerPort {
+    pub name: String,
+    pub protocol: String,
+    pub port: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_port_range: Option<PortRange>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Autoscaling {
+    #[serde(default)]
+    pub enabled: bool,
+    pub min: i64,
+    pub max: i64,
+    #[serde(default)]
+    pub cooldown: i64,
+    pub policy: AutoscalingPolicy,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AutoscalingPolicy {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub parameters: PolicyParameters,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyParameters {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room_occupancy: Option<RoomOccupancyParams>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixed_buffer: Option<FixedBufferParams>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomOccupancyParams {
+    pub ready_target: f64,
+    #[serde(default = "default_down_threshold")]
+    pub down_threshold: f64,
+}
+
+fn default_down_threshold() -> f64 {
+    0.99
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FixedBufferParams {
+    pub amount: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Forwarder {
+    pub name: String,
+    #[serde(default)]
+    pub enable: bool,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub address: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<ForwarderOptions>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForwarderOptions {
+    /// Milliseconds.
+    #[serde(default)]
+    pub timeout: i64,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MatchAllocation {
+    pub max_matches: i64,
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+
+    /// A valid scheduler as a Maestro client would send it.
+    pub fn scheduler_json() -> serde_json::Value {
+        serde_json::json!({
+            "name": "scheduler-test",
+            "game": "game-test",
+            "maxSurge": "30%",
+            "roomsReplicas": 2,
+            "portRange": {"start": 40000, "end": 60000},
+            "spec": {
+                "terminationGracePeriod": "100s",
+                "toleration": "maestro",
+                "affinity": "maestro-dedicated",
+                "containers": [{
+                    "name": "server",
+                    "image": "registry/game:1.0",
+                    "imagePullPolicy": "IfNotPresent",
+                    "command": ["/bin/server", "--port", "7777"],
+                    "environment": [
+                        {"name": "A", "value": "b"},
+                        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                        {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}
+                    ],
+                    "requests": {"memory": "20Mi", "cpu": "100m"},
+                    "limits": {"memory": "200Mi", "cpu": "200m"},
+                    "ports": [{"name": "game", "protocol": "UDP", "port": 7777}]
+                }]
+            },
+            "autoscaling": {
+                "enabled": true, "min": 1, "max": 10, "cooldown": 60,
+                "policy": {"type": "roomOccupancy",
+                           "parameters": {"roomOccupancy": {"readyTarget": 0.5, "downThreshold": 0.99}}}
+            },
+            "forwarders": [{"name": "matchmaker", "enable": true, "type": "gRPC",
+                            "address": "mm:80", "options": {"timeout": 1000, "metadata": {"k": "v"}}}],
+            "annotations": {"a": "1"},
+            "labels": {"l": "2"},
+            "matchAllocation": {"maxMatches": 1}
+        })
+    }
+
+    pub fn scheduler() -> Scheduler {
+        serde_json::from_value(scheduler_json()).expect("fixture parses")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::*;
+    use super::*;
+
+    #[test]
+    fn maestro_json_round_trips_with_the_same_field_names() {
+        let json = scheduler_json();
+        let parsed: Scheduler = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(parsed.spec.containers[0].environment.len(), 3);
+        assert_eq!(
+            parsed.autoscaling.as_ref().unwrap().policy.kind,
+            "roomOccupancy"
+        );
+        let back = serde_json::to_value(&parsed).unwrap();
+        assert_eq!(back, json);
+    }
+
+    #[test]
+    fn state_serialises_in_kebab_case() {
+        assert_eq!(
+            serde_json::to_value(SchedulerState::InSync).unwrap(),
+            "in-sync"
+        );
+        assert_eq!(SchedulerState::OnError.as_str(), "on-error");
+    }
+
+    #[test]
+    fn max_matches_defaults_to_one() {
+        let mut s = scheduler();
+        s.match_allocation = None;
+        assert_eq!(s.max_matches(), 1);
+    }
+}

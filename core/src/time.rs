@@ -1,0 +1,135 @@
+//! Timestamps and durations in Maestro's JSON forms: RFC 3339 strings and Go-style
+//! duration strings with a unit (`"100s"`, `"2m"`). Core reads no clock: callers pass `now`.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A point in time with millisecond precision, serialised as RFC 3339 (UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp {
+    unix_millis: i64,
+}
+
+impl Timestamp {
+    pub const fn from_unix_millis(unix_millis: i64) -> Self {
+        Self { unix_millis }
+    }
+
+    pub const fn unix_millis(self) -> i64 {
+        self.unix_millis
+    }
+
+    pub fn from_system_time(t: SystemTime) -> Self {
+        let millis = match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+            Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+        };
+        Self::from_unix_millis(millis)
+    }
+
+    pub fn to_system_time(self) -> SystemTime {
+        if self.unix_millis >= 0 {
+            UNIX_EPOCH + Duration::from_millis(self.unix_millis.unsigned_abs())
+        } else {
+            UNIX_EPOCH - Duration::from_millis(self.unix_millis.unsigned_abs())
+        }
+    }
+
+    /// Time elapsed from `earlier` to `self`; zero if `earlier` is later.
+    pub fn since(self, earlier: Timestamp) -> Duration {
+        Duration::from_millis(
+            u64::try_from(self.unix_millis.saturating_sub(earlier.unix_millis)).unwrap_or(0),
+        )
+    }
+
+    pub fn parse_rfc3339(s: &str) -> Result<Self, humantime::TimestampError> {
+        humantime::parse_rfc3339_weak(s).map(Self::from_system_time)
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}",
+            humantime::format_rfc3339_millis(self.to_system_time())
+        )
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::parse_rfc3339(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses a duration with a unit as Maestro's API writes them (`"100s"`, `"2m"`, `"1h30m"`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("needs a unit, e.g. \"100s\"".into());
+    }
+    humantime::parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// Formats a duration as whole seconds (`"100s"`), the form Maestro answers with.
+pub fn format_duration_secs(d: Duration) -> String {
+    format!("{}s", d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn timestamps_serialise_as_rfc3339() {
+        let t = Timestamp::from_unix_millis(1_700_000_000_123);
+        let json = serde_json::to_string(&t).unwrap();
+        assert_eq!(json, "\"2023-11-14T22:13:20.123Z\"");
+        assert_eq!(serde_json::from_str::<Timestamp>(&json).unwrap(), t);
+    }
+
+    #[test]
+    fn durations_need_a_unit() {
+        assert_eq!(parse_duration("100s"), Ok(Duration::from_secs(100)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("100").unwrap_err().contains("unit"));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn timestamp_text_round_trips(millis in 0i64..4_102_444_800_000) {
+            let t = Timestamp::from_unix_millis(millis);
+            prop_assert_eq!(Timestamp::parse_rfc3339(&t.to_string()).unwrap(), t);
+        }
+
+        #[test]
+        fn seconds_round_trip(secs in 0u64..10_000_000) {
+            let d = Duration::from_secs(secs);
+            prop_assert_eq!(parse_duration(&format_duration_secs(d)).unwrap(), d);
+        }
+
+        #[test]
+        fn since_is_never_negative(a in any::<i32>(), b in any::<i32>()) {
+            let (a, b) = (Timestamp::from_unix_millis(a.into()), Timestamp::from_unix_millis(b.into()));
+            let d = a.since(b);
+            prop_assert_eq!(d.as_millis() as i64, (a.unix_millis() - b.unix_millis()).max(0));
+        }
+    }
+}
