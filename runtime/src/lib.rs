@@ -1,1 +1,86 @@
-//! runtime
+//! `maestro-runtime`: where rooms run and where their state is kept.
+//!
+//! Owns the [`Runtime`] trait (create/delete/list/watch room instances) with the `process`
+//! backend (each room a local OS process: the embedded default), and the [`RoomStore`] trait
+//! (rooms' composed status, pings, metadata) with the in-memory backend.
+//!
+//! Must not decide policy (how many rooms, which to remove: that is `core` and the
+//! workflows) and must not talk to Temporal.
+
+pub mod process;
+pub mod store;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use maestro_core::room::RoomAddress;
+use maestro_core::{InstanceStatus, Scheduler, Version};
+
+pub use process::{ProcessRuntime, ProcessRuntimeConfig};
+pub use store::{MemoryRoomStore, PingUpdate, RoomStore, StoreError};
+
+/// One room instance as the runtime sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomInstance {
+    pub scheduler: String,
+    pub room_id: String,
+    pub version: Version,
+    pub status: InstanceStatus,
+    pub address: Option<RoomAddress>,
+}
+
+/// A change the runtime reports, mirrored into the room store by the runtime watcher.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RuntimeEvent {
+    /// The instance exists with this status.
+    Upserted(RoomInstance),
+    /// The instance is gone.
+    Deleted { scheduler: String, room_id: String },
+    /// Events were missed (slow consumer, watch expiry): list everything again.
+    Resync,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The request can never succeed as given (bad spec for this runtime): do not retry.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// The runtime could not do it now; retrying may help.
+    #[error("runtime unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl RuntimeError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+/// Where rooms run. Every method is idempotent: creating an existing room returns it,
+/// deleting a missing one succeeds.
+#[async_trait]
+pub trait Runtime: Send + Sync + 'static {
+    /// Prepares per-scheduler resources (a Kubernetes namespace; nothing for processes).
+    async fn create_scheduler(&self, scheduler: &str) -> Result<(), RuntimeError>;
+    /// Removes per-scheduler resources; rooms must already be gone.
+    async fn delete_scheduler(&self, scheduler: &str) -> Result<(), RuntimeError>;
+    async fn create_room(
+        &self,
+        scheduler: &Scheduler,
+        version: Version,
+        room_id: &str,
+    ) -> Result<RoomInstance, RuntimeError>;
+    /// Deletes the room, waiting up to `grace` for it to stop by itself.
+    async fn delete_room(
+        &self,
+        scheduler: &str,
+        room_id: &str,
+        grace: Duration,
+    ) -> Result<(), RuntimeError>;
+    async fn list_rooms(&self, scheduler: &str) -> Result<Vec<RoomInstance>, RuntimeError>;
+    /// Every room of every scheduler this runtime manages (for watcher resyncs).
+    async fn list_all_rooms(&self) -> Result<Vec<RoomInstance>, RuntimeError>;
+    /// Changes from now on; a [`RuntimeEvent::Resync`] asks the consumer to list again.
+    fn watch(&self) -> BoxStream<'static, RuntimeEvent>;
+}
