@@ -1,1 +1,248 @@
-//! activities
+//! `maestro-activities`: the Temporal activities that carry out runtime and room-store actions.
+//!
+//! Owns the activity implementations and their input/output types, with pinned names
+//! (`rooms.create`, ...). Every activity is idempotent — room ids are deterministic, "already
+//! exists" and "not found" are success — and heartbeats while it works on a batch, so a
+//! retry after a worker crash neither duplicates nor loses a room.
+//!
+//! Must not decide policy (how many rooms, which ones): the workflows and `core` decide and
+//! pass explicit room ids.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures::future::join_all;
+use maestro_core::{GameRoom, InstanceStatus, Scheduler, Timestamp, Version};
+use maestro_runtime::{RoomStore, Runtime, RuntimeError, StoreError};
+use serde::{Deserialize, Serialize};
+use temporalio_macros::activities;
+use temporalio_sdk::ApplicationFailure;
+use temporalio_sdk::activities::{ActivityContext, ActivityError};
+use tracing::{info, warn};
+
+/// How often a long activity reports liveness while it waits on the runtime.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+
+/// The dependencies activities act on.
+pub struct RoomActivities {
+    runtime: Arc<dyn Runtime>,
+    store: Arc<dyn RoomStore>,
+}
+
+impl RoomActivities {
+    pub fn new(runtime: Arc<dyn Runtime>, store: Arc<dyn RoomStore>) -> Self {
+        Self { runtime, store }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SchedulerRef {
+    pub scheduler: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreateRoomsInput {
+    pub scheduler: Scheduler,
+    pub version: Version,
+    pub room_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeleteRoomsInput {
+    pub scheduler: String,
+    pub room_ids: Vec<String>,
+    /// How long each room may take to stop by itself before it is killed.
+    pub grace_millis: u64,
+}
+
+fn now() -> Timestamp {
+    Timestamp::from_system_time(SystemTime::now())
+}
+
+fn runtime_failure(e: RuntimeError) -> ActivityError {
+    if e.is_retryable() {
+        ActivityError::from(anyhow::anyhow!(e))
+    } else {
+        ActivityError::application(ApplicationFailure::non_retryable(e))
+    }
+}
+
+fn store_failure(e: StoreError) -> ActivityError {
+    ActivityError::from(anyhow::anyhow!(e))
+}
+
+/// Runs `work`, heartbeating every [`HEARTBEAT_EVERY`] until it finishes, and gives up
+/// (as cancelled) when the workflow cancels the activity.
+async fn with_heartbeats<T>(
+    ctx: &ActivityContext,
+    progress: usize,
+    work: impl Future<Output = T>,
+) -> Result<T, ActivityError> {
+    tokio::pin!(work);
+    let mut ticker = tokio::time::interval(HEARTBEAT_EVERY);
+    loop {
+        tokio::select! {
+            out = &mut work => return Ok(out),
+            _ = ctx.cancelled() => return Err(ActivityError::cancelled()),
+            _ = ticker.tick() => {
+                ctx.record_heartbeat(progress).await.map_err(|e| ActivityError::from(anyhow::anyhow!(e)))?;
+            }
+        }
+    }
+}
+
+#[activities]
+impl RoomActivities {
+    /// Prepares the scheduler's runtime resources (a namespace on Kubernetes).
+    #[activity(name = "runtime.create_scheduler")]
+    pub async fn create_scheduler(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: SchedulerRef,
+    ) -> Result<(), ActivityError> {
+        self.runtime
+            .create_scheduler(&input.scheduler)
+            .await
+            .map_err(runtime_failure)
+    }
+
+    /// Removes the scheduler's runtime resources; its rooms are already gone.
+    #[activity(name = "runtime.delete_scheduler")]
+    pub async fn delete_scheduler(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: SchedulerRef,
+    ) -> Result<(), ActivityError> {
+        self.runtime
+            .delete_scheduler(&input.scheduler)
+            .await
+            .map_err(runtime_failure)
+    }
+
+    /// Creates the given rooms, each recorded in the store before its instance exists so
+    /// there is never a room without a record. Resumes after the last heartbeat on retry.
+    #[activity(name = "rooms.create")]
+    pub async fn create_rooms(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: CreateRoomsInput,
+    ) -> Result<Vec<String>, ActivityError> {
+        let done: usize = ctx.heartbeat_details().deserialize()?.unwrap_or(0);
+        let scheduler = &input.scheduler;
+        let max_matches = u32::try_from(scheduler.max_matches()).unwrap_or(1);
+        for (index, room_id) in input.room_ids.iter().enumerate().skip(done) {
+            if ctx.is_cancelled() {
+                return Err(ActivityError::cancelled());
+            }
+            self.store
+                .insert_if_absent(GameRoom::new(
+                    room_id,
+                    &scheduler.name,
+                    input.version,
+                    max_matches,
+                    now(),
+                ))
+                .await
+                .map_err(store_failure)?;
+            let instance = self
+                .runtime
+                .create_room(scheduler, input.version, room_id)
+                .await
+                .map_err(runtime_failure)?;
+            self.store
+                .apply_instance(
+                    &scheduler.name,
+                    room_id,
+                    input.version,
+                    instance.status,
+                    instance.address,
+                    now(),
+                )
+                .await
+                .map_err(store_failure)?;
+            info!(scheduler = %scheduler.name, room = %room_id, "room created");
+            ctx.record_heartbeat(index + 1).await?;
+        }
+        Ok(input.room_ids)
+    }
+
+    /// Deletes the given rooms concurrently; rooms already gone count as deleted.
+    #[activity(name = "rooms.delete")]
+    pub async fn delete_rooms(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: DeleteRoomsInput,
+    ) -> Result<Vec<String>, ActivityError> {
+        let grace = Duration::from_millis(input.grace_millis);
+        let scheduler = input.scheduler.as_str();
+        let deletions = input.room_ids.iter().map(|room_id| {
+            let this = self.clone();
+            async move {
+                if let Some(room) = this.store.get(scheduler, room_id).await.map_err(store_failure)? {
+                    this.store
+                        .apply_instance(scheduler, room_id, room.version, InstanceStatus::Terminating, None, now())
+                        .await
+                        .map_err(store_failure)?;
+                }
+                this.runtime
+                    .delete_room(scheduler, room_id, grace)
+                    .await
+                    .map_err(runtime_failure)?;
+                this.store.remove(scheduler, room_id).await.map_err(store_failure)?;
+                info!(scheduler = %scheduler, room = %room_id, "room deleted");
+                Ok::<_, ActivityError>(())
+            }
+        });
+        let results = with_heartbeats(&ctx, 0, join_all(deletions)).await?;
+        let mut first_error = None;
+        for (room_id, result) in input.room_ids.iter().zip(results) {
+            if let Err(e) = result {
+                warn!(scheduler = %scheduler, room = %room_id, error = ?e, "room deletion failed");
+                first_error.get_or_insert(e);
+            }
+        }
+        match first_error {
+            // The retry deletes again; rooms already gone succeed at once.
+            Some(e) => Err(e),
+            None => Ok(input.room_ids),
+        }
+    }
+
+    /// The scheduler's rooms as the store knows them, with any room the runtime has but the
+    /// store lost (after a restart) recorded again first.
+    #[activity(name = "rooms.list")]
+    pub async fn list_rooms(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: SchedulerRef,
+    ) -> Result<Vec<GameRoom>, ActivityError> {
+        let known = self.store.list(&input.scheduler).await.map_err(store_failure)?;
+        let instances = self
+            .runtime
+            .list_rooms(&input.scheduler)
+            .await
+            .map_err(runtime_failure)?;
+        let mut rebuilt = false;
+        for instance in instances {
+            if !known.iter().any(|r| r.id == instance.room_id) {
+                self.store
+                    .apply_instance(
+                        &instance.scheduler,
+                        &instance.room_id,
+                        instance.version,
+                        instance.status,
+                        instance.address,
+                        now(),
+                    )
+                    .await
+                    .map_err(store_failure)?;
+                rebuilt = true;
+            }
+        }
+        if rebuilt {
+            return self.store.list(&input.scheduler).await.map_err(store_failure);
+        }
+        Ok(known)
+    }
+}

@@ -1,1 +1,178 @@
-//! testkit
+//! Test support shared by the workspace's integration tests: a real Temporal dev server on
+//! free loopback ports, a real Redis server, and a scan for leftover room processes.
+//! Test-only: never a dependency of product code.
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// A free TCP port on 127.0.0.1 (the OS picks it; a tiny race with other binders remains).
+pub fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port on 127.0.0.1")
+}
+
+/// The workspace root (this crate lives one level below it).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("testkit sits inside the workspace")
+        .to_path_buf()
+}
+
+/// A fresh, empty folder under the system temp dir.
+pub fn temp_dir(label: &str) -> PathBuf {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "maestro-test-{label}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create a temp dir");
+    dir
+}
+
+/// The Temporal CLI: `$MAESTRO_TEMPORAL_BIN`, else the project-local install that the
+/// README's commands make, else `temporal` on PATH.
+pub fn temporal_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("MAESTRO_TEMPORAL_BIN") {
+        return PathBuf::from(p);
+    }
+    let local = workspace_root().join(".tools/temporal-bin/bin/temporal");
+    if local.is_file() {
+        return local;
+    }
+    PathBuf::from("temporal")
+}
+
+/// A Temporal dev server (SQLite file in a temp dir) on free loopback ports, killed on drop.
+pub struct TemporalDevServer {
+    child: Child,
+    port: u16,
+    pub db_file: PathBuf,
+}
+
+impl TemporalDevServer {
+    pub async fn start() -> Result<Self> {
+        let dir = temp_dir("temporal");
+        Self::start_with_db(dir.join("temporal.db")).await
+    }
+
+    /// Starts on `db_file` (reuse a path to restart a server with its data).
+    pub async fn start_with_db(db_file: PathBuf) -> Result<Self> {
+        let port = free_port();
+        let http_port = free_port();
+        let metrics_port = free_port();
+        let log = std::fs::File::create(db_file.with_extension("log"))?;
+        let child = Command::new(temporal_bin())
+            .args(["server", "start-dev", "--headless", "--ip", "127.0.0.1"])
+            .args(["--port", &port.to_string()])
+            .args(["--http-port", &http_port.to_string()])
+            .args(["--metrics-port", &metrics_port.to_string()])
+            .arg("--db-filename")
+            .arg(&db_file)
+            .args(["--log-level", "warn"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("start {}", temporal_bin().display()))?;
+        let server = Self {
+            child,
+            port,
+            db_file,
+        };
+        server.wait_ready(Duration::from_secs(60)).await?;
+        Ok(server)
+    }
+
+    /// `127.0.0.1:PORT`
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address())
+    }
+
+    /// Ready means the `default` namespace answers, not just an open port.
+    async fn wait_ready(&self, limit: Duration) -> Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let out = tokio::process::Command::new(temporal_bin())
+                .args(["operator", "namespace", "describe", "default", "--address"])
+                .arg(self.address())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .await?;
+            if out.success() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("Temporal dev server on {} not ready after {limit:?}", self.address());
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for TemporalDevServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Pids of live processes whose environment holds `key=value` (room processes carry
+/// `MAESTRO_SCHEDULER_NAME`), to prove no room process was left behind.
+pub fn processes_with_env(key: &str, value: &str) -> Vec<u32> {
+    let needle = format!("{key}={value}");
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let zombie = stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+            !zombie
+                && std::fs::read(format!("/proc/{pid}/environ"))
+                    .map(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
+                    .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// Polls `check` until it returns `Some`, or fails after `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

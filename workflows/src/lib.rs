@@ -1,1 +1,213 @@
-//! workflows
+//! `maestro-workflows`: the scheduler entity workflow and one child workflow per operation.
+//!
+//! Owns the workflow types and their pinned names (`scheduler`, `add_rooms`, ...), the
+//! update/query contracts the gateway uses, and the operation queue semantics: operations
+//! are accepted by a validated update, run strictly one at a time in acceptance order, and
+//! carried across continue-as-new.
+//!
+//! Must stay deterministic: no I/O, clocks, randomness, environment, `HashMap` iteration,
+//! tokio timers or spawns. Time comes from `workflow_time`, ids from the workflow's own
+//! deterministic uuid, and every side effect goes through an activity.
+
+mod operations;
+mod scheduler;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::str::FromStr;
+
+use maestro_core::{Operation, OperationRequest, Scheduler, Timestamp, Version};
+use serde::{Deserialize, Serialize};
+pub use temporalio_sdk::WorkflowRegistrationError;
+
+pub use operations::{
+    AddRoomsWorkflow, CreateSchedulerWorkflow, DeleteSchedulerWorkflow, RemoveRoomsWorkflow,
+};
+pub use scheduler::SchedulerWorkflow;
+
+/// Pinned names: part of every stored history; renaming a Rust item must not change them.
+pub mod names {
+    pub const SCHEDULER_WORKFLOW: &str = "scheduler";
+    pub const UPDATE_SUBMIT_OPERATION: &str = "submit_operation";
+    pub const QUERY_SCHEDULER: &str = "get_scheduler";
+    pub const QUERY_OPERATIONS: &str = "get_operations";
+    /// Memo key holding the latest [`crate::SchedulerSnapshot`], for reads with no worker up.
+    pub const MEMO_SNAPSHOT: &str = "snapshot";
+}
+
+/// Operations run before a continue-as-new, unless the server suggests one earlier.
+pub const DEFAULT_CONTINUE_AS_NEW_EVERY: u32 = 200;
+/// Finished operations kept in the workflow state (older ones live in their own closed
+/// child workflows).
+pub const FINISHED_OPERATIONS_KEPT: usize = 100;
+/// Versions kept in the workflow state.
+pub const VERSIONS_KEPT: usize = 50;
+
+/// Registers every workflow type on built `WorkerOptions` or `WorkflowReplayerOptions` (the
+/// SDK gives both a `register_workflow` but no shared trait). Evaluates to
+/// `Result<(), WorkflowRegistrationError>`.
+#[macro_export]
+macro_rules! register_workflows {
+    ($options:expr) => {{
+        let options = &mut $options;
+        (|| -> Result<(), $crate::WorkflowRegistrationError> {
+            options.register_workflow::<$crate::SchedulerWorkflow>()?;
+            options.register_workflow::<$crate::CreateSchedulerWorkflow>()?;
+            options.register_workflow::<$crate::AddRoomsWorkflow>()?;
+            options.register_workflow::<$crate::RemoveRoomsWorkflow>()?;
+            options.register_workflow::<$crate::DeleteSchedulerWorkflow>()?;
+            Ok(())
+        })()
+    }};
+}
+
+/// Worker options with every workflow and the room activities registered on `task_queue`.
+pub fn worker_options(
+    task_queue: &str,
+    activities: maestro_activities::RoomActivities,
+) -> Result<temporalio_sdk::WorkerOptions, WorkflowRegistrationError> {
+    let mut options = temporalio_sdk::WorkerOptions::new(task_queue)
+        .register_activities(activities)
+        // One cached workflow per live scheduler avoids replaying histories on every task.
+        .max_cached_workflows(2000)
+        .graceful_shutdown_period(std::time::Duration::from_secs(5))
+        .build();
+    register_workflows!(options)?;
+    Ok(options)
+}
+
+/// One recorded version of a scheduler.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionRecord {
+    pub version: Version,
+    pub created_at: Timestamp,
+    pub scheduler: Scheduler,
+}
+
+/// The scheduler workflow's input: for a new scheduler only `scheduler` is set; a
+/// continue-as-new carries everything else.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SchedulerWorkflowInput {
+    pub scheduler: Scheduler,
+    #[serde(default)]
+    pub versions: Vec<VersionRecord>,
+    #[serde(default)]
+    pub pending: VecDeque<Operation>,
+    #[serde(default)]
+    pub finished: VecDeque<Operation>,
+    #[serde(default)]
+    pub next_seq: u64,
+    /// 0 means [`DEFAULT_CONTINUE_AS_NEW_EVERY`].
+    #[serde(default)]
+    pub continue_as_new_every: u32,
+    #[serde(default)]
+    pub generation: u32,
+}
+
+impl SchedulerWorkflowInput {
+    pub fn new(scheduler: Scheduler) -> Self {
+        Self {
+            scheduler,
+            versions: Vec::new(),
+            pending: VecDeque::new(),
+            finished: VecDeque::new(),
+            next_seq: 0,
+            continue_as_new_every: 0,
+            generation: 0,
+        }
+    }
+}
+
+/// What the `get_scheduler` query (and the memo) answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SchedulerSnapshot {
+    /// The active version, with `state` and `createdAt` set.
+    pub scheduler: Scheduler,
+    pub versions: Vec<VersionRecord>,
+    /// The scheduler was deleted: reads answer 404.
+    pub deleted: bool,
+    /// Continue-as-new runs so far (visible progress for operators and tests).
+    pub generation: u32,
+}
+
+/// What the `get_operations` query answers.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct OperationsView {
+    pub pending: Vec<Operation>,
+    pub active: Option<Operation>,
+    /// Most recent last.
+    pub finished: Vec<Operation>,
+}
+
+/// The `submit_operation` update's argument.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubmitOperation {
+    pub request: OperationRequest,
+}
+
+/// Why the workflow refused an operation; travels as the update failure's message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    pub code: RejectionCode,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectionCode {
+    /// The request itself is invalid (HTTP 400).
+    Invalid,
+    /// The scheduler's state forbids it now, e.g. it is being deleted (HTTP 409).
+    Conflict,
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let json = serde_json::to_string(self).map_err(|_| fmt::Error)?;
+        f.write_str(&json)
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+impl FromStr for Rejection {
+    type Err = serde_json::Error;
+
+    /// Parses an update failure's message back into the rejection the validator gave.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        serde_json::from_str(s)
+    }
+}
+
+/// A child operation workflow's input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OperationInput {
+    pub operation: Operation,
+    /// The scheduler's active version when the operation starts.
+    pub scheduler: Scheduler,
+}
+
+/// A child operation workflow's result. Business failures are results, not workflow
+/// failures, so the parent always gets the execution history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OperationOutcome {
+    pub succeeded: bool,
+    pub history: Vec<maestro_core::HistoryEntry>,
+    pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejections_round_trip_through_the_failure_message() {
+        let r = Rejection {
+            code: RejectionCode::Conflict,
+            message: "scheduler is being deleted".into(),
+        };
+        assert_eq!(r.to_string().parse::<Rejection>().unwrap(), r);
+        assert!("plain text".parse::<Rejection>().is_err());
+    }
+}

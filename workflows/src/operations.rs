@@ -1,0 +1,325 @@
+//! One child workflow per operation kind, each named by Maestro's `definitionName` so the
+//! Temporal UI lists every operation with its own history. Each returns an
+//! [`OperationOutcome`]: business failures (a runtime refusing a room) are outcomes with a
+//! readable reason, after the operation has undone what it did.
+
+use std::time::{Duration, SystemTime};
+
+use maestro_activities::{CreateRoomsInput, DeleteRoomsInput, RoomActivities, SchedulerRef};
+use maestro_core::naming::room_id;
+use maestro_core::operation::ROOM_BATCH_SIZE;
+use maestro_core::room::rooms_to_remove;
+use maestro_core::time::parse_duration;
+use maestro_core::{HistoryEntry, OperationRequest, Scheduler, Timestamp, Version};
+use temporalio_common::RetryPolicy;
+use temporalio_macros::{workflow, workflow_methods};
+use temporalio_sdk::{ActivityOptions, WorkflowContext, WorkflowResult};
+
+use crate::{OperationInput, OperationOutcome};
+
+/// Rooms deleted per activity call (Maestro's remove_rooms batch).
+const DELETE_BATCH_SIZE: usize = 50;
+/// A room whose last ping is older than this goes first when rooms are removed.
+const PING_TIMEOUT: Duration = Duration::from_secs(240);
+const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+
+fn retry_policy() -> RetryPolicy {
+    RetryPolicy::builder()
+        .initial_interval(Duration::from_secs(1))
+        .backoff_coefficient(2.0)
+        .maximum_interval(Duration::from_secs(30))
+        .maximum_attempts(5)
+        .build()
+}
+
+fn activity_options(start_to_close: Duration) -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(start_to_close)
+        .heartbeat_timeout(Duration::from_secs(30))
+        .retry_policy(retry_policy())
+        .build()
+}
+
+fn now<W>(ctx: &WorkflowContext<W>) -> Timestamp {
+    ctx.workflow_time()
+        .map(Timestamp::from_system_time)
+        .unwrap_or_else(|| Timestamp::from_system_time(SystemTime::UNIX_EPOCH))
+}
+
+/// The execution history an operation builds as it goes.
+struct History(Vec<HistoryEntry>);
+
+impl History {
+    fn new() -> Self {
+        Self(Vec::new())
+    }
+
+    fn push<W>(&mut self, ctx: &WorkflowContext<W>, event: impl Into<String>) {
+        self.0.push(HistoryEntry {
+            created_at: now(ctx),
+            event: event.into(),
+        });
+    }
+
+    fn succeeded(self) -> OperationOutcome {
+        OperationOutcome {
+            succeeded: true,
+            history: self.0,
+            error: None,
+        }
+    }
+
+    fn failed(mut self, error: String, created_at: Timestamp) -> OperationOutcome {
+        self.0.push(HistoryEntry {
+            created_at,
+            event: format!("failed: {error}"),
+        });
+        OperationOutcome {
+            succeeded: false,
+            history: self.0,
+            error: Some(error),
+        }
+    }
+}
+
+fn grace_of(scheduler: &Scheduler) -> Duration {
+    parse_duration(&scheduler.spec.termination_grace_period).unwrap_or(DEFAULT_GRACE)
+}
+
+fn version_of(scheduler: &Scheduler) -> Version {
+    scheduler.spec.version.parse().unwrap_or(Version::FIRST)
+}
+
+/// Deletes rooms in batches; returns how many were deleted or the first error.
+async fn delete_rooms<W>(
+    ctx: &WorkflowContext<W>,
+    scheduler: &Scheduler,
+    room_ids: &[String],
+) -> Result<usize, String> {
+    let grace = grace_of(scheduler);
+    let mut deleted = 0;
+    for batch in room_ids.chunks(DELETE_BATCH_SIZE) {
+        let input = DeleteRoomsInput {
+            scheduler: scheduler.name.clone(),
+            room_ids: batch.to_vec(),
+            grace_millis: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+        };
+        ctx.execute_activity(
+            RoomActivities::delete_rooms,
+            input,
+            activity_options(grace + Duration::from_secs(120)),
+        )
+        .await
+        .map_err(|e| format!("deleting rooms failed: {e}"))?;
+        deleted += batch.len();
+    }
+    Ok(deleted)
+}
+
+async fn list_room_ids<W>(
+    ctx: &WorkflowContext<W>,
+    scheduler: &Scheduler,
+) -> Result<Vec<maestro_core::GameRoom>, String> {
+    ctx.execute_activity(
+        RoomActivities::list_rooms,
+        SchedulerRef {
+            scheduler: scheduler.name.clone(),
+        },
+        activity_options(Duration::from_secs(60)),
+    )
+    .await
+    .map_err(|e| format!("listing rooms failed: {e}"))
+}
+
+fn wrong_input(input: &OperationInput) -> OperationOutcome {
+    OperationOutcome {
+        succeeded: false,
+        history: Vec::new(),
+        error: Some(format!(
+            "operation {} got input for {}",
+            input.operation.definition_name,
+            input.operation.input.kind().definition_name()
+        )),
+    }
+}
+
+#[workflow]
+#[derive(Default)]
+pub struct CreateSchedulerWorkflow;
+
+#[workflow_methods]
+impl CreateSchedulerWorkflow {
+    /// Prepares the scheduler's runtime resources; on failure removes what it created.
+    #[run(name = "create_scheduler")]
+    pub async fn run(
+        ctx: &mut WorkflowContext<Self>,
+        input: OperationInput,
+    ) -> WorkflowResult<OperationOutcome> {
+        let mut history = History::new();
+        let target = SchedulerRef {
+            scheduler: input.scheduler.name.clone(),
+        };
+        let created = ctx
+            .execute_activity(
+                RoomActivities::create_scheduler,
+                target.clone(),
+                activity_options(Duration::from_secs(120)),
+            )
+            .await;
+        if let Err(e) = created {
+            let cleanup = ctx
+                .execute_activity(
+                    RoomActivities::delete_scheduler,
+                    target,
+                    activity_options(Duration::from_secs(120)),
+                )
+                .await;
+            if cleanup.is_ok() {
+                history.push(ctx, "removed the partly created runtime resources");
+            }
+            return Ok(history.failed(format!("creating runtime resources failed: {e}"), now(ctx)));
+        }
+        history.push(ctx, format!("created runtime resources for version {}", input.scheduler.spec.version));
+        Ok(history.succeeded())
+    }
+}
+
+#[workflow]
+#[derive(Default)]
+pub struct AddRoomsWorkflow;
+
+#[workflow_methods]
+impl AddRoomsWorkflow {
+    /// Creates rooms of the active version in batches; on failure removes the rooms it
+    /// created, so a failed operation leaves no half-done fleet behind.
+    #[run(name = "add_rooms")]
+    pub async fn run(
+        ctx: &mut WorkflowContext<Self>,
+        input: OperationInput,
+    ) -> WorkflowResult<OperationOutcome> {
+        let OperationRequest::AddRooms { amount } = input.operation.input else {
+            return Ok(wrong_input(&input));
+        };
+        let scheduler = &input.scheduler;
+        let version = version_of(scheduler);
+        let ids: Vec<String> = (0..amount)
+            .map(|i| room_id(&scheduler.name, &input.operation.id, i))
+            .collect();
+        let mut history = History::new();
+        let mut created = 0usize;
+        for batch in ids.chunks(ROOM_BATCH_SIZE) {
+            let result = ctx
+                .execute_activity(
+                    RoomActivities::create_rooms,
+                    CreateRoomsInput {
+                        scheduler: scheduler.clone(),
+                        version,
+                        room_ids: batch.to_vec(),
+                    },
+                    activity_options(Duration::from_secs(300)),
+                )
+                .await;
+            match result {
+                Ok(done) => {
+                    created += done.len();
+                    history.push(ctx, format!("created {created} of {amount} rooms"));
+                }
+                Err(e) => {
+                    // The failed batch may be partly created: remove it too.
+                    let attempted = &ids[..created + batch.len()];
+                    let error = format!("creating rooms failed: {e}");
+                    return Ok(match delete_rooms(ctx, scheduler, attempted).await {
+                        Ok(n) => {
+                            history.push(ctx, format!("removed the {n} rooms this operation created"));
+                            history.failed(error, now(ctx))
+                        }
+                        Err(cleanup) => history.failed(format!("{error}; then {cleanup}"), now(ctx)),
+                    });
+                }
+            }
+        }
+        Ok(history.succeeded())
+    }
+}
+
+#[workflow]
+#[derive(Default)]
+pub struct RemoveRoomsWorkflow;
+
+#[workflow_methods]
+impl RemoveRoomsWorkflow {
+    /// Removes the given rooms, or `amount` rooms by Maestro's deletion priority.
+    #[run(name = "remove_rooms")]
+    pub async fn run(
+        ctx: &mut WorkflowContext<Self>,
+        input: OperationInput,
+    ) -> WorkflowResult<OperationOutcome> {
+        let OperationRequest::RemoveRooms { amount, rooms_ids } = &input.operation.input else {
+            return Ok(wrong_input(&input));
+        };
+        let scheduler = &input.scheduler;
+        let mut history = History::new();
+        let targets = if rooms_ids.is_empty() {
+            let rooms = match list_room_ids(ctx, scheduler).await {
+                Ok(rooms) => rooms,
+                Err(e) => return Ok(history.failed(e, now(ctx))),
+            };
+            let picked = rooms_to_remove(&rooms, *amount as usize, now(ctx), PING_TIMEOUT);
+            if picked.len() < *amount as usize {
+                history.push(
+                    ctx,
+                    format!("asked to remove {amount} rooms, the scheduler has {}", rooms.len()),
+                );
+            }
+            picked
+        } else {
+            rooms_ids.clone()
+        };
+        match delete_rooms(ctx, scheduler, &targets).await {
+            Ok(n) => {
+                history.push(ctx, format!("removed {n} rooms"));
+                Ok(history.succeeded())
+            }
+            Err(e) => Ok(history.failed(e, now(ctx))),
+        }
+    }
+}
+
+#[workflow]
+#[derive(Default)]
+pub struct DeleteSchedulerWorkflow;
+
+#[workflow_methods]
+impl DeleteSchedulerWorkflow {
+    /// Removes every room, then the scheduler's runtime resources.
+    #[run(name = "delete_scheduler")]
+    pub async fn run(
+        ctx: &mut WorkflowContext<Self>,
+        input: OperationInput,
+    ) -> WorkflowResult<OperationOutcome> {
+        let scheduler = &input.scheduler;
+        let mut history = History::new();
+        let rooms = match list_room_ids(ctx, scheduler).await {
+            Ok(rooms) => rooms,
+            Err(e) => return Ok(history.failed(e, now(ctx))),
+        };
+        let ids: Vec<String> = rooms.into_iter().map(|r| r.id).collect();
+        match delete_rooms(ctx, scheduler, &ids).await {
+            Ok(n) => history.push(ctx, format!("removed {n} rooms")),
+            Err(e) => return Ok(history.failed(e, now(ctx))),
+        }
+        let removed = ctx
+            .execute_activity(
+                RoomActivities::delete_scheduler,
+                SchedulerRef {
+                    scheduler: scheduler.name.clone(),
+                },
+                activity_options(Duration::from_secs(120)),
+            )
+            .await;
+        if let Err(e) = removed {
+            return Ok(history.failed(format!("removing runtime resources failed: {e}"), now(ctx)));
+        }
+        history.push(ctx, "removed the scheduler's runtime resources");
+        Ok(history.succeeded())
+    }
+}

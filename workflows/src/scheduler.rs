@@ -1,0 +1,328 @@
+//! The scheduler entity workflow (`scheduler:{name}`): owns the scheduler's versions and its
+//! operation queue. The `submit_operation` update only appends to the queue; `run` is the
+//! single loop that drains it, one child workflow at a time, so operations run strictly in
+//! acceptance order.
+
+use std::collections::VecDeque;
+use std::time::SystemTime;
+
+use maestro_core::naming::operation_workflow_id;
+use maestro_core::{
+    HistoryEntry, Operation, OperationKind, OperationRequest, OperationStatus, Scheduler,
+    SchedulerState, Timestamp, Version,
+};
+use temporalio_macros::{workflow, workflow_methods};
+use temporalio_sdk::{
+    ChildWorkflowOptions, ContinueAsNewOptions, MemoValue, SyncWorkflowContext, WorkflowContext,
+    WorkflowContextView, WorkflowResult,
+};
+
+use crate::operations::{
+    AddRoomsWorkflow, CreateSchedulerWorkflow, DeleteSchedulerWorkflow, RemoveRoomsWorkflow,
+};
+use crate::{
+    DEFAULT_CONTINUE_AS_NEW_EVERY, FINISHED_OPERATIONS_KEPT, OperationInput, OperationOutcome,
+    OperationsView, Rejection, RejectionCode, SchedulerSnapshot, SchedulerWorkflowInput,
+    SubmitOperation, VERSIONS_KEPT, VersionRecord, names,
+};
+
+#[workflow]
+pub struct SchedulerWorkflow {
+    scheduler: Scheduler,
+    versions: Vec<VersionRecord>,
+    pending: VecDeque<Operation>,
+    active: Option<Operation>,
+    finished: VecDeque<Operation>,
+    next_seq: u64,
+    continue_as_new_every: u32,
+    generation: u32,
+    /// Operations run by this run (not carried across continue-as-new).
+    run_operations: u32,
+    deleted: bool,
+}
+
+fn timestamp(t: Option<SystemTime>) -> Timestamp {
+    t.map(Timestamp::from_system_time).unwrap_or_default()
+}
+
+impl SchedulerWorkflow {
+    fn snapshot(&self) -> SchedulerSnapshot {
+        SchedulerSnapshot {
+            scheduler: self.scheduler.clone(),
+            versions: self.versions.clone(),
+            deleted: self.deleted,
+            generation: self.generation,
+        }
+    }
+
+    fn operations(&self) -> OperationsView {
+        OperationsView {
+            pending: self.pending.iter().cloned().collect(),
+            active: self.active.clone(),
+            finished: self.finished.iter().cloned().collect(),
+        }
+    }
+
+    fn enqueue(&mut self, id: String, request: OperationRequest, now: Timestamp) -> Operation {
+        self.next_seq += 1;
+        let operation = Operation {
+            id,
+            seq: self.next_seq,
+            status: OperationStatus::Pending,
+            definition_name: request.kind().definition_name().to_string(),
+            scheduler_name: self.scheduler.name.clone(),
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+            input: request,
+            execution_history: Vec::new(),
+            error: None,
+        };
+        self.pending.push_back(operation.clone());
+        operation
+    }
+
+    fn accepts_operations(&self) -> bool {
+        !self.deleted && self.scheduler.state != Some(SchedulerState::Terminating)
+    }
+
+    fn continue_as_new_input(&self) -> SchedulerWorkflowInput {
+        SchedulerWorkflowInput {
+            scheduler: self.scheduler.clone(),
+            versions: self.versions.clone(),
+            pending: self.pending.clone(),
+            finished: self.finished.clone(),
+            next_seq: self.next_seq,
+            continue_as_new_every: self.continue_as_new_every,
+            generation: self.generation + 1,
+        }
+    }
+
+    fn finish(&mut self, mut operation: Operation, outcome: OperationOutcome, now: Timestamp) {
+        operation.status = if outcome.succeeded {
+            OperationStatus::Finished
+        } else {
+            OperationStatus::Error
+        };
+        operation.finished_at = Some(now);
+        operation.execution_history.extend(outcome.history);
+        operation.error = outcome.error;
+        match (operation.input.kind(), outcome.succeeded) {
+            (OperationKind::CreateScheduler, true) => {
+                self.scheduler.state = Some(SchedulerState::InSync)
+            }
+            (OperationKind::CreateScheduler, false) => {
+                self.scheduler.state = Some(SchedulerState::OnError)
+            }
+            (OperationKind::DeleteScheduler, true) => self.deleted = true,
+            // A failed delete leaves the scheduler usable again; its rooms may be partly gone.
+            (OperationKind::DeleteScheduler, false) => {
+                self.scheduler.state = Some(SchedulerState::OnError)
+            }
+            _ => {}
+        }
+        self.active = None;
+        self.finished.push_back(operation);
+        while self.finished.len() > FINISHED_OPERATIONS_KEPT {
+            self.finished.pop_front();
+        }
+        self.run_operations += 1;
+    }
+
+    fn should_continue_as_new(&self) -> bool {
+        let every = if self.continue_as_new_every == 0 {
+            DEFAULT_CONTINUE_AS_NEW_EVERY
+        } else {
+            self.continue_as_new_every
+        };
+        self.run_operations >= every
+    }
+}
+
+/// Runs one operation as its own child workflow; any failure becomes an error outcome.
+async fn run_child(
+    ctx: &WorkflowContext<SchedulerWorkflow>,
+    operation: &Operation,
+    scheduler: &Scheduler,
+) -> OperationOutcome {
+    let input = OperationInput {
+        operation: operation.clone(),
+        scheduler: scheduler.clone(),
+    };
+    let options = ChildWorkflowOptions::builder()
+        .workflow_id(operation_workflow_id(&scheduler.name, &operation.id))
+        .static_summary(format!(
+            "{} #{} of {}",
+            operation.definition_name, operation.seq, scheduler.name
+        ))
+        .build();
+    let result = match operation.input.kind() {
+        OperationKind::CreateScheduler => {
+            start_and_wait(ctx, CreateSchedulerWorkflow::run, input, options).await
+        }
+        OperationKind::AddRooms => start_and_wait(ctx, AddRoomsWorkflow::run, input, options).await,
+        OperationKind::RemoveRooms => {
+            start_and_wait(ctx, RemoveRoomsWorkflow::run, input, options).await
+        }
+        OperationKind::DeleteScheduler => {
+            start_and_wait(ctx, DeleteSchedulerWorkflow::run, input, options).await
+        }
+        other => Err(format!(
+            "operation {} is not supported yet",
+            other.definition_name()
+        )),
+    };
+    result.unwrap_or_else(|error| OperationOutcome {
+        succeeded: false,
+        history: Vec::new(),
+        error: Some(error),
+    })
+}
+
+async fn start_and_wait<WD>(
+    ctx: &WorkflowContext<SchedulerWorkflow>,
+    workflow: WD,
+    input: OperationInput,
+    options: ChildWorkflowOptions,
+) -> Result<OperationOutcome, String>
+where
+    WD: temporalio_common::WorkflowDefinition<Output = OperationOutcome> + 'static,
+    OperationInput: Into<WD::Input>,
+{
+    let started = ctx
+        .start_child_workflow(workflow, input, options)
+        .await
+        .map_err(|e| format!("could not start the operation: {e}"))?;
+    started
+        .result()
+        .await
+        .map_err(|e| format!("the operation failed: {e}"))
+}
+
+#[workflow_methods]
+impl SchedulerWorkflow {
+    #[init]
+    pub fn new(ctx: &WorkflowContextView, input: SchedulerWorkflowInput) -> Self {
+        let mut this = Self {
+            scheduler: input.scheduler,
+            versions: input.versions,
+            pending: input.pending,
+            active: None,
+            finished: input.finished,
+            next_seq: input.next_seq,
+            continue_as_new_every: input.continue_as_new_every,
+            generation: input.generation,
+            run_operations: 0,
+            deleted: false,
+        };
+        if this.versions.is_empty() {
+            // A new scheduler: its first version and the create operation come before any
+            // update can be handled, so create_scheduler is always operation #1.
+            let now = timestamp(ctx.start_time());
+            this.scheduler.state = Some(SchedulerState::Creating);
+            this.scheduler.created_at = Some(now);
+            this.scheduler.spec.version = Version::FIRST.to_string();
+            this.versions.push(VersionRecord {
+                version: Version::FIRST,
+                created_at: now,
+                scheduler: this.scheduler.clone(),
+            });
+            let id = ctx.first_execution_run_id().to_string();
+            this.enqueue(id, OperationRequest::CreateScheduler, now);
+        }
+        this.versions
+            .drain(..this.versions.len().saturating_sub(VERSIONS_KEPT));
+        this
+    }
+
+    #[run(name = "scheduler")]
+    pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<SchedulerSnapshot> {
+        loop {
+            ctx.wait_condition(|s| !s.pending.is_empty() || s.should_continue_as_new())
+                .await?;
+            if ctx.state(|s| s.should_continue_as_new()) || ctx.continue_as_new_suggested() {
+                let next = ctx.state(|s| s.continue_as_new_input());
+                ctx.continue_as_new(next, ContinueAsNewOptions::default())?;
+            }
+            let now = timestamp(ctx.workflow_time());
+            let Some((operation, scheduler)) = ctx.state_mut(|s| {
+                let mut op = s.pending.pop_front()?;
+                op.status = OperationStatus::InProgress;
+                op.started_at = Some(now);
+                op.execution_history.push(HistoryEntry {
+                    created_at: now,
+                    event: "operation started".into(),
+                });
+                s.active = Some(op.clone());
+                Some((op, s.scheduler.clone()))
+            }) else {
+                continue;
+            };
+            let outcome = run_child(ctx, &operation, &scheduler).await;
+            let now = timestamp(ctx.workflow_time());
+            let snapshot = ctx.state_mut(|s| {
+                s.finish(operation, outcome, now);
+                s.snapshot()
+            });
+            // The memo answers reads while no worker is up to answer queries.
+            ctx.upsert_memo([(names::MEMO_SNAPSHOT, Some(MemoValue::new(snapshot.clone())))])?;
+            if snapshot.deleted {
+                return Ok(snapshot);
+            }
+        }
+    }
+
+    #[update_validator(submit_operation)]
+    fn validate_submit_operation(
+        &self,
+        _ctx: &WorkflowContextView,
+        submit: &SubmitOperation,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        fn reject(
+            code: RejectionCode,
+            message: String,
+        ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+            Err(Box::new(Rejection { code, message }))
+        }
+        if !self.accepts_operations() {
+            return reject(
+                RejectionCode::Conflict,
+                format!("scheduler {} is being deleted", self.scheduler.name),
+            );
+        }
+        if submit.request == OperationRequest::CreateScheduler {
+            return reject(
+                RejectionCode::Invalid,
+                "create_scheduler runs only when the scheduler is created".into(),
+            );
+        }
+        if let Err(errors) = submit.request.validate() {
+            return reject(RejectionCode::Invalid, errors.to_string());
+        }
+        Ok(())
+    }
+
+    /// Accepts an operation: appends it to the queue and returns it with its id.
+    #[update(name = "submit_operation")]
+    pub fn submit_operation(
+        &mut self,
+        ctx: &mut SyncWorkflowContext<Self>,
+        submit: SubmitOperation,
+    ) -> Operation {
+        let now = timestamp(ctx.workflow_time());
+        if submit.request == OperationRequest::DeleteScheduler {
+            self.scheduler.state = Some(SchedulerState::Terminating);
+        }
+        self.enqueue(ctx.uuid4(), submit.request, now)
+    }
+
+    #[query(name = "get_scheduler")]
+    pub fn get_scheduler(&self, _ctx: &WorkflowContextView) -> SchedulerSnapshot {
+        self.snapshot()
+    }
+
+    #[query(name = "get_operations")]
+    pub fn get_operations(&self, _ctx: &WorkflowContextView) -> OperationsView {
+        self.operations()
+    }
+}

@@ -1,0 +1,311 @@
+//! The scheduler workflow against a real Temporal dev server, with an in-process worker, the
+//! process runtime and the in-memory room store.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use futures::future::join_all;
+use maestro_activities::RoomActivities;
+use maestro_core::naming::{operation_workflow_id, scheduler_workflow_id};
+use maestro_core::scheduler::{Container, PortRange, Spec};
+use maestro_core::{OperationRequest, OperationStatus, Scheduler};
+use maestro_runtime::{MemoryRoomStore, ProcessRuntime, ProcessRuntimeConfig, Runtime as _};
+use maestro_testkit::{TemporalDevServer, eventually, processes_with_env, temp_dir};
+use maestro_workflows::{
+    OperationsView, SchedulerSnapshot, SchedulerWorkflow, SchedulerWorkflowInput, SubmitOperation,
+    register_workflows, worker_options,
+};
+use temporalio_client::{
+    Client, ClientOptions, Connection, ConnectionOptions, WorkflowExecuteUpdateOptions,
+    WorkflowFetchHistoryOptions, WorkflowHistory, WorkflowQueryOptions, WorkflowStartOptions,
+};
+use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
+use temporalio_sdk::{Worker, Runtime as TemporalRuntime};
+
+struct Harness {
+    _server: TemporalDevServer,
+    client: Client,
+    runtime: Arc<ProcessRuntime>,
+    store: Arc<MemoryRoomStore>,
+    task_queue: String,
+}
+
+async fn harness(label: &str) -> Result<Harness> {
+    let server = TemporalDevServer::start().await?;
+    let conn = Connection::connect(
+        ConnectionOptions::new(url::Url::from_str(&server.url())?)
+            .identity("workflow-tests")
+            .build(),
+    )
+    .await?;
+    let client = Client::new(conn, ClientOptions::new("default").build())?;
+    let runtime = Arc::new(ProcessRuntime::new(ProcessRuntimeConfig {
+        rooms_api_url: "http://127.0.0.1:9".into(),
+        extra_path: vec![],
+        log_dir: temp_dir(label),
+    }));
+    Ok(Harness {
+        _server: server,
+        client,
+        runtime,
+        store: Arc::new(MemoryRoomStore::new()),
+        task_queue: format!("test-{label}"),
+    })
+}
+
+impl Harness {
+    /// Runs `body` while a worker serves the task queue.
+    async fn with_worker<T>(&self, body: impl Future<Output = Result<T>>) -> Result<T> {
+        let temporal = TemporalRuntime::from_current_tokio(Default::default())?;
+        let activities = RoomActivities::new(self.runtime.clone(), self.store.clone());
+        let options = worker_options(&self.task_queue, activities)?;
+        let mut worker = Worker::new(&temporal, self.client.clone(), options)?;
+        let shutdown = worker.shutdown_handle();
+        tokio::select! {
+            stopped = worker.run() => anyhow::bail!("worker stopped early: {stopped:?}"),
+            out = body => { shutdown(); out }
+        }
+    }
+
+    async fn create(&self, scheduler: Scheduler, continue_as_new_every: u32) -> Result<()> {
+        let mut input = SchedulerWorkflowInput::new(scheduler.clone());
+        input.continue_as_new_every = continue_as_new_every;
+        self.client
+            .start_workflow(
+                SchedulerWorkflow::run,
+                input,
+                WorkflowStartOptions::new(&self.task_queue, scheduler_workflow_id(&scheduler.name)).build(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    fn handle(&self, name: &str) -> temporalio_client::WorkflowHandle<Client, SchedulerWorkflow> {
+        self.client.get_workflow_handle::<SchedulerWorkflow>(scheduler_workflow_id(name))
+    }
+
+    async fn submit(&self, name: &str, request: OperationRequest) -> Result<maestro_core::Operation> {
+        Ok(self
+            .handle(name)
+            .execute_update(
+                SchedulerWorkflow::submit_operation,
+                SubmitOperation { request },
+                WorkflowExecuteUpdateOptions::default(),
+            )
+            .await?)
+    }
+
+    async fn operations(&self, name: &str) -> Result<OperationsView> {
+        Ok(self
+            .handle(name)
+            .query(SchedulerWorkflow::get_operations, (), WorkflowQueryOptions::default())
+            .await?)
+    }
+
+    async fn snapshot(&self, name: &str) -> Result<SchedulerSnapshot> {
+        Ok(self
+            .handle(name)
+            .query(SchedulerWorkflow::get_scheduler, (), WorkflowQueryOptions::default())
+            .await?)
+    }
+
+    /// Waits until the queue is drained and `finished` operations are recorded.
+    async fn drained(&self, name: &str, finished: usize, limit: Duration) -> Result<OperationsView> {
+        eventually(limit, "the operation queue to drain", || async {
+            let view = self.operations(name).await.ok()?;
+            (view.pending.is_empty() && view.active.is_none() && view.finished.len() >= finished)
+                .then_some(view)
+        })
+        .await
+    }
+}
+
+fn scheduler(name: &str) -> Scheduler {
+    Scheduler {
+        name: name.into(),
+        game: "game".into(),
+        state: None,
+        created_at: None,
+        max_surge: "1".into(),
+        rooms_replicas: 0,
+        port_range: Some(PortRange { start: 20000, end: 29999 }),
+        spec: Spec {
+            version: String::new(),
+            termination_grace_period: "5s".into(),
+            toleration: None,
+            affinity: None,
+            containers: vec![Container {
+                name: "room".into(),
+                image: "local".into(),
+                image_pull_policy: None,
+                command: vec!["sleep".into(), "600".into()],
+                environment: vec![],
+                requests: None,
+                limits: None,
+                ports: vec![],
+            }],
+        },
+        autoscaling: None,
+        forwarders: vec![],
+        annotations: BTreeMap::new(),
+        labels: BTreeMap::new(),
+        match_allocation: None,
+    }
+}
+
+/// Finished operations ran one at a time, in acceptance order.
+fn assert_strictly_sequential(view: &OperationsView) {
+    for pair in view.finished.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        assert!(a.seq < b.seq, "finished out of order: #{} before #{}", a.seq, b.seq);
+        assert!(
+            b.started_at >= a.finished_at,
+            "#{} started before #{} finished",
+            b.seq,
+            a.seq
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_100_concurrent_submissions_runs_in_acceptance_order() -> Result<()> {
+    let h = harness("burst").await?;
+    let name = "burst";
+    h.with_worker(async {
+        h.create(scheduler(name), 0).await?;
+        let submissions = (0..100).map(|_| h.submit(name, OperationRequest::AddRooms { amount: 1 }));
+        let accepted: Vec<_> = join_all(submissions).await.into_iter().collect::<Result<_>>()?;
+        let mut seqs: Vec<u64> = accepted.iter().map(|op| op.seq).collect();
+        seqs.sort_unstable();
+        assert_eq!(seqs, (2..=101).collect::<Vec<_>>(), "create is #1, then one seq per submission");
+
+        let view = h.drained(name, 100, Duration::from_secs(240)).await?;
+        assert_eq!(view.finished.len(), 100, "the last 100 are kept");
+        assert_strictly_sequential(&view);
+        assert!(view.finished.iter().all(|op| op.status == OperationStatus::Finished));
+        assert_eq!(view.finished.last().map(|op| op.seq), Some(101));
+        assert_eq!(h.runtime.list_rooms(name).await?.len(), 100);
+        assert_eq!(processes_with_env("MAESTRO_SCHEDULER_NAME", name).len(), 100);
+
+        let delete = h.submit(name, OperationRequest::DeleteScheduler).await?;
+        assert_eq!(delete.seq, 102);
+        let rejected = h.submit(name, OperationRequest::AddRooms { amount: 1 }).await;
+        assert!(rejected.is_err(), "no operations after delete was accepted");
+        eventually(Duration::from_secs(120), "the scheduler to be deleted", || async {
+            h.snapshot(name).await.ok().filter(|s| s.deleted)
+        })
+        .await?;
+        assert!(h.runtime.list_rooms(name).await?.is_empty());
+        assert!(processes_with_env("MAESTRO_SCHEDULER_NAME", name).is_empty(), "orphan room processes");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn continue_as_new_carries_a_non_empty_queue() -> Result<()> {
+    let h = harness("can").await?;
+    let name = "can";
+    h.with_worker(async {
+        h.create(scheduler(name), 3).await?;
+        // A burst far larger than one run's share: the queue is non-empty at every
+        // continue-as-new and must come through intact.
+        let submissions = (0..20).map(|_| h.submit(name, OperationRequest::AddRooms { amount: 1 }));
+        join_all(submissions).await.into_iter().collect::<Result<Vec<_>>>()?;
+        let view = h.drained(name, 21, Duration::from_secs(180)).await?;
+        assert_eq!(view.finished.len(), 21);
+        assert_eq!(
+            view.finished.iter().map(|op| op.seq).collect::<Vec<_>>(),
+            (1..=21).collect::<Vec<_>>(),
+            "every operation once, in order, across runs"
+        );
+        assert_strictly_sequential(&view);
+        let snapshot = h.snapshot(name).await?;
+        assert!(snapshot.generation >= 6, "expected >= 6 continue-as-new, saw {}", snapshot.generation);
+        assert_eq!(h.runtime.list_rooms(name).await?.len(), 20);
+        h.submit(name, OperationRequest::DeleteScheduler).await?;
+        eventually(Duration::from_secs(120), "the scheduler to be deleted", || async {
+            h.snapshot(name).await.ok().filter(|s| s.deleted)
+        })
+        .await?;
+        assert!(processes_with_env("MAESTRO_SCHEDULER_NAME", name).is_empty());
+        Ok(())
+    })
+    .await
+}
+
+fn histories_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/histories")
+}
+
+fn replayer() -> Result<WorkflowReplayer> {
+    let mut options = WorkflowReplayerOptions::new().build();
+    register_workflows!(options)?;
+    Ok(WorkflowReplayer::new(options)?)
+}
+
+async fn replay_all(histories: Vec<(String, Vec<u8>)>) -> Result<()> {
+    let replayer = replayer()?;
+    for (name, json) in histories {
+        replayer
+            .replay_workflow(WorkflowHistory::from_json(&json)?)
+            .await
+            .map_err(|e| anyhow::anyhow!("{name} no longer replays: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Every history stored under `tests/histories` still replays: a change that would break
+/// running workflows fails here. `MAESTRO_RECORD_HISTORIES=1` re-records them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_histories_replay() -> Result<()> {
+    let mut stored = Vec::new();
+    for entry in std::fs::read_dir(histories_dir())? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "json") {
+            stored.push((path.display().to_string(), std::fs::read(&path)?));
+        }
+    }
+    assert!(stored.len() >= 4, "expected stored histories in {}", histories_dir().display());
+    replay_all(stored).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_lifecycle_history_replays() -> Result<()> {
+    let h = harness("replay").await?;
+    let name = "replay";
+    let histories = h
+        .with_worker(async {
+            h.create(scheduler(name), 0).await?;
+            let add = h.submit(name, OperationRequest::AddRooms { amount: 2 }).await?;
+            let remove = h.submit(name, OperationRequest::RemoveRooms { amount: 1, rooms_ids: vec![] }).await?;
+            h.drained(name, 3, Duration::from_secs(60)).await?;
+            assert_eq!(h.runtime.list_rooms(name).await?.len(), 1);
+            let delete = h.submit(name, OperationRequest::DeleteScheduler).await?;
+            eventually(Duration::from_secs(60), "deletion", || async {
+                h.snapshot(name).await.ok().filter(|s| s.deleted)
+            })
+            .await?;
+            let mut histories = vec![(
+                "scheduler-lifecycle".to_string(),
+                h.handle(name).fetch_history(WorkflowFetchHistoryOptions::default()).to_json().await?,
+            )];
+            for (kind, op) in [("add-rooms", add), ("remove-rooms", remove), ("delete-scheduler", delete)] {
+                let child = h.client.get_workflow_handle::<SchedulerWorkflow>(operation_workflow_id(name, &op.id));
+                histories.push((kind.to_string(), child.fetch_history(WorkflowFetchHistoryOptions::default()).to_json().await?));
+            }
+            Ok(histories)
+        })
+        .await?;
+    if std::env::var_os("MAESTRO_RECORD_HISTORIES").is_some() {
+        for (name, json) in &histories {
+            std::fs::write(histories_dir().join(format!("{name}.json")), json)?;
+        }
+    }
+    replay_all(histories).await
+}
