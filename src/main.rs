@@ -1,1 +1,66 @@
-fn main() {}
+//! `maestro`: the game-room orchestrator's command line.
+//!
+//! `maestro dev` runs the whole system in one process (Temporal dev server, worker, gateway,
+//! local process runtime, in-memory room store). Wiring and configuration live here; the
+//! behaviour lives in the library crates.
+
+mod dev;
+mod temporal;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "maestro",
+    version,
+    about = "Game-room orchestrator on Temporal"
+)]
+struct Cli {
+    /// Log format.
+    #[arg(
+        long,
+        global = true,
+        env = "MAESTRO_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run everything locally: Temporal dev server (started or reused), worker, management
+    /// and rooms APIs, rooms as local processes, and a sample scheduler.
+    Dev(dev::DevArgs),
+}
+
+fn init_logging(format: LogFormat) {
+    // RUST_LOG overrides; the SDK's core is chatty at info.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,temporalio_sdk_core=warn,temporalio_client=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Dev(args) => dev::run(args).await,
+    }
+}

@@ -179,9 +179,21 @@ impl RoomActivities {
         let deletions = input.room_ids.iter().map(|room_id| {
             let this = self.clone();
             async move {
-                if let Some(room) = this.store.get(scheduler, room_id).await.map_err(store_failure)? {
+                if let Some(room) = this
+                    .store
+                    .get(scheduler, room_id)
+                    .await
+                    .map_err(store_failure)?
+                {
                     this.store
-                        .apply_instance(scheduler, room_id, room.version, InstanceStatus::Terminating, None, now())
+                        .apply_instance(
+                            scheduler,
+                            room_id,
+                            room.version,
+                            InstanceStatus::Terminating,
+                            None,
+                            now(),
+                        )
                         .await
                         .map_err(store_failure)?;
                 }
@@ -189,7 +201,10 @@ impl RoomActivities {
                     .delete_room(scheduler, room_id, grace)
                     .await
                     .map_err(runtime_failure)?;
-                this.store.remove(scheduler, room_id).await.map_err(store_failure)?;
+                this.store
+                    .remove(scheduler, room_id)
+                    .await
+                    .map_err(store_failure)?;
                 info!(scheduler = %scheduler, room = %room_id, "room deleted");
                 Ok::<_, ActivityError>(())
             }
@@ -217,7 +232,11 @@ impl RoomActivities {
         _ctx: ActivityContext,
         input: SchedulerRef,
     ) -> Result<Vec<GameRoom>, ActivityError> {
-        let known = self.store.list(&input.scheduler).await.map_err(store_failure)?;
+        let known = self
+            .store
+            .list(&input.scheduler)
+            .await
+            .map_err(store_failure)?;
         let instances = self
             .runtime
             .list_rooms(&input.scheduler)
@@ -241,7 +260,11 @@ impl RoomActivities {
             }
         }
         if rebuilt {
-            return self.store.list(&input.scheduler).await.map_err(store_failure);
+            return self
+                .store
+                .list(&input.scheduler)
+                .await
+                .map_err(store_failure);
         }
         Ok(known)
     }

@@ -117,7 +117,10 @@ impl TemporalDevServer {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("Temporal dev server on {} not ready after {limit:?}", self.address());
+                bail!(
+                    "Temporal dev server on {} not ready after {limit:?}",
+                    self.address()
+                );
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }

@@ -178,7 +178,13 @@ impl CreateSchedulerWorkflow {
             }
             return Ok(history.failed(format!("creating runtime resources failed: {e}"), now(ctx)));
         }
-        history.push(ctx, format!("created runtime resources for version {}", input.scheduler.spec.version));
+        history.push(
+            ctx,
+            format!(
+                "created runtime resources for version {}",
+                input.scheduler.spec.version
+            ),
+        );
         Ok(history.succeeded())
     }
 }
@@ -229,10 +235,13 @@ impl AddRoomsWorkflow {
                     let error = format!("creating rooms failed: {e}");
                     return Ok(match delete_rooms(ctx, scheduler, attempted).await {
                         Ok(n) => {
-                            history.push(ctx, format!("removed the {n} rooms this operation created"));
+                            history
+                                .push(ctx, format!("removed the {n} rooms this operation created"));
                             history.failed(error, now(ctx))
                         }
-                        Err(cleanup) => history.failed(format!("{error}; then {cleanup}"), now(ctx)),
+                        Err(cleanup) => {
+                            history.failed(format!("{error}; then {cleanup}"), now(ctx))
+                        }
                     });
                 }
             }
@@ -267,7 +276,10 @@ impl RemoveRoomsWorkflow {
             if picked.len() < *amount as usize {
                 history.push(
                     ctx,
-                    format!("asked to remove {amount} rooms, the scheduler has {}", rooms.len()),
+                    format!(
+                        "asked to remove {amount} rooms, the scheduler has {}",
+                        rooms.len()
+                    ),
                 );
             }
             picked

@@ -25,7 +25,7 @@ use temporalio_client::{
     WorkflowFetchHistoryOptions, WorkflowHistory, WorkflowQueryOptions, WorkflowStartOptions,
 };
 use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
-use temporalio_sdk::{Worker, Runtime as TemporalRuntime};
+use temporalio_sdk::{Runtime as TemporalRuntime, Worker};
 
 struct Harness {
     _server: TemporalDevServer,
@@ -79,17 +79,23 @@ impl Harness {
             .start_workflow(
                 SchedulerWorkflow::run,
                 input,
-                WorkflowStartOptions::new(&self.task_queue, scheduler_workflow_id(&scheduler.name)).build(),
+                WorkflowStartOptions::new(&self.task_queue, scheduler_workflow_id(&scheduler.name))
+                    .build(),
             )
             .await?;
         Ok(())
     }
 
     fn handle(&self, name: &str) -> temporalio_client::WorkflowHandle<Client, SchedulerWorkflow> {
-        self.client.get_workflow_handle::<SchedulerWorkflow>(scheduler_workflow_id(name))
+        self.client
+            .get_workflow_handle::<SchedulerWorkflow>(scheduler_workflow_id(name))
     }
 
-    async fn submit(&self, name: &str, request: OperationRequest) -> Result<maestro_core::Operation> {
+    async fn submit(
+        &self,
+        name: &str,
+        request: OperationRequest,
+    ) -> Result<maestro_core::Operation> {
         Ok(self
             .handle(name)
             .execute_update(
@@ -103,19 +109,32 @@ impl Harness {
     async fn operations(&self, name: &str) -> Result<OperationsView> {
         Ok(self
             .handle(name)
-            .query(SchedulerWorkflow::get_operations, (), WorkflowQueryOptions::default())
+            .query(
+                SchedulerWorkflow::get_operations,
+                (),
+                WorkflowQueryOptions::default(),
+            )
             .await?)
     }
 
     async fn snapshot(&self, name: &str) -> Result<SchedulerSnapshot> {
         Ok(self
             .handle(name)
-            .query(SchedulerWorkflow::get_scheduler, (), WorkflowQueryOptions::default())
+            .query(
+                SchedulerWorkflow::get_scheduler,
+                (),
+                WorkflowQueryOptions::default(),
+            )
             .await?)
     }
 
     /// Waits until the queue is drained and `finished` operations are recorded.
-    async fn drained(&self, name: &str, finished: usize, limit: Duration) -> Result<OperationsView> {
+    async fn drained(
+        &self,
+        name: &str,
+        finished: usize,
+        limit: Duration,
+    ) -> Result<OperationsView> {
         eventually(limit, "the operation queue to drain", || async {
             let view = self.operations(name).await.ok()?;
             (view.pending.is_empty() && view.active.is_none() && view.finished.len() >= finished)
@@ -133,7 +152,10 @@ fn scheduler(name: &str) -> Scheduler {
         created_at: None,
         max_surge: "1".into(),
         rooms_replicas: 0,
-        port_range: Some(PortRange { start: 20000, end: 29999 }),
+        port_range: Some(PortRange {
+            start: 20000,
+            end: 29999,
+        }),
         spec: Spec {
             version: String::new(),
             termination_grace_period: "5s".into(),
@@ -162,7 +184,12 @@ fn scheduler(name: &str) -> Scheduler {
 fn assert_strictly_sequential(view: &OperationsView) {
     for pair in view.finished.windows(2) {
         let (a, b) = (&pair[0], &pair[1]);
-        assert!(a.seq < b.seq, "finished out of order: #{} before #{}", a.seq, b.seq);
+        assert!(
+            a.seq < b.seq,
+            "finished out of order: #{} before #{}",
+            a.seq,
+            b.seq
+        );
         assert!(
             b.started_at >= a.finished_at,
             "#{} started before #{} finished",
@@ -178,30 +205,52 @@ async fn a_burst_of_100_concurrent_submissions_runs_in_acceptance_order() -> Res
     let name = "burst";
     h.with_worker(async {
         h.create(scheduler(name), 0).await?;
-        let submissions = (0..100).map(|_| h.submit(name, OperationRequest::AddRooms { amount: 1 }));
-        let accepted: Vec<_> = join_all(submissions).await.into_iter().collect::<Result<_>>()?;
+        let submissions =
+            (0..100).map(|_| h.submit(name, OperationRequest::AddRooms { amount: 1 }));
+        let accepted: Vec<_> = join_all(submissions)
+            .await
+            .into_iter()
+            .collect::<Result<_>>()?;
         let mut seqs: Vec<u64> = accepted.iter().map(|op| op.seq).collect();
         seqs.sort_unstable();
-        assert_eq!(seqs, (2..=101).collect::<Vec<_>>(), "create is #1, then one seq per submission");
+        assert_eq!(
+            seqs,
+            (2..=101).collect::<Vec<_>>(),
+            "create is #1, then one seq per submission"
+        );
 
         let view = h.drained(name, 100, Duration::from_secs(240)).await?;
         assert_eq!(view.finished.len(), 100, "the last 100 are kept");
         assert_strictly_sequential(&view);
-        assert!(view.finished.iter().all(|op| op.status == OperationStatus::Finished));
+        assert!(
+            view.finished
+                .iter()
+                .all(|op| op.status == OperationStatus::Finished)
+        );
         assert_eq!(view.finished.last().map(|op| op.seq), Some(101));
         assert_eq!(h.runtime.list_rooms(name).await?.len(), 100);
-        assert_eq!(processes_with_env("MAESTRO_SCHEDULER_NAME", name).len(), 100);
+        assert_eq!(
+            processes_with_env("MAESTRO_SCHEDULER_NAME", name).len(),
+            100
+        );
 
         let delete = h.submit(name, OperationRequest::DeleteScheduler).await?;
         assert_eq!(delete.seq, 102);
-        let rejected = h.submit(name, OperationRequest::AddRooms { amount: 1 }).await;
+        let rejected = h
+            .submit(name, OperationRequest::AddRooms { amount: 1 })
+            .await;
         assert!(rejected.is_err(), "no operations after delete was accepted");
-        eventually(Duration::from_secs(120), "the scheduler to be deleted", || async {
-            h.snapshot(name).await.ok().filter(|s| s.deleted)
-        })
+        eventually(
+            Duration::from_secs(120),
+            "the scheduler to be deleted",
+            || async { h.snapshot(name).await.ok().filter(|s| s.deleted) },
+        )
         .await?;
         assert!(h.runtime.list_rooms(name).await?.is_empty());
-        assert!(processes_with_env("MAESTRO_SCHEDULER_NAME", name).is_empty(), "orphan room processes");
+        assert!(
+            processes_with_env("MAESTRO_SCHEDULER_NAME", name).is_empty(),
+            "orphan room processes"
+        );
         Ok(())
     })
     .await
@@ -216,7 +265,10 @@ async fn continue_as_new_carries_a_non_empty_queue() -> Result<()> {
         // A burst far larger than one run's share: the queue is non-empty at every
         // continue-as-new and must come through intact.
         let submissions = (0..20).map(|_| h.submit(name, OperationRequest::AddRooms { amount: 1 }));
-        join_all(submissions).await.into_iter().collect::<Result<Vec<_>>>()?;
+        join_all(submissions)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
         let view = h.drained(name, 21, Duration::from_secs(180)).await?;
         assert_eq!(view.finished.len(), 21);
         assert_eq!(
@@ -226,12 +278,18 @@ async fn continue_as_new_carries_a_non_empty_queue() -> Result<()> {
         );
         assert_strictly_sequential(&view);
         let snapshot = h.snapshot(name).await?;
-        assert!(snapshot.generation >= 6, "expected >= 6 continue-as-new, saw {}", snapshot.generation);
+        assert!(
+            snapshot.generation >= 6,
+            "expected >= 6 continue-as-new, saw {}",
+            snapshot.generation
+        );
         assert_eq!(h.runtime.list_rooms(name).await?.len(), 20);
         h.submit(name, OperationRequest::DeleteScheduler).await?;
-        eventually(Duration::from_secs(120), "the scheduler to be deleted", || async {
-            h.snapshot(name).await.ok().filter(|s| s.deleted)
-        })
+        eventually(
+            Duration::from_secs(120),
+            "the scheduler to be deleted",
+            || async { h.snapshot(name).await.ok().filter(|s| s.deleted) },
+        )
         .await?;
         assert!(processes_with_env("MAESTRO_SCHEDULER_NAME", name).is_empty());
         Ok(())
@@ -271,7 +329,11 @@ async fn stored_histories_replay() -> Result<()> {
             stored.push((path.display().to_string(), std::fs::read(&path)?));
         }
     }
-    assert!(stored.len() >= 4, "expected stored histories in {}", histories_dir().display());
+    assert!(
+        stored.len() >= 4,
+        "expected stored histories in {}",
+        histories_dir().display()
+    );
     replay_all(stored).await
 }
 
@@ -282,8 +344,18 @@ async fn a_fresh_lifecycle_history_replays() -> Result<()> {
     let histories = h
         .with_worker(async {
             h.create(scheduler(name), 0).await?;
-            let add = h.submit(name, OperationRequest::AddRooms { amount: 2 }).await?;
-            let remove = h.submit(name, OperationRequest::RemoveRooms { amount: 1, rooms_ids: vec![] }).await?;
+            let add = h
+                .submit(name, OperationRequest::AddRooms { amount: 2 })
+                .await?;
+            let remove = h
+                .submit(
+                    name,
+                    OperationRequest::RemoveRooms {
+                        amount: 1,
+                        rooms_ids: vec![],
+                    },
+                )
+                .await?;
             h.drained(name, 3, Duration::from_secs(60)).await?;
             assert_eq!(h.runtime.list_rooms(name).await?.len(), 1);
             let delete = h.submit(name, OperationRequest::DeleteScheduler).await?;
@@ -293,11 +365,26 @@ async fn a_fresh_lifecycle_history_replays() -> Result<()> {
             .await?;
             let mut histories = vec![(
                 "scheduler-lifecycle".to_string(),
-                h.handle(name).fetch_history(WorkflowFetchHistoryOptions::default()).to_json().await?,
+                h.handle(name)
+                    .fetch_history(WorkflowFetchHistoryOptions::default())
+                    .to_json()
+                    .await?,
             )];
-            for (kind, op) in [("add-rooms", add), ("remove-rooms", remove), ("delete-scheduler", delete)] {
-                let child = h.client.get_workflow_handle::<SchedulerWorkflow>(operation_workflow_id(name, &op.id));
-                histories.push((kind.to_string(), child.fetch_history(WorkflowFetchHistoryOptions::default()).to_json().await?));
+            for (kind, op) in [
+                ("add-rooms", add),
+                ("remove-rooms", remove),
+                ("delete-scheduler", delete),
+            ] {
+                let child = h
+                    .client
+                    .get_workflow_handle::<SchedulerWorkflow>(operation_workflow_id(name, &op.id));
+                histories.push((
+                    kind.to_string(),
+                    child
+                        .fetch_history(WorkflowFetchHistoryOptions::default())
+                        .to_json()
+                        .await?,
+                ));
             }
             Ok(histories)
         })

@@ -129,7 +129,12 @@ impl ProcessRuntime {
             ));
         };
         let mut cmd = Command::new(self.resolve_program(program));
-        cmd.args(args).stdin(Stdio::null()).kill_on_drop(true);
+        // Own process group: a Ctrl-C aimed at maestro must not reach rooms directly; maestro
+        // stops them itself, gracefully.
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .process_group(0);
         let path = std::env::var_os("PATH").unwrap_or_default();
         let joined = std::env::join_paths(
             self.config

@@ -1,0 +1,263 @@
+//! The management REST API: schedulers and their operations, with Maestro's paths and JSON.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::routing::{get, post};
+use maestro_core::validation::check_scheduler_name;
+use maestro_core::{Operation, OperationRequest, OperationStatus, Scheduler, Version};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::GatewayState;
+use crate::error::ApiError;
+use crate::json::ValidJson;
+
+pub fn router(state: GatewayState) -> Router {
+    Router::new()
+        .route("/schedulers", post(create_scheduler))
+        .route(
+            "/schedulers/{name}",
+            get(get_scheduler).delete(delete_scheduler),
+        )
+        .route("/schedulers/{name}/add-rooms", post(add_rooms))
+        .route("/schedulers/{name}/remove-rooms", post(remove_rooms))
+        .route("/schedulers/{name}/operations", get(list_operations))
+        .route("/schedulers/{name}/rooms", get(list_rooms))
+        .with_state(state)
+}
+
+fn checked_name(name: &str) -> Result<(), ApiError> {
+    check_scheduler_name(name).map_err(|m| ApiError::invalid_field("name", m))
+}
+
+async fn create_scheduler(
+    State(state): State<GatewayState>,
+    ValidJson(mut scheduler): ValidJson<Scheduler>,
+) -> Result<Json<Value>, ApiError> {
+    // Maestro owns these; a client's values are ignored, not trusted.
+    scheduler.state = None;
+    scheduler.created_at = None;
+    scheduler.spec.version.clear();
+    scheduler.validate()?;
+    let name = scheduler.name.clone();
+    state.schedulers.create(scheduler).await?;
+    let snapshot = state.schedulers.snapshot(&name).await?;
+    Ok(Json(json!({ "scheduler": snapshot.scheduler })))
+}
+
+#[derive(Deserialize)]
+struct VersionQuery {
+    version: Option<String>,
+}
+
+async fn get_scheduler(
+    State(state): State<GatewayState>,
+    Path(name): Path<String>,
+    Query(query): Query<VersionQuery>,
+) -> Result<Json<Value>, ApiError> {
+    checked_name(&name)?;
+    let snapshot = state.schedulers.snapshot(&name).await?;
+    let scheduler = match query.version.filter(|v| !v.is_empty()) {
+        None => snapshot.scheduler,
+        Some(v) => {
+            let wanted: Version =
+                v.parse()
+                    .map_err(|e: maestro_core::version::VersionParseError| {
+                        ApiError::invalid_field("version", e.to_string())
+                    })?;
+            let mut record = snapshot
+                .versions
+                .into_iter()
+                .find(|r| r.version == wanted)
+                .ok_or_else(|| ApiError::not_found(format!("scheduler {name} has no version {v}")))?
+                .scheduler;
+            record.state = snapshot.scheduler.state;
+            record
+        }
+    };
+    Ok(Json(json!({ "scheduler": scheduler })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AmountBody {
+    amount: u32,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct OperationAccepted {
+    operation_id: String,
+}
+
+impl From<Operation> for OperationAccepted {
+    fn from(op: Operation) -> Self {
+        Self {
+            operation_id: op.id,
+        }
+    }
+}
+
+async fn submit(
+    state: &GatewayState,
+    name: &str,
+    request: OperationRequest,
+) -> Result<Json<OperationAccepted>, ApiError> {
+    checked_name(name)?;
+    Ok(Json(state.schedulers.submit(name, request).await?.into()))
+}
+
+async fn add_rooms(
+    State(state): State<GatewayState>,
+    Path(name): Path<String>,
+    ValidJson(body): ValidJson<AmountBody>,
+) -> Result<Json<OperationAccepted>, ApiError> {
+    submit(
+        &state,
+        &name,
+        OperationRequest::AddRooms {
+            amount: body.amount,
+        },
+    )
+    .await
+}
+
+async fn remove_rooms(
+    State(state): State<GatewayState>,
+    Path(name): Path<String>,
+    ValidJson(body): ValidJson<AmountBody>,
+) -> Result<Json<OperationAccepted>, ApiError> {
+    let request = OperationRequest::RemoveRooms {
+        amount: body.amount,
+        rooms_ids: Vec::new(),
+    };
+    submit(&state, &name, request).await
+}
+
+async fn delete_scheduler(
+    State(state): State<GatewayState>,
+    Path(name): Path<String>,
+) -> Result<Json<OperationAccepted>, ApiError> {
+    // 404 for a scheduler that never existed or is already deleted.
+    checked_name(&name)?;
+    state.schedulers.snapshot(&name).await?;
+    submit(&state, &name, OperationRequest::DeleteScheduler).await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OperationsQuery {
+    stage: Option<String>,
+    page: Option<u32>,
+    per_page: Option<u32>,
+}
+
+const DEFAULT_PER_PAGE: u32 = 100;
+const MAX_PER_PAGE: u32 = 1000;
+
+/// One operation as Maestro's list answers it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct OperationSummary {
+    id: String,
+    status: OperationStatus,
+    definition_name: String,
+    scheduler_name: String,
+    created_at: maestro_core::Timestamp,
+    lease: Value,
+}
+
+async fn list_operations(
+    State(state): State<GatewayState>,
+    Path(name): Path<String>,
+    Query(query): Query<OperationsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    checked_name(&name)?;
+    let page = query.page.unwrap_or(1);
+    let per_page = query.per_page.unwrap_or(DEFAULT_PER_PAGE);
+    if page == 0 {
+        return Err(ApiError::invalid_field("page", "must be >= 1"));
+    }
+    if per_page == 0 || per_page > MAX_PER_PAGE {
+        return Err(ApiError::invalid_field(
+            "perPage",
+            format!("must be between 1 and {MAX_PER_PAGE}"),
+        ));
+    }
+    let view = state.schedulers.operations(&name).await?;
+    let mut operations: Vec<Operation> = match query.stage.as_deref() {
+        None | Some("") => view
+            .pending
+            .into_iter()
+            .chain(view.active)
+            .chain(view.finished.into_iter().rev())
+            .collect(),
+        Some("pending") => view.pending,
+        Some("active") => view.active.into_iter().collect(),
+        // Most recent first, as Maestro lists history.
+        Some("final") => view.finished.into_iter().rev().collect(),
+        Some(_) => {
+            return Err(ApiError::invalid_field(
+                "stage",
+                "must be pending, active or final",
+            ));
+        }
+    };
+    let total = operations.len();
+    let start = ((page - 1) as usize)
+        .saturating_mul(per_page as usize)
+        .min(total);
+    let end = start.saturating_add(per_page as usize).min(total);
+    let summaries: Vec<OperationSummary> = operations
+        .drain(start..end)
+        .map(|op| OperationSummary {
+            lease: if op.status == OperationStatus::InProgress {
+                json!({"ttl": op.started_at})
+            } else {
+                json!(null)
+            },
+            id: op.id,
+            status: op.status,
+            definition_name: op.definition_name,
+            scheduler_name: op.scheduler_name,
+            created_at: op.created_at,
+        })
+        .collect();
+    Ok(Json(json!({
+        "page": page,
+        "pageSize": summaries.len(),
+        "total": total,
+        "operations": summaries,
+    })))
+}
+
+#[derive(Deserialize)]
+struct RoomsQuery {
+    status: Option<String>,
+}
+
+/// Extension: the scheduler's rooms with status, version, address and last ping.
+async fn list_rooms(
+    State(state): State<GatewayState>,
+    Path(name): Path<String>,
+    Query(query): Query<RoomsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    checked_name(&name)?;
+    let wanted = match query.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(maestro_core::RoomStatus::parse(s).ok_or_else(|| {
+            ApiError::invalid_field("status", format!("unknown room status {s:?}"))
+        })?),
+    };
+    state.schedulers.snapshot(&name).await?;
+    let rooms: Vec<_> = state
+        .store
+        .list(&name)
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?
+        .into_iter()
+        .filter(|r| wanted.is_none_or(|w| r.status == w))
+        .collect();
+    Ok(Json(json!({ "rooms": rooms })))
+}

@@ -1,0 +1,289 @@
+//! `maestro dev`: the whole system in one process, for a laptop with no cluster.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use maestro_activities::RoomActivities;
+use maestro_core::scheduler::{Container, ContainerPort, PortRange, Spec};
+use maestro_core::{OperationRequest, Scheduler};
+use maestro_gateway::error::ErrorCode;
+use maestro_gateway::{GatewayState, SchedulerClient, management_app, rooms_app, watcher};
+use maestro_runtime::{MemoryRoomStore, ProcessRuntime, ProcessRuntimeConfig, Runtime as _};
+use temporalio_sdk::Worker;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::temporal;
+
+#[derive(clap::Args)]
+pub struct DevArgs {
+    /// Where Temporal's SQLite file and room logs go.
+    #[arg(long, env = "MAESTRO_DATA_DIR", default_value = ".maestro")]
+    data_dir: PathBuf,
+    /// Temporal frontend; a server already listening there is reused, else one is started.
+    #[arg(
+        long,
+        env = "MAESTRO_TEMPORAL_ADDRESS",
+        default_value = "127.0.0.1:7233"
+    )]
+    temporal_address: String,
+    /// Temporal UI port of a dev server started here.
+    #[arg(long, default_value_t = 8233)]
+    temporal_ui_port: u16,
+    #[arg(long, env = "MAESTRO_NAMESPACE", default_value = "default")]
+    namespace: String,
+    #[arg(long, env = "MAESTRO_TASK_QUEUE", default_value = "maestro")]
+    task_queue: String,
+    /// Management API (Maestro's default port is 8080).
+    #[arg(
+        long,
+        env = "MAESTRO_MANAGEMENT_ADDR",
+        default_value = "127.0.0.1:8080"
+    )]
+    management_addr: SocketAddr,
+    /// Game rooms API.
+    #[arg(long, env = "MAESTRO_ROOMS_ADDR", default_value = "127.0.0.1:8070")]
+    rooms_addr: SocketAddr,
+    /// Rooms of the sample scheduler (running the bundled `game-room`); 0 for none.
+    #[arg(long, default_value_t = 3)]
+    sample_rooms: u32,
+}
+
+const SAMPLE_SCHEDULER: &str = "sample";
+
+/// A scheduler whose rooms run the `game-room` simulator built next to this binary.
+fn sample_scheduler(rooms: u32) -> Scheduler {
+    let args = [
+        "game-room",
+        "--ping-interval",
+        "5s",
+        "--match-every",
+        "40s",
+        "--match-duration",
+        "20s",
+    ];
+    Scheduler {
+        name: SAMPLE_SCHEDULER.into(),
+        game: "sample-game".into(),
+        state: None,
+        created_at: None,
+        max_surge: "25%".into(),
+        rooms_replicas: rooms.into(),
+        port_range: Some(PortRange {
+            start: 40000,
+            end: 40999,
+        }),
+        spec: Spec {
+            version: String::new(),
+            termination_grace_period: "10s".into(),
+            toleration: None,
+            affinity: None,
+            containers: vec![Container {
+                name: "game-room".into(),
+                image: "maestro/game-room:local".into(),
+                image_pull_policy: None,
+                command: args.iter().map(|s| s.to_string()).collect(),
+                environment: vec![],
+                requests: None,
+                limits: None,
+                ports: vec![ContainerPort {
+                    name: "game".into(),
+                    protocol: "UDP".into(),
+                    port: 7777,
+                    host_port_range: None,
+                }],
+            }],
+        },
+        autoscaling: None,
+        forwarders: vec![],
+        annotations: Default::default(),
+        labels: Default::default(),
+        match_allocation: None,
+    }
+}
+
+/// Creates the sample scheduler if missing and tops its rooms up to `rooms` (rooms of an
+/// earlier `maestro dev` stopped with it).
+async fn ensure_sample(
+    schedulers: &SchedulerClient,
+    runtime: &ProcessRuntime,
+    rooms: u32,
+) -> Result<()> {
+    match schedulers.snapshot(SAMPLE_SCHEDULER).await {
+        Ok(_) => info!(scheduler = SAMPLE_SCHEDULER, "sample scheduler exists"),
+        Err(e) if e.code == ErrorCode::NotFound => {
+            schedulers.create(sample_scheduler(rooms)).await?;
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let live = u32::try_from(runtime.list_rooms(SAMPLE_SCHEDULER).await?.len()).unwrap_or(0);
+    if live < rooms {
+        schedulers
+            .submit(
+                SAMPLE_SCHEDULER,
+                OperationRequest::AddRooms {
+                    amount: rooms - live,
+                },
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}
+
+async fn serve(listener: TcpListener, app: axum::Router, mut stop: watch::Receiver<bool>) {
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await;
+    if let Err(e) = result {
+        warn!(error = %e, "HTTP server stopped with an error");
+    }
+}
+
+pub async fn run(args: DevArgs) -> Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("create {}", args.data_dir.display()))?;
+    let data_dir = std::fs::canonicalize(&args.data_dir)?;
+
+    let started_server = if temporal::listening(&args.temporal_address).await {
+        info!(address = %args.temporal_address, "reusing the Temporal server already running");
+        None
+    } else {
+        let port: u16 = args
+            .temporal_address
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .context("--temporal-address must be host:port")?;
+        info!(port, db = %data_dir.join("temporal.db").display(), "starting the Temporal dev server");
+        Some(temporal::DevServer::start(
+            port,
+            args.temporal_ui_port,
+            &data_dir.join("temporal.db"),
+            &data_dir.join("temporal.log"),
+        )?)
+    };
+    let client = temporal::connect(
+        &args.temporal_address,
+        &args.namespace,
+        Duration::from_secs(60),
+    )
+    .await?;
+
+    // Bind before anything else so a busy port fails fast with a clear message.
+    let management = TcpListener::bind(args.management_addr)
+        .await
+        .with_context(|| format!("bind the management API on {}", args.management_addr))?;
+    let rooms_listener = TcpListener::bind(args.rooms_addr)
+        .await
+        .with_context(|| format!("bind the rooms API on {}", args.rooms_addr))?;
+
+    let store = Arc::new(MemoryRoomStore::new());
+    let exe_dir = std::env::current_exe()?
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_default();
+    let runtime = Arc::new(ProcessRuntime::new(ProcessRuntimeConfig {
+        rooms_api_url: format!("http://{}", rooms_listener.local_addr()?),
+        extra_path: vec![exe_dir],
+        log_dir: data_dir.join("rooms"),
+    }));
+
+    let temporal_runtime = temporalio_sdk::Runtime::from_current_tokio(Default::default())?;
+    let activities = RoomActivities::new(runtime.clone(), store.clone());
+    let options = maestro_workflows::worker_options(&args.task_queue, activities)?;
+    let mut worker = Worker::new(&temporal_runtime, client.clone(), options)?;
+    let stop_worker = worker.shutdown_handle();
+
+    let schedulers = SchedulerClient::new(client.clone(), &args.task_queue);
+    let state = GatewayState {
+        schedulers: schedulers.clone(),
+        store: store.clone(),
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let servers = [
+        tokio::spawn(serve(
+            management,
+            management_app(state.clone()),
+            stop_rx.clone(),
+        )),
+        tokio::spawn(serve(rooms_listener, rooms_app(state), stop_rx)),
+    ];
+    let watcher = tokio::spawn(watcher::run(runtime.clone(), store.clone()));
+
+    let ui = if started_server.is_some() {
+        format!("http://127.0.0.1:{}", args.temporal_ui_port)
+    } else {
+        "(the reused server's UI)".to_string()
+    };
+    println!("Maestro is running (Ctrl-C stops everything it started):");
+    println!("  management API  http://{}", args.management_addr);
+    println!("  rooms API       http://{}", args.rooms_addr);
+    println!(
+        "  Temporal        {} (namespace {}, task queue {})",
+        args.temporal_address, args.namespace, args.task_queue
+    );
+    println!("  Temporal UI     {ui}");
+    println!("  room logs       {}", data_dir.join("rooms").display());
+
+    if args.sample_rooms > 0 {
+        let (schedulers, runtime, rooms) = (schedulers.clone(), runtime.clone(), args.sample_rooms);
+        tokio::spawn(async move {
+            match ensure_sample(&schedulers, &runtime, rooms).await {
+                Ok(()) => info!(
+                    scheduler = SAMPLE_SCHEDULER,
+                    rooms,
+                    "sample scheduler requested; try: curl http://127.0.0.1:8080/schedulers/sample/rooms"
+                ),
+                Err(e) => warn!(error = %e, "could not set up the sample scheduler"),
+            }
+        });
+    }
+
+    let worker_run = worker.run();
+    tokio::pin!(worker_run);
+    tokio::select! {
+        result = &mut worker_run => {
+            if let Err(e) = result {
+                warn!(error = %e, "worker stopped");
+            }
+        }
+        _ = shutdown_signal() => {
+            info!("stopping");
+            stop_worker();
+            if tokio::time::timeout(Duration::from_secs(10), &mut worker_run).await.is_err() {
+                warn!("worker did not stop in 10 s");
+            }
+        }
+    }
+    let _ = stop_tx.send(true);
+    for server in servers {
+        let _ = server.await;
+    }
+    watcher.abort();
+    runtime.shutdown(Duration::from_secs(5)).await;
+    if let Some(server) = started_server {
+        server.stop().await;
+    }
+    info!("stopped");
+    Ok(())
+}

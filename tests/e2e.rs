@@ -1,0 +1,302 @@
+//! End to end through the public APIs: the real `maestro dev` binary (reusing a test
+//! Temporal dev server), REST calls, and real `game-room` processes pinging the rooms API.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Result;
+use maestro_testkit::{TemporalDevServer, eventually, free_port, processes_with_env, temp_dir};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+struct Maestro {
+    child: Child,
+    api: String,
+    rooms_api: String,
+    http: reqwest::Client,
+}
+
+impl Maestro {
+    async fn start(temporal: &TemporalDevServer) -> Result<Self> {
+        let (api_port, rooms_port) = (free_port(), free_port());
+        let data_dir = temp_dir("e2e");
+        let log = std::fs::File::create(data_dir.join("maestro.log"))?;
+        let child = Command::new(env!("CARGO_BIN_EXE_maestro"))
+            .arg("dev")
+            .args(["--temporal-address", &temporal.address()])
+            .args(["--management-addr", &format!("127.0.0.1:{api_port}")])
+            .args(["--rooms-addr", &format!("127.0.0.1:{rooms_port}")])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--sample-rooms", "0", "--task-queue", "e2e"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        let maestro = Self {
+            child,
+            api: format!("http://127.0.0.1:{api_port}"),
+            rooms_api: format!("http://127.0.0.1:{rooms_port}"),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()?,
+        };
+        eventually(Duration::from_secs(60), "the management API", || async {
+            maestro
+                .http
+                .get(format!("{}/healthz", maestro.api))
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+        })
+        .await?;
+        Ok(maestro)
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(StatusCode, Value)> {
+        let mut req = self.http.request(method, format!("{}{path}", self.api));
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok((status, json))
+    }
+
+    async fn get(&self, path: &str) -> Result<(StatusCode, Value)> {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Result<(StatusCode, Value)> {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    async fn rooms(&self, scheduler: &str, status: &str) -> Result<usize> {
+        let (code, body) = self
+            .get(&format!("/schedulers/{scheduler}/rooms?status={status}"))
+            .await?;
+        anyhow::ensure!(code == StatusCode::OK, "rooms: {code} {body}");
+        Ok(body["rooms"].as_array().map_or(0, Vec::len))
+    }
+
+    /// SIGTERM, like Ctrl-C; returns whether it exited cleanly in time.
+    fn stop(&mut self) -> Result<bool> {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id())?);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+        for _ in 0..300 {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status.success());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(false)
+    }
+}
+
+impl Drop for Maestro {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn scheduler_body(name: &str) -> Value {
+    json!({
+        "name": name,
+        "game": "e2e-game",
+        "maxSurge": "1",
+        "roomsReplicas": 3,
+        "portRange": {"start": 45000, "end": 45999},
+        "spec": {
+            "terminationGracePeriod": "10s",
+            "containers": [{
+                "name": "room",
+                "image": "local/game-room",
+                "command": [env!("CARGO_BIN_EXE_game-room"), "--ping-interval", "300ms"],
+                "ports": [{"name": "game", "protocol": "UDP", "port": 7777}]
+            }]
+        }
+    })
+}
+
+fn room_processes(scheduler: &str) -> usize {
+    processes_with_env("MAESTRO_SCHEDULER_NAME", scheduler).len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduler_lifecycle_through_the_rest_api() -> Result<()> {
+    let temporal = TemporalDevServer::start().await?;
+    let mut maestro = Maestro::start(&temporal).await?;
+    let name = "e2e-lifecycle";
+
+    // Bad input: every bad field named, nothing created.
+    let mut bad = scheduler_body(name);
+    bad["game"] = json!("");
+    bad["maxSurge"] = json!("lots");
+    bad["spec"]["containers"][0]["ports"][0]["protocol"] = json!("HTTP");
+    let (code, body) = maestro.post("/schedulers", bad).await?;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["code"], "invalid_argument");
+    let fields: Vec<&str> = body["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        ["game", "maxSurge", "spec.containers[0].ports[0].protocol"]
+    );
+    let (code, body) = maestro
+        .post("/schedulers", json!({"name": name, "game": 5}))
+        .await?;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert_eq!(body["fields"][0]["field"], "game");
+    let (code, _) = maestro.get(&format!("/schedulers/{name}")).await?;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+
+    // Create; a second create is a conflict.
+    let (code, body) = maestro.post("/schedulers", scheduler_body(name)).await?;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(body["scheduler"]["spec"]["version"], "v1.0");
+    assert_eq!(body["scheduler"]["state"], "creating");
+    let (code, _) = maestro.post("/schedulers", scheduler_body(name)).await?;
+    assert_eq!(code, StatusCode::CONFLICT);
+
+    // 3 rooms: 3 real processes that report ready.
+    let (code, body) = maestro
+        .post(
+            &format!("/schedulers/{name}/add-rooms"),
+            json!({"amount": 3}),
+        )
+        .await?;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert!(
+        body["operationId"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty())
+    );
+    eventually(Duration::from_secs(60), "3 ready rooms", || async {
+        (maestro.rooms(name, "ready").await.ok()? == 3).then_some(())
+    })
+    .await?;
+    assert_eq!(room_processes(name), 3);
+    let (_, body) = maestro.get(&format!("/schedulers/{name}")).await?;
+    assert_eq!(body["scheduler"]["state"], "in-sync");
+
+    // Bad operations and pings are refused with the field named.
+    let (code, body) = maestro
+        .post(
+            &format!("/schedulers/{name}/add-rooms"),
+            json!({"amount": 0}),
+        )
+        .await?;
+    assert_eq!(
+        (code, body["fields"][0]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("amount"))
+    );
+    let (code, _) = maestro
+        .post(
+            "/schedulers/no-such-scheduler/add-rooms",
+            json!({"amount": 1}),
+        )
+        .await?;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    let ping = |room: &str, status: &str| {
+        maestro
+            .http
+            .put(format!(
+                "{}/scheduler/{name}/rooms/{room}/ping",
+                maestro.rooms_api
+            ))
+            .json(&json!({"status": status, "timestamp": 1, "runningMatches": 0}))
+            .send()
+    };
+    let (_, rooms) = maestro.get(&format!("/schedulers/{name}/rooms")).await?;
+    let some_room = rooms["rooms"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        ping(&some_room, "dancing").await?.status(),
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        ping("no-such-room", "ready").await?.status(),
+        StatusCode::NOT_FOUND
+    );
+
+    // Remove 1: 2 remain, in the store and as processes.
+    let (code, _) = maestro
+        .post(
+            &format!("/schedulers/{name}/remove-rooms"),
+            json!({"amount": 1}),
+        )
+        .await?;
+    assert_eq!(code, StatusCode::OK);
+    eventually(
+        Duration::from_secs(60),
+        "2 rooms and 2 processes",
+        || async {
+            (maestro.rooms(name, "").await.ok()? == 2 && room_processes(name) == 2).then_some(())
+        },
+    )
+    .await?;
+    let (_, ops) = maestro
+        .get(&format!("/schedulers/{name}/operations?stage=final"))
+        .await?;
+    let kinds: Vec<&str> = ops["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["definitionName"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["remove_rooms", "add_rooms", "create_scheduler"],
+        "most recent first"
+    );
+    assert!(
+        ops["operations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["status"] == "finished")
+    );
+
+    // Delete: no rooms, no processes, then 404.
+    let (code, _) = maestro
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/schedulers/{name}"),
+            None,
+        )
+        .await?;
+    assert_eq!(code, StatusCode::OK);
+    eventually(
+        Duration::from_secs(60),
+        "the scheduler to be gone",
+        || async {
+            let (code, _) = maestro.get(&format!("/schedulers/{name}")).await.ok()?;
+            (code == StatusCode::NOT_FOUND).then_some(())
+        },
+    )
+    .await?;
+    assert_eq!(room_processes(name), 0, "no orphan room process");
+    let (code, _) = maestro
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/schedulers/{name}"),
+            None,
+        )
+        .await?;
+    assert_eq!(code, StatusCode::NOT_FOUND, "a second delete is 404");
+
+    assert!(maestro.stop()?, "maestro dev stops cleanly on SIGTERM");
+    Ok(())
+}
