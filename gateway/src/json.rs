@@ -38,10 +38,10 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." {
-            "body".to_string()
-        } else {
-            path
+        // "." is the document itself; "?" an unknown position (a truncated body).
+        let field = match path.as_str() {
+            "." | "?" | "" => "body".to_string(),
+            _ => path,
         };
         ApiError::invalid_field(field, e.into_inner().to_string())
     })

