@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use maestro_activities::RoomActivities;
-use maestro_core::scheduler::{Container, ContainerPort, PortRange, Spec};
+use maestro_core::scheduler::{ContainerPort, PortRange};
 use maestro_core::{OperationRequest, Scheduler};
 use maestro_gateway::error::ErrorCode;
 use maestro_gateway::{GatewayState, SchedulerClient, management_app, rooms_app, watcher};
@@ -57,7 +57,7 @@ const SAMPLE_SCHEDULER: &str = "sample";
 
 /// A scheduler whose rooms run the `game-room` simulator built next to this binary.
 fn sample_scheduler(rooms: u32) -> Scheduler {
-    let args = [
+    let command = [
         "game-room",
         "--ping-interval",
         "5s",
@@ -66,44 +66,22 @@ fn sample_scheduler(rooms: u32) -> Scheduler {
         "--match-duration",
         "20s",
     ];
-    Scheduler {
-        name: SAMPLE_SCHEDULER.into(),
-        game: "sample-game".into(),
-        state: None,
-        created_at: None,
-        max_surge: "25%".into(),
-        rooms_replicas: rooms.into(),
-        port_range: Some(PortRange {
-            start: 40000,
-            end: 40999,
-        }),
-        spec: Spec {
-            version: String::new(),
-            termination_grace_period: "10s".into(),
-            toleration: None,
-            affinity: None,
-            containers: vec![Container {
-                name: "game-room".into(),
-                image: "maestro/game-room:local".into(),
-                image_pull_policy: None,
-                command: args.iter().map(|s| s.to_string()).collect(),
-                environment: vec![],
-                requests: None,
-                limits: None,
-                ports: vec![ContainerPort {
-                    name: "game".into(),
-                    protocol: "UDP".into(),
-                    port: 7777,
-                    host_port_range: None,
-                }],
-            }],
-        },
-        autoscaling: None,
-        forwarders: vec![],
-        annotations: Default::default(),
-        labels: Default::default(),
-        match_allocation: None,
-    }
+    let mut s = Scheduler::with_command(SAMPLE_SCHEDULER, "sample-game", &command);
+    s.max_surge = "25%".into();
+    s.rooms_replicas = rooms.into();
+    s.port_range = Some(PortRange {
+        start: 40000,
+        end: 40999,
+    });
+    s.spec.termination_grace_period = "10s".into();
+    s.spec.containers[0].image = "maestro/game-room:local".into();
+    s.spec.containers[0].ports = vec![ContainerPort {
+        name: "game".into(),
+        protocol: "UDP".into(),
+        port: 7777,
+        host_port_range: None,
+    }];
+    s
 }
 
 /// Creates the sample scheduler if missing and tops its rooms up to `rooms` (rooms of an
@@ -128,6 +106,7 @@ async fn ensure_sample(
                 OperationRequest::AddRooms {
                     amount: rooms - live,
                 },
+                None,
             )
             .await?;
     }

@@ -297,6 +297,68 @@ async fn scheduler_lifecycle_through_the_rest_api() -> Result<()> {
         .await?;
     assert_eq!(code, StatusCode::NOT_FOUND, "a second delete is 404");
 
+    // A burst of 30 concurrent requests (past Temporal's 10 in-flight updates per workflow)
+    // all land, and a retried request with an Idempotency-Key is not enqueued twice.
+    let burst = "e2e-burst";
+    let mut body = scheduler_body(burst);
+    body["portRange"] = json!({"start": 46000, "end": 46999});
+    let (code, _) = maestro.post("/schedulers", body).await?;
+    assert_eq!(code, StatusCode::OK);
+    let add_path = format!("/schedulers/{burst}/add-rooms");
+    let adds = (0..30).map(|_| maestro.post(&add_path, json!({"amount": 1})));
+    let mut ids = std::collections::BTreeSet::new();
+    for result in futures::future::join_all(adds).await {
+        let (code, body) = result?;
+        assert_eq!(code, StatusCode::OK, "{body}");
+        ids.insert(body["operationId"].as_str().unwrap().to_string());
+    }
+    assert_eq!(ids.len(), 30, "30 distinct operations");
+    let keyed = || {
+        maestro
+            .http
+            .post(format!("{}/schedulers/{burst}/add-rooms", maestro.api))
+            .header("Idempotency-Key", "retry-me-1")
+            .json(&json!({"amount": 2}))
+            .send()
+    };
+    let first: Value = keyed().await?.json().await?;
+    let retried: Value = keyed().await?.json().await?;
+    assert_eq!(
+        first["operationId"], retried["operationId"],
+        "same key, same operation"
+    );
+    eventually(Duration::from_secs(120), "32 ready rooms", || async {
+        (maestro.rooms(burst, "ready").await.ok()? == 32).then_some(())
+    })
+    .await?;
+    assert_eq!(
+        room_processes(burst),
+        32,
+        "the retried request added no rooms"
+    );
+    let bad_key = maestro
+        .http
+        .post(format!("{}/schedulers/{burst}/add-rooms", maestro.api))
+        .header("Idempotency-Key", "")
+        .json(&json!({"amount": 1}))
+        .send()
+        .await?;
+    assert_eq!(bad_key.status(), StatusCode::BAD_REQUEST);
+    let (code, _) = maestro
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/schedulers/{burst}"),
+            None,
+        )
+        .await?;
+    assert_eq!(code, StatusCode::OK);
+    eventually(
+        Duration::from_secs(120),
+        "the burst scheduler's rooms to stop",
+        || async { (room_processes(burst) == 0).then_some(()) },
+    )
+    .await?;
+
     assert!(maestro.stop()?, "maestro dev stops cleanly on SIGTERM");
     Ok(())
 }

@@ -151,14 +151,7 @@ impl RoomActivities {
                 .await
                 .map_err(runtime_failure)?;
             self.store
-                .apply_instance(
-                    &scheduler.name,
-                    room_id,
-                    input.version,
-                    instance.status,
-                    instance.address,
-                    now(),
-                )
+                .record_instance(&instance, now())
                 .await
                 .map_err(store_failure)?;
             info!(scheduler = %scheduler.name, room = %room_id, "room created");
@@ -246,14 +239,7 @@ impl RoomActivities {
         for instance in instances {
             if !known.iter().any(|r| r.id == instance.room_id) {
                 self.store
-                    .apply_instance(
-                        &instance.scheduler,
-                        &instance.room_id,
-                        instance.version,
-                        instance.status,
-                        instance.address,
-                        now(),
-                    )
+                    .record_instance(&instance, now())
                     .await
                     .map_err(store_failure)?;
                 rebuilt = true;

@@ -148,6 +148,10 @@ pub struct Operation {
     pub execution_history: Vec<HistoryEntry>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The submitter's id for this request (Idempotency-Key or a generated one): a repeated
+    /// submission with the same id returns this operation instead of enqueuing another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 #[cfg(test)]

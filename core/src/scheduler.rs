@@ -42,6 +42,41 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
+    /// A minimal valid scheduler whose rooms run one container with `command`, no ports and
+    /// no replicas; callers adjust what they need (the dev sample, tests).
+    pub fn with_command(name: &str, game: &str, command: &[&str]) -> Self {
+        Self {
+            name: name.into(),
+            game: game.into(),
+            state: None,
+            created_at: None,
+            max_surge: "1".into(),
+            rooms_replicas: 0,
+            port_range: None,
+            spec: Spec {
+                version: String::new(),
+                termination_grace_period: "30s".into(),
+                toleration: None,
+                affinity: None,
+                containers: vec![Container {
+                    name: "room".into(),
+                    image: "local".into(),
+                    image_pull_policy: None,
+                    command: command.iter().map(|s| s.to_string()).collect(),
+                    environment: Vec::new(),
+                    requests: None,
+                    limits: None,
+                    ports: Vec::new(),
+                }],
+            },
+            autoscaling: None,
+            forwarders: Vec::new(),
+            annotations: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            match_allocation: None,
+        }
+    }
+
     /// Matches a room can host at once (Maestro's default is 1).
     pub fn max_matches(&self) -> i64 {
         self.match_allocation.as_ref().map_or(1, |m| m.max_matches)
@@ -304,6 +339,13 @@ mod tests {
             "in-sync"
         );
         assert_eq!(SchedulerState::OnError.as_str(), "on-error");
+    }
+
+    #[test]
+    fn with_command_is_valid() {
+        let s = Scheduler::with_command("s1", "g", &["game-room"]);
+        s.validate().unwrap();
+        assert_eq!(s.spec.containers[0].command, ["game-room"]);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use maestro_core::validation::check_scheduler_name;
 use maestro_core::{Operation, OperationRequest, OperationStatus, Scheduler, Version};
@@ -41,9 +42,19 @@ async fn create_scheduler(
     scheduler.spec.version.clear();
     scheduler.validate()?;
     let name = scheduler.name.clone();
-    state.schedulers.create(scheduler).await?;
-    let snapshot = state.schedulers.snapshot(&name).await?;
-    Ok(Json(json!({ "scheduler": snapshot.scheduler })))
+    state.schedulers.create(scheduler.clone()).await?;
+    // The workflow exists from here on: a failed read-back (no worker polling yet) must not
+    // turn into an error the client would retry into a 409.
+    let created = match state.schedulers.snapshot(&name).await {
+        Ok(snapshot) => snapshot.scheduler,
+        Err(e) => {
+            tracing::warn!(scheduler = %name, error = %e, "created, but could not read it back yet");
+            scheduler.state = Some(maestro_core::SchedulerState::Creating);
+            scheduler.spec.version = Version::FIRST.to_string();
+            scheduler
+        }
+    };
+    Ok(Json(json!({ "scheduler": created })))
 }
 
 #[derive(Deserialize)]
@@ -99,50 +110,75 @@ impl From<Operation> for OperationAccepted {
     }
 }
 
+const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+const MAX_IDEMPOTENCY_KEY_LEN: usize = 200;
+
+/// The client's `Idempotency-Key`, if any: a retried request with the same key returns the
+/// first request's operation and enqueues nothing.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY_LEN)
+        .ok_or_else(|| {
+            ApiError::invalid_field(
+                IDEMPOTENCY_KEY,
+                format!("must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"),
+            )
+        })?;
+    Ok(Some(key.to_string()))
+}
+
 async fn submit(
     state: &GatewayState,
     name: &str,
+    headers: &HeaderMap,
     request: OperationRequest,
 ) -> Result<Json<OperationAccepted>, ApiError> {
     checked_name(name)?;
-    Ok(Json(state.schedulers.submit(name, request).await?.into()))
+    let key = idempotency_key(headers)?;
+    let operation = state.schedulers.submit(name, request, key).await?;
+    Ok(Json(operation.into()))
 }
 
 async fn add_rooms(
     State(state): State<GatewayState>,
     Path(name): Path<String>,
+    headers: HeaderMap,
     ValidJson(body): ValidJson<AmountBody>,
 ) -> Result<Json<OperationAccepted>, ApiError> {
-    submit(
-        &state,
-        &name,
-        OperationRequest::AddRooms {
-            amount: body.amount,
-        },
-    )
-    .await
+    let request = OperationRequest::AddRooms {
+        amount: body.amount,
+    };
+    submit(&state, &name, &headers, request).await
 }
 
 async fn remove_rooms(
     State(state): State<GatewayState>,
     Path(name): Path<String>,
+    headers: HeaderMap,
     ValidJson(body): ValidJson<AmountBody>,
 ) -> Result<Json<OperationAccepted>, ApiError> {
     let request = OperationRequest::RemoveRooms {
         amount: body.amount,
         rooms_ids: Vec::new(),
     };
-    submit(&state, &name, request).await
+    submit(&state, &name, &headers, request).await
 }
 
 async fn delete_scheduler(
     State(state): State<GatewayState>,
     Path(name): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Json<OperationAccepted>, ApiError> {
     // 404 for a scheduler that never existed or is already deleted.
     checked_name(&name)?;
     state.schedulers.snapshot(&name).await?;
-    submit(&state, &name, OperationRequest::DeleteScheduler).await
+    submit(&state, &name, &headers, OperationRequest::DeleteScheduler).await
 }
 
 #[derive(Deserialize)]
@@ -165,7 +201,6 @@ struct OperationSummary {
     definition_name: String,
     scheduler_name: String,
     created_at: maestro_core::Timestamp,
-    lease: Value,
 }
 
 async fn list_operations(
@@ -212,11 +247,6 @@ async fn list_operations(
     let summaries: Vec<OperationSummary> = operations
         .drain(start..end)
         .map(|op| OperationSummary {
-            lease: if op.status == OperationStatus::InProgress {
-                json!({"ttl": op.started_at})
-            } else {
-                json!(null)
-            },
             id: op.id,
             status: op.status,
             definition_name: op.definition_name,

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use maestro_core::naming::scheduler_workflow_id;
 use maestro_core::{Operation, OperationRequest, Scheduler};
 use maestro_workflows::{
@@ -14,7 +15,7 @@ use temporalio_client::{
     Client, RpcOptions, WorkflowExecuteUpdateOptions, WorkflowHandle, WorkflowQueryOptions,
     WorkflowStartOptions,
 };
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::error::{ApiError, ErrorCode};
 
@@ -90,20 +91,36 @@ impl SchedulerClient {
     }
 
     /// Submits an operation; returns it as accepted (with its id).
+    /// `request_id` makes retries idempotent: a repeated id returns the first operation.
     pub async fn submit(
         &self,
         name: &str,
         request: OperationRequest,
+        request_id: Option<String>,
     ) -> Result<Operation, ApiError> {
         request.validate()?;
         let kind = request.kind().definition_name();
-        let operation = self
-            .handle(name)
-            .execute_update(
-                SchedulerWorkflow::submit_operation,
-                SubmitOperation { request },
-                WorkflowExecuteUpdateOptions::default(),
-            )
+        let request_id = request_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let submit = || async {
+            // The same id as the update id: Temporal dedupes within a run, the workflow
+            // across runs, so retrying is safe.
+            let options = WorkflowExecuteUpdateOptions::builder()
+                .update_id(request_id.clone())
+                .build();
+            let submission = SubmitOperation {
+                request: request.clone(),
+                request_id: request_id.clone(),
+            };
+            self.handle(name)
+                .execute_update(SchedulerWorkflow::submit_operation, submission, options)
+                .await
+        };
+        let operation = submit
+            .retry(busy_backoff())
+            .when(is_busy)
+            .notify(|_, delay| {
+                debug!(scheduler = %name, ?delay, "scheduler busy with in-flight submissions; retrying")
+            })
             .await
             .map_err(|e| update_error(name, e))?;
         info!(scheduler = %name, operation = %operation.id, kind, seq = operation.seq, "operation accepted");
@@ -115,6 +132,22 @@ impl SchedulerClient {
             .rpc_options(RpcOptions::builder().timeout(self.query_timeout).build())
             .build()
     }
+}
+
+/// Temporal admits a bounded number of in-flight updates per workflow (10 by default); a burst
+/// of submissions past it is refused before admission and can be retried. The SDK client
+/// already retries this for a while; seen to run out under heavy load, hence a longer budget.
+fn is_busy(e: &WorkflowUpdateError) -> bool {
+    matches!(e, WorkflowUpdateError::Rpc(status) if status.code() == tonic::Code::ResourceExhausted)
+}
+
+/// About 15 s of retries in all before the caller gets a 503.
+fn busy_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_secs(1))
+        .with_max_times(20)
+        .with_jitter()
 }
 
 fn scheduler_not_found(name: &str) -> ApiError {
@@ -149,6 +182,9 @@ fn update_error(name: &str, e: WorkflowUpdateError) -> ApiError {
             Err(_) if failure.message.contains("completed") => scheduler_not_found(name),
             Err(_) => ApiError::new(ErrorCode::Internal, failure.message),
         },
+        e if is_busy(&e) => ApiError::unavailable(format!(
+            "scheduler {name} is busy accepting other operations; retry later"
+        )),
         other => temporal_unavailable(other),
     }
 }

@@ -15,17 +15,7 @@ fn now() -> Timestamp {
 }
 
 async fn apply(store: &dyn RoomStore, instance: RoomInstance) {
-    if let Err(e) = store
-        .apply_instance(
-            &instance.scheduler,
-            &instance.room_id,
-            instance.version,
-            instance.status,
-            instance.address,
-            now(),
-        )
-        .await
-    {
+    if let Err(e) = store.record_instance(&instance, now()).await {
         warn!(scheduler = %instance.scheduler, room = %instance.room_id, error = %e, "could not record instance status");
     }
 }

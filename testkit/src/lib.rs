@@ -62,11 +62,17 @@ pub struct TemporalDevServer {
 impl TemporalDevServer {
     pub async fn start() -> Result<Self> {
         let dir = temp_dir("temporal");
-        Self::start_with_db(dir.join("temporal.db")).await
+        Self::start_with(dir.join("temporal.db"), &[]).await
+    }
+
+    /// Starts with dynamic config overrides (`history.maxInFlightUpdates=1`, ...).
+    pub async fn start_with_config(values: &[&str]) -> Result<Self> {
+        let dir = temp_dir("temporal");
+        Self::start_with(dir.join("temporal.db"), values).await
     }
 
     /// Starts on `db_file` (reuse a path to restart a server with its data).
-    pub async fn start_with_db(db_file: PathBuf) -> Result<Self> {
+    pub async fn start_with(db_file: PathBuf, dynamic_config: &[&str]) -> Result<Self> {
         let port = free_port();
         let http_port = free_port();
         let metrics_port = free_port();
@@ -79,6 +85,11 @@ impl TemporalDevServer {
             .arg("--db-filename")
             .arg(&db_file)
             .args(["--log-level", "warn"])
+            .args(
+                dynamic_config
+                    .iter()
+                    .flat_map(|v| ["--dynamic-config-value", v]),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -26,11 +26,16 @@ pub use operations::{
 pub use scheduler::SchedulerWorkflow;
 
 /// Pinned names: part of every stored history; renaming a Rust item must not change them.
+/// The macros take these as string literals; `tests/scheduler_workflow.rs` checks that the
+/// stored histories carry exactly these names.
 pub mod names {
     pub const SCHEDULER_WORKFLOW: &str = "scheduler";
     pub const UPDATE_SUBMIT_OPERATION: &str = "submit_operation";
     pub const QUERY_SCHEDULER: &str = "get_scheduler";
     pub const QUERY_OPERATIONS: &str = "get_operations";
+    pub const ACTIVITY_CREATE_ROOMS: &str = "rooms.create";
+    pub const ACTIVITY_DELETE_ROOMS: &str = "rooms.delete";
+    pub const ACTIVITY_LIST_ROOMS: &str = "rooms.list";
     /// Memo key holding the latest [`crate::SchedulerSnapshot`], for reads with no worker up.
     pub const MEMO_SNAPSHOT: &str = "snapshot";
 }
@@ -144,6 +149,11 @@ pub struct OperationsView {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SubmitOperation {
     pub request: OperationRequest,
+    /// Deduplicates retried submissions across workflow runs (Temporal dedupes update ids only
+    /// within one run, and a retried update can reach the run after a continue-as-new). Empty
+    /// means no deduplication.
+    #[serde(default)]
+    pub request_id: String,
 }
 
 /// Why the workflow refused an operation; travels as the update failure's message.

@@ -63,7 +63,26 @@ impl SchedulerWorkflow {
         }
     }
 
-    fn enqueue(&mut self, id: String, request: OperationRequest, now: Timestamp) -> Operation {
+    /// The operation a submission with `request_id` already created, while it is still
+    /// pending, active or among the finished ones kept.
+    fn submitted(&self, request_id: &str) -> Option<&Operation> {
+        if request_id.is_empty() {
+            return None;
+        }
+        self.pending
+            .iter()
+            .chain(self.active.iter())
+            .chain(self.finished.iter())
+            .find(|op| op.request_id.as_deref() == Some(request_id))
+    }
+
+    fn enqueue(
+        &mut self,
+        id: String,
+        request: OperationRequest,
+        request_id: Option<String>,
+        now: Timestamp,
+    ) -> Operation {
         self.next_seq += 1;
         let operation = Operation {
             id,
@@ -77,6 +96,7 @@ impl SchedulerWorkflow {
             input: request,
             execution_history: Vec::new(),
             error: None,
+            request_id,
         };
         self.pending.push_back(operation.clone());
         operation
@@ -228,7 +248,7 @@ impl SchedulerWorkflow {
                 scheduler: this.scheduler.clone(),
             });
             let id = ctx.first_execution_run_id().to_string();
-            this.enqueue(id, OperationRequest::CreateScheduler, now);
+            this.enqueue(id, OperationRequest::CreateScheduler, None, now);
         }
         this.versions
             .drain(..this.versions.len().saturating_sub(VERSIONS_KEPT));
@@ -284,6 +304,10 @@ impl SchedulerWorkflow {
         ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             Err(Box::new(Rejection { code, message }))
         }
+        if self.submitted(&submit.request_id).is_some() {
+            // A retry of an accepted submission: the handler answers with that operation.
+            return Ok(());
+        }
         if !self.accepts_operations() {
             return reject(
                 RejectionCode::Conflict,
@@ -302,18 +326,23 @@ impl SchedulerWorkflow {
         Ok(())
     }
 
-    /// Accepts an operation: appends it to the queue and returns it with its id.
+    /// Accepts an operation: appends it to the queue and returns it with its id. A repeated
+    /// `request_id` returns the operation it created the first time.
     #[update(name = "submit_operation")]
     pub fn submit_operation(
         &mut self,
         ctx: &mut SyncWorkflowContext<Self>,
         submit: SubmitOperation,
     ) -> Operation {
+        if let Some(existing) = self.submitted(&submit.request_id) {
+            return existing.clone();
+        }
         let now = timestamp(ctx.workflow_time());
         if submit.request == OperationRequest::DeleteScheduler {
             self.scheduler.state = Some(SchedulerState::Terminating);
         }
-        self.enqueue(ctx.uuid4(), submit.request, now)
+        let request_id = Some(submit.request_id).filter(|id| !id.is_empty());
+        self.enqueue(ctx.uuid4(), submit.request, request_id, now)
     }
 
     #[query(name = "get_scheduler")]

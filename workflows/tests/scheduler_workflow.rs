@@ -1,7 +1,6 @@
 //! The scheduler workflow against a real Temporal dev server, with an in-process worker, the
 //! process runtime and the in-memory room store.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -9,10 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
+use backon::{ExponentialBuilder, Retryable};
 use futures::future::join_all;
 use maestro_activities::RoomActivities;
 use maestro_core::naming::{operation_workflow_id, scheduler_workflow_id};
-use maestro_core::scheduler::{Container, PortRange, Spec};
+use maestro_core::scheduler::PortRange;
 use maestro_core::{OperationRequest, OperationStatus, Scheduler};
 use maestro_runtime::{MemoryRoomStore, ProcessRuntime, ProcessRuntimeConfig, Runtime as _};
 use maestro_testkit::{TemporalDevServer, eventually, processes_with_env, temp_dir};
@@ -20,6 +20,7 @@ use maestro_workflows::{
     OperationsView, SchedulerSnapshot, SchedulerWorkflow, SchedulerWorkflowInput, SubmitOperation,
     register_workflows, worker_options,
 };
+use temporalio_client::errors::WorkflowUpdateError;
 use temporalio_client::{
     Client, ClientOptions, Connection, ConnectionOptions, WorkflowExecuteUpdateOptions,
     WorkflowFetchHistoryOptions, WorkflowHistory, WorkflowQueryOptions, WorkflowStartOptions,
@@ -96,14 +97,38 @@ impl Harness {
         name: &str,
         request: OperationRequest,
     ) -> Result<maestro_core::Operation> {
-        Ok(self
-            .handle(name)
-            .execute_update(
-                SchedulerWorkflow::submit_operation,
-                SubmitOperation { request },
-                WorkflowExecuteUpdateOptions::default(),
-            )
-            .await?)
+        self.submit_as(name, request, &uuid::Uuid::new_v4().to_string())
+            .await
+    }
+
+    /// Submits with a chosen request id, as a client retrying a request would.
+    async fn submit_as(
+        &self,
+        name: &str,
+        request: OperationRequest,
+        request_id: &str,
+    ) -> Result<maestro_core::Operation> {
+        // Like any client: past Temporal's in-flight update limit per workflow (10), the
+        // server refuses before admission; retry with the same id.
+        let submit = || async {
+            let options = WorkflowExecuteUpdateOptions::builder()
+                .update_id(request_id.to_string())
+                .build();
+            let submission = SubmitOperation {
+                request: request.clone(),
+                request_id: request_id.to_string(),
+            };
+            self.handle(name)
+                .execute_update(SchedulerWorkflow::submit_operation, submission, options)
+                .await
+        };
+        let busy = |e: &WorkflowUpdateError| matches!(e, WorkflowUpdateError::Rpc(s) if s.code() == tonic::Code::ResourceExhausted);
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(50))
+            .with_max_delay(Duration::from_secs(1))
+            .with_max_times(30)
+            .with_jitter();
+        Ok(submit.retry(backoff).when(busy).await?)
     }
 
     async fn operations(&self, name: &str) -> Result<OperationsView> {
@@ -145,39 +170,13 @@ impl Harness {
 }
 
 fn scheduler(name: &str) -> Scheduler {
-    Scheduler {
-        name: name.into(),
-        game: "game".into(),
-        state: None,
-        created_at: None,
-        max_surge: "1".into(),
-        rooms_replicas: 0,
-        port_range: Some(PortRange {
-            start: 20000,
-            end: 29999,
-        }),
-        spec: Spec {
-            version: String::new(),
-            termination_grace_period: "5s".into(),
-            toleration: None,
-            affinity: None,
-            containers: vec![Container {
-                name: "room".into(),
-                image: "local".into(),
-                image_pull_policy: None,
-                command: vec!["sleep".into(), "600".into()],
-                environment: vec![],
-                requests: None,
-                limits: None,
-                ports: vec![],
-            }],
-        },
-        autoscaling: None,
-        forwarders: vec![],
-        annotations: BTreeMap::new(),
-        labels: BTreeMap::new(),
-        match_allocation: None,
-    }
+    let mut s = Scheduler::with_command(name, "game", &["sleep", "600"]);
+    s.port_range = Some(PortRange {
+        start: 20000,
+        end: 29999,
+    });
+    s.spec.termination_grace_period = "5s".into();
+    s
 }
 
 /// Finished operations ran one at a time, in acceptance order.
@@ -202,7 +201,8 @@ fn assert_strictly_sequential(view: &OperationsView) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_100_concurrent_submissions_runs_in_acceptance_order() -> Result<()> {
     let h = harness("burst").await?;
-    let name = "burst";
+    // Unique per process: room processes are found by scheduler name machine-wide.
+    let name = &format!("burst-{}", std::process::id());
     h.with_worker(async {
         h.create(scheduler(name), 0).await?;
         let submissions =
@@ -259,7 +259,8 @@ async fn a_burst_of_100_concurrent_submissions_runs_in_acceptance_order() -> Res
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn continue_as_new_carries_a_non_empty_queue() -> Result<()> {
     let h = harness("can").await?;
-    let name = "can";
+    // Unique per process: room processes are found by scheduler name machine-wide.
+    let name = &format!("can-{}", std::process::id());
     h.with_worker(async {
         h.create(scheduler(name), 3).await?;
         // A burst far larger than one run's share: the queue is non-empty at every
@@ -270,13 +271,36 @@ async fn continue_as_new_carries_a_non_empty_queue() -> Result<()> {
             .into_iter()
             .collect::<Result<Vec<_>>>()?;
         let view = h.drained(name, 21, Duration::from_secs(180)).await?;
-        assert_eq!(view.finished.len(), 21);
+        let runs: Vec<(u64, &str)> = view
+            .finished
+            .iter()
+            .map(|op| (op.seq, op.id.as_str()))
+            .collect();
+        assert_eq!(view.finished.len(), 21, "{runs:?}");
         assert_eq!(
             view.finished.iter().map(|op| op.seq).collect::<Vec<_>>(),
             (1..=21).collect::<Vec<_>>(),
             "every operation once, in order, across runs"
         );
         assert_strictly_sequential(&view);
+        // Retries of accepted submissions, runs later: the same operations, nothing new.
+        for op in &view.finished[1..4] {
+            let request_id = op
+                .request_id
+                .clone()
+                .expect("submissions carry a request id");
+            let again = h
+                .submit_as(name, OperationRequest::AddRooms { amount: 1 }, &request_id)
+                .await?;
+            assert_eq!((again.id.as_str(), again.seq), (op.id.as_str(), op.seq));
+        }
+        let view = h.operations(name).await?;
+        assert!(view.pending.is_empty() && view.active.is_none());
+        assert_eq!(
+            view.finished.len(),
+            21,
+            "a retried submission enqueues nothing"
+        );
         let snapshot = h.snapshot(name).await?;
         assert!(
             snapshot.generation >= 6,
@@ -337,10 +361,35 @@ async fn stored_histories_replay() -> Result<()> {
     replay_all(stored).await
 }
 
+/// The names running workflows depend on are the pinned ones, not Rust identifiers.
+#[test]
+fn stored_histories_use_the_pinned_names() -> Result<()> {
+    use maestro_workflows::names;
+    let read = |file: &str| std::fs::read_to_string(histories_dir().join(file));
+    let lifecycle = read("scheduler-lifecycle.json")?;
+    for name in [names::SCHEDULER_WORKFLOW, names::UPDATE_SUBMIT_OPERATION] {
+        assert!(lifecycle.contains(&format!("\"{name}\"")), "{name} missing");
+    }
+    for (kind, activity) in [
+        ("add_rooms", names::ACTIVITY_CREATE_ROOMS),
+        ("remove_rooms", names::ACTIVITY_LIST_ROOMS),
+        ("remove_rooms", names::ACTIVITY_DELETE_ROOMS),
+    ] {
+        assert!(lifecycle.contains(&format!("\"{kind}\"")), "{kind} missing");
+        let child = read(&format!("{}.json", kind.replace('_', "-")))?;
+        assert!(
+            child.contains(&format!("\"{activity}\"")),
+            "{activity} missing from {kind}"
+        );
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fresh_lifecycle_history_replays() -> Result<()> {
     let h = harness("replay").await?;
-    let name = "replay";
+    // Unique per process: room processes are found by scheduler name machine-wide.
+    let name = &format!("replay-{}", std::process::id());
     let histories = h
         .with_worker(async {
             h.create(scheduler(name), 0).await?;

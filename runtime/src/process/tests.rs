@@ -1,46 +1,20 @@
 use super::*;
-use maestro_core::scheduler::{ContainerPort, Spec};
-use std::collections::BTreeMap as Map;
+use maestro_core::scheduler::ContainerPort;
 
 fn scheduler(name: &str, command: &[&str]) -> Scheduler {
-    Scheduler {
-        name: name.into(),
-        game: "g".into(),
-        state: None,
-        created_at: None,
-        max_surge: "1".into(),
-        rooms_replicas: 0,
-        port_range: Some(PortRange {
-            start: 41000,
-            end: 41001,
-        }),
-        spec: Spec {
-            version: String::new(),
-            termination_grace_period: "5s".into(),
-            toleration: None,
-            affinity: None,
-            containers: vec![Container {
-                name: "c".into(),
-                image: "local".into(),
-                image_pull_policy: None,
-                command: command.iter().map(|s| s.to_string()).collect(),
-                environment: vec![],
-                requests: None,
-                limits: None,
-                ports: vec![ContainerPort {
-                    name: "game".into(),
-                    protocol: "UDP".into(),
-                    port: 7777,
-                    host_port_range: None,
-                }],
-            }],
-        },
-        autoscaling: None,
-        forwarders: vec![],
-        annotations: Map::new(),
-        labels: Map::new(),
-        match_allocation: None,
-    }
+    let mut s = Scheduler::with_command(name, "g", command);
+    s.port_range = Some(PortRange {
+        start: 41000,
+        end: 41001,
+    });
+    s.spec.termination_grace_period = "5s".into();
+    s.spec.containers[0].ports = vec![ContainerPort {
+        name: "game".into(),
+        protocol: "UDP".into(),
+        port: 7777,
+        host_port_range: None,
+    }];
+    s
 }
 
 fn runtime(dir: &Path) -> ProcessRuntime {

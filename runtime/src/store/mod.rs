@@ -8,6 +8,8 @@ use async_trait::async_trait;
 use maestro_core::room::RoomAddress;
 use maestro_core::{GameRoom, InstanceStatus, PingStatus, RoomStatus, Timestamp, Version};
 
+use crate::RoomInstance;
+
 pub use memory::MemoryRoomStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +68,23 @@ pub trait RoomStore: Send + Sync + 'static {
         address: Option<RoomAddress>,
         now: Timestamp,
     ) -> Result<StatusChange, StoreError>;
+
+    /// [`RoomStore::apply_instance`] with what the runtime reported.
+    async fn record_instance(
+        &self,
+        instance: &RoomInstance,
+        now: Timestamp,
+    ) -> Result<StatusChange, StoreError> {
+        self.apply_instance(
+            &instance.scheduler,
+            &instance.room_id,
+            instance.version,
+            instance.status,
+            instance.address.clone(),
+            now,
+        )
+        .await
+    }
 }
 
 #[cfg(test)]
