@@ -117,9 +117,9 @@ impl SchedulerClient {
         };
         let operation = submit
             .retry(busy_backoff())
-            .when(is_busy)
+            .when(is_retryable)
             .notify(|_, delay| {
-                debug!(scheduler = %name, ?delay, "scheduler busy with in-flight submissions; retrying")
+                debug!(scheduler = %name, ?delay, "submission refused before acceptance; retrying")
             })
             .await
             .map_err(|e| update_error(name, e))?;
@@ -134,11 +134,14 @@ impl SchedulerClient {
     }
 }
 
-/// Temporal admits a bounded number of in-flight updates per workflow (10 by default); a burst
-/// of submissions past it is refused before admission and can be retried. The SDK client
-/// already retries this for a while; seen to run out under heavy load, hence a longer budget.
-fn is_busy(e: &WorkflowUpdateError) -> bool {
-    matches!(e, WorkflowUpdateError::Rpc(status) if status.code() == tonic::Code::ResourceExhausted)
+/// Submissions the server refused before accepting them, which are safe to send again
+/// (the request id dedupes): past the in-flight update limit per workflow (10 by default,
+/// `ResourceExhausted`), or aborted before acceptance, e.g. when a workflow task timed out
+/// under load (`Unavailable`). The SDK client retries some of this itself; its budget was
+/// seen to run out under heavy load, hence a longer one here.
+fn is_retryable(e: &WorkflowUpdateError) -> bool {
+    matches!(e, WorkflowUpdateError::Rpc(status)
+        if matches!(status.code(), tonic::Code::ResourceExhausted | tonic::Code::Unavailable))
 }
 
 /// About 15 s of retries in all before the caller gets a 503.
@@ -182,7 +185,7 @@ fn update_error(name: &str, e: WorkflowUpdateError) -> ApiError {
             Err(_) if failure.message.contains("completed") => scheduler_not_found(name),
             Err(_) => ApiError::new(ErrorCode::Internal, failure.message),
         },
-        e if is_busy(&e) => ApiError::unavailable(format!(
+        e if is_retryable(&e) => ApiError::unavailable(format!(
             "scheduler {name} is busy accepting other operations; retry later"
         )),
         other => temporal_unavailable(other),

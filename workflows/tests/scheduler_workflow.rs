@@ -108,8 +108,8 @@ impl Harness {
         request: OperationRequest,
         request_id: &str,
     ) -> Result<maestro_core::Operation> {
-        // Like any client: past Temporal's in-flight update limit per workflow (10), the
-        // server refuses before admission; retry with the same id.
+        // Like any client (the gateway does the same): a submission refused before acceptance
+        // (past the in-flight update limit, or aborted under load) is sent again, same id.
         let submit = || async {
             let options = WorkflowExecuteUpdateOptions::builder()
                 .update_id(request_id.to_string())
@@ -122,13 +122,16 @@ impl Harness {
                 .execute_update(SchedulerWorkflow::submit_operation, submission, options)
                 .await
         };
-        let busy = |e: &WorkflowUpdateError| matches!(e, WorkflowUpdateError::Rpc(s) if s.code() == tonic::Code::ResourceExhausted);
+        let refused = |e: &WorkflowUpdateError| {
+            matches!(e, WorkflowUpdateError::Rpc(s)
+                if matches!(s.code(), tonic::Code::ResourceExhausted | tonic::Code::Unavailable))
+        };
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(50))
             .with_max_delay(Duration::from_secs(1))
             .with_max_times(30)
             .with_jitter();
-        Ok(submit.retry(backoff).when(busy).await?)
+        Ok(submit.retry(backoff).when(refused).await?)
     }
 
     async fn operations(&self, name: &str) -> Result<OperationsView> {
