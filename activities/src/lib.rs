@@ -60,6 +60,16 @@ fn now() -> Timestamp {
     Timestamp::from_system_time(SystemTime::now())
 }
 
+/// The operation an activity works for: its workflow is `op:{scheduler}:{operation id}`.
+fn operation_id(ctx: &ActivityContext) -> String {
+    ctx.info()
+        .workflow_id
+        .as_deref()
+        .and_then(|id| id.rsplit(':').next())
+        .unwrap_or_default()
+        .to_string()
+}
+
 fn runtime_failure(e: RuntimeError) -> ActivityError {
     if e.is_retryable() {
         ActivityError::from(anyhow::anyhow!(e))
@@ -129,6 +139,7 @@ impl RoomActivities {
         input: CreateRoomsInput,
     ) -> Result<Vec<String>, ActivityError> {
         let done: usize = ctx.heartbeat_details().deserialize()?.unwrap_or(0);
+        let operation = operation_id(&ctx);
         let scheduler = &input.scheduler;
         let max_matches = u32::try_from(scheduler.max_matches()).unwrap_or(1);
         for (index, room_id) in input.room_ids.iter().enumerate().skip(done) {
@@ -154,7 +165,7 @@ impl RoomActivities {
                 .record_instance(&instance, now())
                 .await
                 .map_err(store_failure)?;
-            info!(scheduler = %scheduler.name, room = %room_id, "room created");
+            info!(scheduler = %scheduler.name, room = %room_id, operation = %operation, attempt = ctx.info().attempt, "room created");
             ctx.record_heartbeat(index + 1).await?;
         }
         Ok(input.room_ids)
@@ -169,6 +180,8 @@ impl RoomActivities {
     ) -> Result<Vec<String>, ActivityError> {
         let grace = Duration::from_millis(input.grace_millis);
         let scheduler = input.scheduler.as_str();
+        let operation = operation_id(&ctx);
+        let operation = operation.as_str();
         let deletions = input.room_ids.iter().map(|room_id| {
             let this = self.clone();
             async move {
@@ -198,7 +211,7 @@ impl RoomActivities {
                     .remove(scheduler, room_id)
                     .await
                     .map_err(store_failure)?;
-                info!(scheduler = %scheduler, room = %room_id, "room deleted");
+                info!(scheduler = %scheduler, room = %room_id, operation = %operation, "room deleted");
                 Ok::<_, ActivityError>(())
             }
         });
@@ -206,7 +219,7 @@ impl RoomActivities {
         let mut first_error = None;
         for (room_id, result) in input.room_ids.iter().zip(results) {
             if let Err(e) = result {
-                warn!(scheduler = %scheduler, room = %room_id, error = ?e, "room deletion failed");
+                warn!(scheduler = %scheduler, room = %room_id, operation = %operation, error = ?e, "room deletion failed");
                 first_error.get_or_insert(e);
             }
         }

@@ -28,6 +28,9 @@ pub fn router(state: GatewayState) -> Router {
         .with_state(state)
 }
 
+/// Says which source answered a read: `query` (the workflow) or `memo` (no worker answered).
+pub const READ_SOURCE_HEADER: &str = "x-maestro-read-source";
+
 fn checked_name(name: &str) -> Result<(), ApiError> {
     check_scheduler_name(name).map_err(|m| ApiError::invalid_field("name", m))
 }
@@ -66,9 +69,9 @@ async fn get_scheduler(
     State(state): State<GatewayState>,
     Path(name): Path<String>,
     Query(query): Query<VersionQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<([(&'static str, &'static str); 1], Json<Value>), ApiError> {
     checked_name(&name)?;
-    let snapshot = state.schedulers.snapshot(&name).await?;
+    let (snapshot, source) = state.schedulers.read_snapshot(&name).await?;
     let scheduler = match query.version.filter(|v| !v.is_empty()) {
         None => snapshot.scheduler,
         Some(v) => {
@@ -87,7 +90,10 @@ async fn get_scheduler(
             record
         }
     };
-    Ok(Json(json!({ "scheduler": scheduler })))
+    Ok((
+        [(READ_SOURCE_HEADER, source.as_str())],
+        Json(json!({ "scheduler": scheduler })),
+    ))
 }
 
 #[derive(Deserialize)]

@@ -8,16 +8,36 @@ use maestro_core::naming::scheduler_workflow_id;
 use maestro_core::{Operation, OperationRequest, Scheduler};
 use maestro_workflows::{
     OperationsView, Rejection, RejectionCode, SchedulerSnapshot, SchedulerWorkflow,
-    SchedulerWorkflowInput, SubmitOperation,
+    SchedulerWorkflowInput, SubmitOperation, names,
 };
-use temporalio_client::errors::{WorkflowQueryError, WorkflowStartError, WorkflowUpdateError};
+use temporalio_client::errors::{
+    WorkflowInteractionError, WorkflowQueryError, WorkflowStartError, WorkflowUpdateError,
+};
 use temporalio_client::{
-    Client, RpcOptions, WorkflowExecuteUpdateOptions, WorkflowHandle, WorkflowQueryOptions,
-    WorkflowStartOptions,
+    Client, RpcOptions, WorkflowDescribeOptions, WorkflowExecuteUpdateOptions, WorkflowHandle,
+    WorkflowQueryOptions, WorkflowStartOptions,
 };
 use tracing::{debug, info, warn};
 
 use crate::error::{ApiError, ErrorCode};
+
+/// Which source answered a read; the API says it in the `x-maestro-read-source` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadSource {
+    /// The scheduler workflow itself, through a query: current.
+    Query,
+    /// The memo recorded after the last change: current unless an operation is running.
+    Memo,
+}
+
+impl ReadSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Query => "query",
+            Self::Memo => "memo",
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct SchedulerClient {
@@ -31,7 +51,9 @@ impl SchedulerClient {
         Self {
             client,
             task_queue: task_queue.into(),
-            query_timeout: Duration::from_secs(5),
+            // Long enough for a busy worker, short enough that reads fall back to the memo
+            // quickly while no worker is up.
+            query_timeout: Duration::from_secs(3),
         }
     }
 
@@ -70,15 +92,59 @@ impl SchedulerClient {
 
     /// The scheduler as its workflow holds it; 404 when it does not exist or was deleted.
     pub async fn snapshot(&self, name: &str) -> Result<SchedulerSnapshot, ApiError> {
-        let snapshot = self
+        self.read_snapshot(name).await.map(|(snapshot, _)| snapshot)
+    }
+
+    /// Like [`Self::snapshot`], saying which source answered: the workflow's query, or — when
+    /// no worker answers within the query timeout — the memo the workflow last recorded.
+    pub async fn read_snapshot(
+        &self,
+        name: &str,
+    ) -> Result<(SchedulerSnapshot, ReadSource), ApiError> {
+        let queried = self
             .handle(name)
             .query(SchedulerWorkflow::get_scheduler, (), self.query_options())
-            .await
-            .map_err(|e| query_error(name, e))?;
+            .await;
+        let (snapshot, source) = match queried {
+            Ok(snapshot) => (snapshot, ReadSource::Query),
+            Err(WorkflowQueryError::NotFound(_)) => return Err(scheduler_not_found(name)),
+            Err(e) => {
+                warn!(scheduler = %name, error = %e, "query unanswered; reading the memo");
+                (self.memo_snapshot(name).await?, ReadSource::Memo)
+            }
+        };
         if snapshot.deleted {
             return Err(scheduler_not_found(name));
         }
-        Ok(snapshot)
+        Ok((snapshot, source))
+    }
+
+    async fn memo_snapshot(&self, name: &str) -> Result<SchedulerSnapshot, ApiError> {
+        let description = self
+            .handle(name)
+            .describe(WorkflowDescribeOptions::default())
+            .await
+            .map_err(|e| match e {
+                WorkflowInteractionError::NotFound(_) => scheduler_not_found(name),
+                other => temporal_unavailable(other),
+            })?;
+        let payload = description
+            .raw_description
+            .workflow_execution_info
+            .as_ref()
+            .and_then(|info| info.memo.as_ref())
+            .and_then(|memo| memo.fields.get(names::MEMO_SNAPSHOT))
+            .ok_or_else(|| {
+                ApiError::unavailable(format!(
+                    "no worker answered for scheduler {name} and it has no recorded snapshot yet"
+                ))
+            })?;
+        serde_json::from_slice(&payload.data).map_err(|e| {
+            ApiError::new(
+                ErrorCode::Internal,
+                format!("scheduler {name}'s recorded snapshot is unreadable: {e}"),
+            )
+        })
     }
 
     pub async fn operations(&self, name: &str) -> Result<OperationsView, ApiError> {

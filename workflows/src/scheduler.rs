@@ -41,6 +41,11 @@ pub struct SchedulerWorkflow {
     deleted: bool,
 }
 
+/// Workflow code changes that running workflows must replay around (`ctx.patched`).
+mod patches {
+    pub const MEMO_AT_START: &str = "memo-at-start";
+}
+
 fn timestamp(t: Option<SystemTime>) -> Timestamp {
     t.map(Timestamp::from_system_time).unwrap_or_default()
 }
@@ -257,6 +262,12 @@ impl SchedulerWorkflow {
 
     #[run(name = "scheduler")]
     pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<SchedulerSnapshot> {
+        // Readable from the first moment, not only after the first operation. Patched: runs
+        // recorded before this change have no such command and must replay unchanged.
+        if ctx.patched(patches::MEMO_AT_START) {
+            let snapshot = ctx.state(|s| s.snapshot());
+            ctx.upsert_memo([(names::MEMO_SNAPSHOT, Some(MemoValue::new(snapshot)))])?;
+        }
         loop {
             ctx.wait_condition(|s| !s.pending.is_empty() || s.should_continue_as_new())
                 .await?;

@@ -346,7 +346,7 @@ async fn replay_all(histories: Vec<(String, Vec<u8>)>) -> Result<()> {
 }
 
 /// Every history stored under `tests/histories` still replays: a change that would break
-/// running workflows fails here. `MAESTRO_RECORD_HISTORIES=1` re-records them.
+/// running workflows fails here. `MAESTRO_RECORD_HISTORIES=<tag>` records a new set.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stored_histories_replay() -> Result<()> {
     let mut stored = Vec::new();
@@ -441,9 +441,11 @@ async fn a_fresh_lifecycle_history_replays() -> Result<()> {
             Ok(histories)
         })
         .await?;
-    if std::env::var_os("MAESTRO_RECORD_HISTORIES").is_some() {
+    // MAESTRO_RECORD_HISTORIES=<tag> stores these as `{name}-<tag>.json` beside the older
+    // ones (record a new set after a patched change; keep the old sets replaying).
+    if let Ok(tag) = std::env::var("MAESTRO_RECORD_HISTORIES") {
         for (name, json) in &histories {
-            std::fs::write(histories_dir().join(format!("{name}.json")), json)?;
+            std::fs::write(histories_dir().join(format!("{name}-{tag}.json")), json)?;
         }
     }
     replay_all(histories).await

@@ -1,5 +1,5 @@
-//! Submitting operations through the gateway's `SchedulerClient` against a real Temporal dev
-//! server: bursts past Temporal's in-flight update limit are accepted once each, in order.
+//! The gateway's `SchedulerClient` against a real Temporal dev server: bursts of submissions
+//! past Temporal's in-flight update limit, and reads while no worker is running.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -8,8 +8,10 @@ use std::time::Duration;
 use anyhow::Result;
 use futures::future::join_all;
 use maestro_activities::RoomActivities;
-use maestro_core::{OperationRequest, OperationStatus, Scheduler};
+use maestro_core::{OperationRequest, OperationStatus, Scheduler, SchedulerState};
 use maestro_gateway::SchedulerClient;
+use maestro_gateway::error::ErrorCode;
+use maestro_gateway::schedulers::ReadSource;
 use maestro_runtime::{MemoryRoomStore, ProcessRuntime, ProcessRuntimeConfig};
 use maestro_testkit::{TemporalDevServer, eventually, temp_dir};
 use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions};
@@ -89,4 +91,77 @@ async fn submissions_past_the_in_flight_update_limit_are_retried() -> Result<()>
         stopped = worker.run() => anyhow::bail!("worker stopped early: {stopped:?}"),
         out = body => { shutdown(); out }
     }
+}
+
+fn worker(client: &Client, queue: &str, temporal: &TemporalRuntime) -> Result<Worker> {
+    let runtime = Arc::new(ProcessRuntime::new(ProcessRuntimeConfig {
+        rooms_api_url: "http://127.0.0.1:9".into(),
+        extra_path: vec![],
+        log_dir: temp_dir("gateway-reads"),
+    }));
+    let activities = RoomActivities::new(runtime, Arc::new(MemoryRoomStore::new()));
+    let options = maestro_workflows::worker_options(queue, activities)?;
+    Ok(Worker::new(temporal, client.clone(), options)?)
+}
+
+/// With a worker, reads come from the workflow's query; with none, from the memo the
+/// workflow recorded, within the query timeout and with the same content.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_fall_back_to_the_memo_while_no_worker_runs() -> Result<()> {
+    let server = TemporalDevServer::start().await?;
+    let client = client(&server).await?;
+    let queue = "gateway-reads";
+    let schedulers = SchedulerClient::new(client.clone(), queue);
+    let name = format!("reads-{}", std::process::id());
+    let temporal = TemporalRuntime::from_current_tokio(Default::default())?;
+
+    let mut worker = worker(&client, queue, &temporal)?;
+    let shutdown = worker.shutdown_handle();
+    let with_worker = async {
+        schedulers
+            .create(Scheduler::with_command(&name, "g", &["sleep", "600"]))
+            .await?;
+        eventually(
+            Duration::from_secs(30),
+            "the scheduler to be in sync",
+            || async {
+                let (snapshot, source) = schedulers.read_snapshot(&name).await.ok()?;
+                (snapshot.scheduler.state == Some(SchedulerState::InSync)).then_some(source)
+            },
+        )
+        .await
+    };
+    let run = worker.run();
+    tokio::pin!(run);
+    let source = tokio::select! {
+        stopped = &mut run => anyhow::bail!("worker stopped early: {stopped:?}"),
+        out = with_worker => out?,
+    };
+    assert_eq!(source, ReadSource::Query);
+    shutdown();
+    tokio::time::timeout(Duration::from_secs(30), run).await??;
+
+    // No worker now.
+    let started = std::time::Instant::now();
+    let (snapshot, source) = schedulers.read_snapshot(&name).await?;
+    assert_eq!(source, ReadSource::Memo);
+    assert_eq!(snapshot.scheduler.name, name);
+    assert_eq!(snapshot.scheduler.state, Some(SchedulerState::InSync));
+    assert_eq!(snapshot.versions.len(), 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "bounded by the query timeout"
+    );
+
+    let missing = schedulers.read_snapshot("never-created").await.unwrap_err();
+    assert_eq!(missing.code, ErrorCode::NotFound);
+
+    // A scheduler no worker has run yet has nothing recorded: 503, not a hang or a 500.
+    let fresh = format!("fresh-{}", std::process::id());
+    schedulers
+        .create(Scheduler::with_command(&fresh, "g", &["sleep", "600"]))
+        .await?;
+    let unread = schedulers.read_snapshot(&fresh).await.unwrap_err();
+    assert_eq!(unread.code, ErrorCode::Unavailable, "{unread:?}");
+    Ok(())
 }
