@@ -79,6 +79,11 @@ impl Maestro {
         self.call(reqwest::Method::POST, path, Some(body)).await
     }
 
+    async fn delete(&self, scheduler: &str) -> Result<(StatusCode, Value)> {
+        let path = format!("/schedulers/{scheduler}");
+        self.call(reqwest::Method::DELETE, &path, None).await
+    }
+
     async fn rooms(&self, scheduler: &str, status: &str) -> Result<usize> {
         let (code, body) = self
             .get(&format!("/schedulers/{scheduler}/rooms?status={status}"))
@@ -270,13 +275,7 @@ async fn scheduler_lifecycle_through_the_rest_api() -> Result<()> {
     );
 
     // Delete: no rooms, no processes, then 404.
-    let (code, _) = maestro
-        .call(
-            reqwest::Method::DELETE,
-            &format!("/schedulers/{name}"),
-            None,
-        )
-        .await?;
+    let (code, _) = maestro.delete(name).await?;
     assert_eq!(code, StatusCode::OK);
     eventually(
         Duration::from_secs(60),
@@ -288,17 +287,11 @@ async fn scheduler_lifecycle_through_the_rest_api() -> Result<()> {
     )
     .await?;
     assert_eq!(room_processes(name), 0, "no orphan room process");
-    let (code, _) = maestro
-        .call(
-            reqwest::Method::DELETE,
-            &format!("/schedulers/{name}"),
-            None,
-        )
-        .await?;
+    let (code, _) = maestro.delete(name).await?;
     assert_eq!(code, StatusCode::NOT_FOUND, "a second delete is 404");
 
-    // A burst of 30 concurrent requests (past Temporal's 10 in-flight updates per workflow)
-    // all land, and a retried request with an Idempotency-Key is not enqueued twice.
+    // A burst of 30 concurrent requests all land as distinct operations, and a retried
+    // request with an Idempotency-Key is not enqueued twice.
     let burst = "e2e-burst";
     let mut body = scheduler_body(burst);
     body["portRange"] = json!({"start": 46000, "end": 46999});
@@ -344,13 +337,7 @@ async fn scheduler_lifecycle_through_the_rest_api() -> Result<()> {
         .send()
         .await?;
     assert_eq!(bad_key.status(), StatusCode::BAD_REQUEST);
-    let (code, _) = maestro
-        .call(
-            reqwest::Method::DELETE,
-            &format!("/schedulers/{burst}"),
-            None,
-        )
-        .await?;
+    let (code, _) = maestro.delete(burst).await?;
     assert_eq!(code, StatusCode::OK);
     eventually(
         Duration::from_secs(120),

@@ -148,12 +148,15 @@ impl SchedulerClient {
     }
 
     pub async fn operations(&self, name: &str) -> Result<OperationsView, ApiError> {
-        // A deleted scheduler's workflow still answers queries: 404 it first.
-        self.snapshot(name).await?;
-        self.handle(name)
+        let view = self
+            .handle(name)
             .query(SchedulerWorkflow::get_operations, (), self.query_options())
             .await
-            .map_err(|e| query_error(name, e))
+            .map_err(|e| query_error(name, e))?;
+        if view.deleted {
+            return Err(scheduler_not_found(name));
+        }
+        Ok(view)
     }
 
     /// Submits an operation; returns it as accepted (with its id).

@@ -139,6 +139,9 @@ pub struct SchedulerSnapshot {
 /// What the `get_operations` query answers.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct OperationsView {
+    /// The scheduler was deleted: its operations answer 404 like the scheduler.
+    #[serde(default)]
+    pub deleted: bool,
     pub pending: Vec<Operation>,
     pub active: Option<Operation>,
     /// Most recent last.

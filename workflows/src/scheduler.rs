@@ -62,6 +62,7 @@ impl SchedulerWorkflow {
 
     fn operations(&self) -> OperationsView {
         OperationsView {
+            deleted: self.deleted,
             pending: self.pending.iter().cloned().collect(),
             active: self.active.clone(),
             finished: self.finished.iter().cloned().collect(),

@@ -4,7 +4,7 @@
 //! inside is ready is what its pings say.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -98,7 +98,7 @@ impl ProcessRuntime {
         }
     }
 
-    /// Operating-system process ids of the live rooms (tests check for orphans with these).
+    /// Operating-system process ids of the live rooms.
     pub fn pids(&self) -> Vec<u32> {
         self.shared.rooms().values().filter_map(|r| r.pid).collect()
     }
@@ -456,14 +456,16 @@ impl Runtime for ProcessRuntime {
 }
 
 /// True when a process with this pid exists (tests use it to prove no orphans are left).
-pub fn process_alive(pid: u32) -> bool {
+#[cfg(test)]
+pub(crate) fn process_alive(pid: u32) -> bool {
     i32::try_from(pid)
         .is_ok_and(|pid| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok())
         && !is_zombie(pid)
 }
 
+#[cfg(test)]
 fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat"))
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|stat| {
             stat.rsplit_once(')')
                 .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))

@@ -1,5 +1,6 @@
 use super::*;
 use maestro_core::scheduler::ContainerPort;
+use std::path::Path;
 
 fn scheduler(name: &str, command: &[&str]) -> Scheduler {
     let mut s = Scheduler::with_command(name, "g", command);
