@@ -274,6 +274,42 @@ async fn scheduler_lifecycle_through_the_rest_api() -> Result<()> {
             .all(|o| o["status"] == "finished")
     );
 
+    // One operation in full: input and readable execution history.
+    let add_id = ops["operations"][1]["id"].as_str().unwrap().to_string();
+    let (code, detail) = maestro
+        .get(&format!("/schedulers/{name}/operations/{add_id}"))
+        .await?;
+    assert_eq!(code, StatusCode::OK, "{detail}");
+    let op = &detail["operation"];
+    assert_eq!(
+        (op["status"].as_str(), op["input"]["amount"].as_u64()),
+        (Some("finished"), Some(3))
+    );
+    let events: Vec<&str> = op["executionHistory"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, ["operation started", "created 3 of 3 rooms"]);
+    let (code, _) = maestro
+        .get(&format!("/schedulers/{name}/operations/no-such-operation"))
+        .await?;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+
+    let (code, versions) = maestro.get(&format!("/schedulers/{name}/versions")).await?;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(versions["versions"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        (
+            versions["versions"][0]["version"].as_str(),
+            versions["versions"][0]["isActive"].as_bool()
+        ),
+        (Some("v1.0"), Some(true))
+    );
+    let (code, _) = maestro.get("/readyz").await?;
+    assert_eq!(code, StatusCode::OK, "Temporal and the room store answer");
+
     // Delete: no rooms, no processes, then 404.
     let (code, _) = maestro.delete(name).await?;
     assert_eq!(code, StatusCode::OK);

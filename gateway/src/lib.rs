@@ -18,6 +18,7 @@ pub mod watcher;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::State;
 use axum::routing::get;
 use maestro_runtime::RoomStore;
 
@@ -30,20 +31,39 @@ pub struct GatewayState {
     pub store: Arc<dyn RoomStore>,
 }
 
+/// The process is up.
 async fn healthz() -> &'static str {
     "ok"
 }
 
+/// The process can serve: Temporal and the room store answer.
+async fn readyz(State(state): State<GatewayState>) -> Result<&'static str, error::ApiError> {
+    state.schedulers.temporal_ready().await?;
+    state
+        .store
+        .health()
+        .await
+        .map_err(|e| error::ApiError::unavailable(e.to_string()))?;
+    Ok("ok")
+}
+
+fn probes(state: GatewayState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
 /// The management API (Maestro serves it on :8080).
 pub fn management_app(state: GatewayState) -> Router {
-    management::router(state)
-        .route("/healthz", get(healthz))
+    management::router(state.clone())
+        .merge(probes(state))
         .layer(tower_http::trace::TraceLayer::new_for_http())
 }
 
 /// The game rooms API.
 pub fn rooms_app(state: GatewayState) -> Router {
-    rooms::router(state)
-        .route("/healthz", get(healthz))
+    rooms::router(state.clone())
+        .merge(probes(state))
         .layer(tower_http::trace::TraceLayer::new_for_http())
 }

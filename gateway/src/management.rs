@@ -24,6 +24,8 @@ pub fn router(state: GatewayState) -> Router {
         .route("/schedulers/{name}/add-rooms", post(add_rooms))
         .route("/schedulers/{name}/remove-rooms", post(remove_rooms))
         .route("/schedulers/{name}/operations", get(list_operations))
+        .route("/schedulers/{name}/operations/{id}", get(get_operation))
+        .route("/schedulers/{name}/versions", get(list_versions))
         .route("/schedulers/{name}/rooms", get(list_rooms))
         .with_state(state)
 }
@@ -266,6 +268,53 @@ async fn list_operations(
         "total": total,
         "operations": summaries,
     })))
+}
+
+/// One operation with its input and execution history, while the scheduler still keeps it
+/// (pending, active, or among the last 100 finished).
+async fn get_operation(
+    State(state): State<GatewayState>,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    checked_name(&name)?;
+    let view = state.schedulers.operations(&name).await?;
+    let operation = view
+        .pending
+        .into_iter()
+        .chain(view.active)
+        .chain(view.finished)
+        .find(|op| op.id == id)
+        .ok_or_else(|| ApiError::not_found(format!("scheduler {name} has no operation {id}")))?;
+    Ok(Json(json!({ "operation": operation })))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct VersionSummary {
+    version: Version,
+    is_active: bool,
+    created_at: maestro_core::Timestamp,
+}
+
+/// The scheduler's versions, newest first.
+async fn list_versions(
+    State(state): State<GatewayState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    checked_name(&name)?;
+    let snapshot = state.schedulers.snapshot(&name).await?;
+    let active = snapshot.scheduler.spec.version;
+    let versions: Vec<VersionSummary> = snapshot
+        .versions
+        .into_iter()
+        .rev()
+        .map(|record| VersionSummary {
+            is_active: record.version.to_string() == active,
+            version: record.version,
+            created_at: record.created_at,
+        })
+        .collect();
+    Ok(Json(json!({ "versions": versions })))
 }
 
 #[derive(Deserialize)]

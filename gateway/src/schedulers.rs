@@ -14,8 +14,8 @@ use temporalio_client::errors::{
     WorkflowInteractionError, WorkflowQueryError, WorkflowStartError, WorkflowUpdateError,
 };
 use temporalio_client::{
-    Client, RpcOptions, WorkflowDescribeOptions, WorkflowExecuteUpdateOptions, WorkflowHandle,
-    WorkflowQueryOptions, WorkflowStartOptions,
+    Client, RpcOptions, WorkflowCountOptions, WorkflowDescribeOptions,
+    WorkflowExecuteUpdateOptions, WorkflowHandle, WorkflowQueryOptions, WorkflowStartOptions,
 };
 use tracing::{debug, info, warn};
 
@@ -157,6 +157,21 @@ impl SchedulerClient {
             return Err(scheduler_not_found(name));
         }
         Ok(view)
+    }
+
+    /// Ok when Temporal answers a visibility call within the query timeout.
+    pub async fn temporal_ready(&self) -> Result<(), ApiError> {
+        let options = WorkflowCountOptions::builder()
+            .rpc_options(RpcOptions::builder().timeout(self.query_timeout).build())
+            .build();
+        self.client
+            .count_workflows(
+                format!("WorkflowType = '{}'", names::SCHEDULER_WORKFLOW),
+                options,
+            )
+            .await
+            .map(|_| ())
+            .map_err(temporal_unavailable)
     }
 
     /// Submits an operation; returns it as accepted (with its id).

@@ -163,5 +163,18 @@ async fn reads_fall_back_to_the_memo_while_no_worker_runs() -> Result<()> {
         .await?;
     let unread = schedulers.read_snapshot(&fresh).await.unwrap_err();
     assert_eq!(unread.code, ErrorCode::Unavailable, "{unread:?}");
+
+    // Readiness follows Temporal: unavailable within the timeout once the server is gone.
+    schedulers.temporal_ready().await?;
+    let mut server = server;
+    server.kill();
+    let started = std::time::Instant::now();
+    let down = schedulers.temporal_ready().await.unwrap_err();
+    assert_eq!(down.code, ErrorCode::Unavailable, "{down:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
     Ok(())
 }

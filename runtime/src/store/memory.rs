@@ -36,6 +36,11 @@ impl MemoryRoomStore {
 
 #[async_trait]
 impl RoomStore for MemoryRoomStore {
+    async fn health(&self) -> Result<(), StoreError> {
+        // In-process: answering at all is being healthy.
+        Ok(())
+    }
+
     async fn insert_if_absent(&self, room: GameRoom) -> Result<(), StoreError> {
         self.write()
             .entry(room.scheduler.clone())

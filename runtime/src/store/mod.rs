@@ -43,6 +43,8 @@ impl StatusChange {
 
 #[async_trait]
 pub trait RoomStore: Send + Sync + 'static {
+    /// Ok when the store answers (readiness probes).
+    async fn health(&self) -> Result<(), StoreError>;
     /// Records a new room; an existing record is kept as it is (retried creations).
     async fn insert_if_absent(&self, room: GameRoom) -> Result<(), StoreError>;
     async fn get(&self, scheduler: &str, room_id: &str) -> Result<Option<GameRoom>, StoreError>;
