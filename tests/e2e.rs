@@ -17,7 +17,39 @@ struct Maestro {
 }
 
 impl Maestro {
+    /// Starts `maestro dev` on free ports; a port taken between picking and binding makes
+    /// it exit at once, and it is started again on new ones.
     async fn start(temporal: &TemporalDevServer) -> Result<Self> {
+        for _ in 0..3 {
+            let mut maestro = Self::spawn(temporal)?;
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            let up = loop {
+                if maestro.child.try_wait()?.is_some() {
+                    break false;
+                }
+                let health = maestro
+                    .http
+                    .get(format!("{}/healthz", maestro.api))
+                    .send()
+                    .await;
+                if health.is_ok_and(|r| r.status().is_success()) {
+                    break true;
+                }
+                anyhow::ensure!(
+                    std::time::Instant::now() < deadline,
+                    "maestro dev not up after 60 s"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            if up {
+                return Ok(maestro);
+            }
+            eprintln!("maestro dev exited while starting (port taken?); retrying");
+        }
+        anyhow::bail!("maestro dev kept exiting while starting")
+    }
+
+    fn spawn(temporal: &TemporalDevServer) -> Result<Self> {
         let (api_port, rooms_port) = (free_port(), free_port());
         let data_dir = temp_dir("e2e");
         let log = std::fs::File::create(data_dir.join("maestro.log"))?;
@@ -33,25 +65,14 @@ impl Maestro {
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()?;
-        let maestro = Self {
+        Ok(Self {
             child,
             api: format!("http://127.0.0.1:{api_port}"),
             rooms_api: format!("http://127.0.0.1:{rooms_port}"),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()?,
-        };
-        eventually(Duration::from_secs(60), "the management API", || async {
-            maestro
-                .http
-                .get(format!("{}/healthz", maestro.api))
-                .send()
-                .await
-                .ok()
-                .filter(|r| r.status().is_success())
         })
-        .await?;
-        Ok(maestro)
     }
 
     async fn call(

@@ -52,6 +52,12 @@ pub fn temporal_bin() -> PathBuf {
     PathBuf::from("temporal")
 }
 
+enum StartFailure {
+    /// The server process ended while starting (typically a port taken meanwhile).
+    Exited,
+    Other(anyhow::Error),
+}
+
 /// A Temporal dev server (SQLite file in a temp dir) on free loopback ports, killed on drop.
 pub struct TemporalDevServer {
     child: Child,
@@ -71,19 +77,46 @@ impl TemporalDevServer {
         Self::start_with(dir.join("temporal.db"), values).await
     }
 
-    /// Starts on `db_file` (reuse a path to restart a server with its data).
+    /// Starts on `db_file` (reuse a path to restart a server with its data). Ports are
+    /// picked free, but another process can take one before the server binds it: a server
+    /// that exits while starting is started again on new ports.
     pub async fn start_with(db_file: PathBuf, dynamic_config: &[&str]) -> Result<Self> {
+        const ATTEMPTS: u32 = 3;
+        for attempt in 1..=ATTEMPTS {
+            let mut server = Self::spawn(&db_file, dynamic_config)?;
+            match server.wait_ready(Duration::from_secs(60)).await {
+                Ok(()) => return Ok(server),
+                Err(StartFailure::Exited) if attempt < ATTEMPTS => {
+                    eprintln!("Temporal dev server exited while starting (port taken?); retrying");
+                }
+                Err(StartFailure::Exited) => bail!(
+                    "Temporal dev server kept exiting while starting; see {}",
+                    db_file.with_extension("log").display()
+                ),
+                Err(StartFailure::Other(e)) => {
+                    server.kill();
+                    return Err(e);
+                }
+            }
+        }
+        unreachable!("the loop returns on its last attempt")
+    }
+
+    fn spawn(db_file: &Path, dynamic_config: &[&str]) -> Result<Self> {
         let port = free_port();
         let http_port = free_port();
         let metrics_port = free_port();
-        let log = std::fs::File::create(db_file.with_extension("log"))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(db_file.with_extension("log"))?;
         let child = Command::new(temporal_bin())
             .args(["server", "start-dev", "--headless", "--ip", "127.0.0.1"])
             .args(["--port", &port.to_string()])
             .args(["--http-port", &http_port.to_string()])
             .args(["--metrics-port", &metrics_port.to_string()])
             .arg("--db-filename")
-            .arg(&db_file)
+            .arg(db_file)
             .args(["--log-level", "warn"])
             .args(
                 dynamic_config
@@ -95,13 +128,11 @@ impl TemporalDevServer {
             .stderr(log)
             .spawn()
             .with_context(|| format!("start {}", temporal_bin().display()))?;
-        let server = Self {
+        Ok(Self {
             child,
             port,
-            db_file,
-        };
-        server.wait_ready(Duration::from_secs(60)).await?;
-        Ok(server)
+            db_file: db_file.to_path_buf(),
+        })
     }
 
     /// `127.0.0.1:PORT`
@@ -114,24 +145,33 @@ impl TemporalDevServer {
     }
 
     /// Ready means the `default` namespace answers, not just an open port.
-    async fn wait_ready(&self, limit: Duration) -> Result<()> {
+    async fn wait_ready(&mut self, limit: Duration) -> Result<(), StartFailure> {
         let deadline = Instant::now() + limit;
         loop {
+            if self
+                .child
+                .try_wait()
+                .map_err(|e| StartFailure::Other(e.into()))?
+                .is_some()
+            {
+                return Err(StartFailure::Exited);
+            }
             let out = tokio::process::Command::new(temporal_bin())
                 .args(["operator", "namespace", "describe", "default", "--address"])
                 .arg(self.address())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status()
-                .await?;
+                .await
+                .map_err(|e| StartFailure::Other(e.into()))?;
             if out.success() {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!(
+                return Err(StartFailure::Other(anyhow::anyhow!(
                     "Temporal dev server on {} not ready after {limit:?}",
                     self.address()
-                );
+                )));
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
