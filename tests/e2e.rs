@@ -252,6 +252,33 @@ async fn scheduler_lifecycle_through_the_rest_api() -> Result<()> {
         ping(&some_room, "dancing").await?.status(),
         StatusCode::BAD_REQUEST
     );
+    let address: Value = maestro
+        .http
+        .get(format!(
+            "{}/scheduler/{name}/rooms/{some_room}/address",
+            maestro.rooms_api
+        ))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(address["host"], "127.0.0.1", "{address}");
+    assert_eq!(address["ports"][0]["name"], "game");
+    assert_eq!(address["ports"][0]["protocol"], "UDP");
+    let port = address["ports"][0]["port"].as_u64().unwrap();
+    assert!(
+        (45000..=45999).contains(&port),
+        "host port {port} from the port range"
+    );
+    let unknown = maestro
+        .http
+        .get(format!(
+            "{}/scheduler/{name}/rooms/no-such-room/address",
+            maestro.rooms_api
+        ))
+        .send()
+        .await?;
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
     assert_eq!(
         ping("no-such-room", "ready").await?.status(),
         StatusCode::NOT_FOUND

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::routing::put;
+use axum::routing::{get, put};
 use maestro_core::{PingStatus, Timestamp};
 use maestro_runtime::{PingUpdate, StoreError};
 use serde::Deserialize;
@@ -14,13 +14,14 @@ use serde_json::{Value, json};
 use tracing::debug;
 
 use crate::GatewayState;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::json::ValidJson;
 
 pub fn router(state: GatewayState) -> Router {
     Router::new()
         .route("/scheduler/{scheduler}/rooms/{room}/ping", put(ping))
         .route("/scheduler/{scheduler}/rooms/{room}/status", put(ping))
+        .route("/scheduler/{scheduler}/rooms/{room}/address", get(address))
         .with_state(state)
 }
 
@@ -79,4 +80,31 @@ async fn ping(
         debug!(scheduler = %scheduler, room = %room, from = change.previous.as_str(), to = change.room.status.as_str(), "room status changed");
     }
     Ok(Json(json!({ "success": true })))
+}
+
+/// Where players connect: the host and one port per named container port.
+async fn address(
+    State(state): State<GatewayState>,
+    Path((scheduler, room)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let found = state
+        .store
+        .get(&scheduler, &room)
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?
+        .ok_or_else(|| {
+            ApiError::not_found(format!("room {room} of scheduler {scheduler} not found"))
+        })?;
+    let address = found.address.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::FailedPrecondition,
+            format!(
+                "room {room} has no address yet (status {})",
+                found.status.as_str()
+            ),
+        )
+    })?;
+    Ok(Json(serde_json::to_value(address).map_err(|e| {
+        ApiError::new(ErrorCode::Internal, e.to_string())
+    })?))
 }
