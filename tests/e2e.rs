@@ -218,6 +218,29 @@ async fn scheduler_lifecycle_through_the_rest_api() -> Result<()> {
     let (_, body) = maestro.get(&format!("/schedulers/{name}")).await?;
     assert_eq!(body["scheduler"]["state"], "in-sync");
 
+    // Listed from Temporal visibility (eventually consistent), without the spec; filters.
+    let listed = eventually(
+        Duration::from_secs(30),
+        "the scheduler in the list",
+        || async {
+            let (_, list) = maestro.get("/schedulers?game=e2e-game").await.ok()?;
+            let found = list["schedulers"]
+                .as_array()?
+                .iter()
+                .find(|s| s["name"] == name)?
+                .clone();
+            (found["state"] == "in-sync").then_some(found)
+        },
+    )
+    .await?;
+    assert_eq!(
+        (listed["version"].as_str(), listed["roomsReplicas"].as_i64()),
+        (Some("v1.0"), Some(3))
+    );
+    assert!(listed.get("spec").is_none(), "lists carry no spec");
+    let (_, other) = maestro.get("/schedulers?game=another-game").await?;
+    assert_eq!(other["schedulers"].as_array().map(Vec::len), Some(0));
+
     // Bad operations and pings are refused with the field named.
     let (code, body) = maestro
         .post(

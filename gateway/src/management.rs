@@ -16,7 +16,7 @@ use crate::json::ValidJson;
 
 pub fn router(state: GatewayState) -> Router {
     Router::new()
-        .route("/schedulers", post(create_scheduler))
+        .route("/schedulers", post(create_scheduler).get(list_schedulers))
         .route(
             "/schedulers/{name}",
             get(get_scheduler).delete(delete_scheduler),
@@ -60,6 +60,61 @@ async fn create_scheduler(
         }
     };
     Ok(Json(json!({ "scheduler": created })))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    name: Option<String>,
+    game: Option<String>,
+    version: Option<String>,
+}
+
+/// One scheduler as Maestro's list answers it (no spec).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SchedulerSummary {
+    name: String,
+    game: String,
+    state: Option<maestro_core::SchedulerState>,
+    version: String,
+    port_range: Option<maestro_core::scheduler::PortRange>,
+    created_at: Option<maestro_core::Timestamp>,
+    max_surge: String,
+    rooms_replicas: i64,
+    match_allocation: Option<maestro_core::scheduler::MatchAllocation>,
+}
+
+async fn list_schedulers(
+    State(state): State<GatewayState>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let wanted = |filter: &Option<String>, value: &str| {
+        filter.as_deref().is_none_or(|f| f.is_empty() || f == value)
+    };
+    let schedulers: Vec<SchedulerSummary> = state
+        .schedulers
+        .list()
+        .await?
+        .into_iter()
+        .map(|snapshot| snapshot.scheduler)
+        .filter(|s| {
+            wanted(&query.name, &s.name)
+                && wanted(&query.game, &s.game)
+                && wanted(&query.version, &s.spec.version)
+        })
+        .map(|s| SchedulerSummary {
+            name: s.name,
+            game: s.game,
+            state: s.state,
+            version: s.spec.version,
+            port_range: s.port_range,
+            created_at: s.created_at,
+            max_surge: s.max_surge,
+            rooms_replicas: s.rooms_replicas,
+            match_allocation: s.match_allocation,
+        })
+        .collect();
+    Ok(Json(json!({ "schedulers": schedulers })))
 }
 
 #[derive(Deserialize)]

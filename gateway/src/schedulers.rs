@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
+use futures::StreamExt;
 use maestro_core::naming::scheduler_workflow_id;
 use maestro_core::{Operation, OperationRequest, Scheduler};
 use maestro_workflows::{
@@ -15,7 +16,8 @@ use temporalio_client::errors::{
 };
 use temporalio_client::{
     Client, RpcOptions, WorkflowCountOptions, WorkflowDescribeOptions,
-    WorkflowExecuteUpdateOptions, WorkflowHandle, WorkflowQueryOptions, WorkflowStartOptions,
+    WorkflowExecuteUpdateOptions, WorkflowHandle, WorkflowListOptions, WorkflowQueryOptions,
+    WorkflowStartOptions,
 };
 use tracing::{debug, info, warn};
 
@@ -128,23 +130,44 @@ impl SchedulerClient {
                 WorkflowInteractionError::NotFound(_) => scheduler_not_found(name),
                 other => temporal_unavailable(other),
             })?;
-        let payload = description
+        let memo = description
             .raw_description
             .workflow_execution_info
             .as_ref()
-            .and_then(|info| info.memo.as_ref())
-            .and_then(|memo| memo.fields.get(names::MEMO_SNAPSHOT))
-            .ok_or_else(|| {
-                ApiError::unavailable(format!(
-                    "no worker answered for scheduler {name} and it has no recorded snapshot yet"
-                ))
-            })?;
-        serde_json::from_slice(&payload.data).map_err(|e| {
-            ApiError::new(
-                ErrorCode::Internal,
-                format!("scheduler {name}'s recorded snapshot is unreadable: {e}"),
-            )
+            .and_then(|info| info.memo.as_ref());
+        decode_snapshot(memo).unwrap_or_else(|| {
+            Err(ApiError::unavailable(format!(
+                "no worker answered for scheduler {name} and it has no recorded snapshot yet"
+            )))
         })
+    }
+
+    /// Every live scheduler, from Temporal visibility and the snapshot each workflow keeps in
+    /// its memo: one listing call per page, no query per scheduler. A scheduler no worker
+    /// has run yet has no snapshot and is left out.
+    pub async fn list(&self) -> Result<Vec<SchedulerSnapshot>, ApiError> {
+        let query = format!(
+            "WorkflowType = '{}' AND ExecutionStatus = 'Running'",
+            names::SCHEDULER_WORKFLOW
+        );
+        let options = WorkflowListOptions::builder()
+            .rpc_options(RpcOptions::builder().timeout(self.query_timeout).build())
+            .build();
+        let mut executions = self.client.list_workflows(query, options);
+        let mut schedulers = Vec::new();
+        while let Some(execution) = executions.next().await {
+            let execution = execution.map_err(temporal_unavailable)?;
+            match decode_snapshot(execution.raw().memo.as_ref()) {
+                Some(Ok(snapshot)) if !snapshot.deleted => schedulers.push(snapshot),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    warn!(workflow = execution.id(), error = %e, "unreadable scheduler snapshot")
+                }
+                None => debug!(workflow = execution.id(), "scheduler has no snapshot yet"),
+            }
+        }
+        schedulers.sort_by(|a, b| a.scheduler.name.cmp(&b.scheduler.name));
+        Ok(schedulers)
     }
 
     pub async fn operations(&self, name: &str) -> Result<OperationsView, ApiError> {
@@ -235,6 +258,19 @@ fn busy_backoff() -> ExponentialBuilder {
         .with_max_delay(Duration::from_secs(1))
         .with_max_times(20)
         .with_jitter()
+}
+
+/// The snapshot a scheduler workflow keeps in its memo, if it wrote one.
+fn decode_snapshot(
+    memo: Option<&temporalio_common::protos::temporal::api::common::v1::Memo>,
+) -> Option<Result<SchedulerSnapshot, ApiError>> {
+    let payload = memo?.fields.get(names::MEMO_SNAPSHOT)?;
+    Some(serde_json::from_slice(&payload.data).map_err(|e| {
+        ApiError::new(
+            ErrorCode::Internal,
+            format!("a recorded scheduler snapshot is unreadable: {e}"),
+        )
+    }))
 }
 
 fn scheduler_not_found(name: &str) -> ApiError {
