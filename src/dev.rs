@@ -8,10 +8,15 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use maestro_activities::RoomActivities;
 use maestro_core::scheduler::{ContainerPort, PortRange};
-use maestro_core::{OperationRequest, Scheduler};
+use maestro_core::{OperationRequest, RoomTokenSecret, Scheduler};
 use maestro_gateway::error::ErrorCode;
-use maestro_gateway::{GatewayState, SchedulerClient, management_app, rooms_app, watcher};
-use maestro_runtime::{MemoryRoomStore, ProcessRuntime, ProcessRuntimeConfig, Runtime as _};
+use maestro_gateway::{
+    GatewayState, RoomsApiConfig, SchedulerClient, management_app, rooms_app, watcher,
+};
+use maestro_runtime::{
+    MemoryRoomStore, ProcessRuntime, ProcessRuntimeConfig, RedisRoomStore, RedisStoreConfig,
+    RoomStore, Runtime as _,
+};
 use temporalio_sdk::Worker;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -48,6 +53,20 @@ pub struct DevArgs {
     /// Game rooms API.
     #[arg(long, env = "MAESTRO_ROOMS_ADDR", default_value = "127.0.0.1:8070")]
     rooms_addr: SocketAddr,
+    /// Game rooms API over gRPC.
+    #[arg(
+        long,
+        env = "MAESTRO_ROOMS_GRPC_ADDR",
+        default_value = "127.0.0.1:8071"
+    )]
+    rooms_grpc_addr: SocketAddr,
+    /// Room store: `memory`, or a Redis URL (`redis://127.0.0.1:6379/0`).
+    #[arg(long, env = "MAESTRO_ROOM_STORE", default_value = "memory")]
+    room_store: String,
+    /// Secret for per-room tokens (at least 16 bytes); by default one is generated once and
+    /// kept in the data folder, so rooms' tokens survive a restart.
+    #[arg(long, env = "MAESTRO_ROOM_TOKEN_SECRET", hide_env_values = true)]
+    room_token_secret: Option<String>,
     /// Rooms of the sample scheduler (running the bundled `game-room`); 0 for none.
     #[arg(long, default_value_t = 3)]
     sample_rooms: u32,
@@ -139,6 +158,57 @@ async fn serve(listener: TcpListener, app: axum::Router, mut stop: watch::Receiv
     }
 }
 
+async fn serve_grpc(
+    listener: TcpListener,
+    rooms: maestro_gateway::RoomService,
+    mut stop: watch::Receiver<bool>,
+) {
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let result = tonic::transport::Server::builder()
+        .add_service(maestro_gateway::rooms_grpc::server(rooms))
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await;
+    if let Err(e) = result {
+        warn!(error = %e, "gRPC server stopped with an error");
+    }
+}
+
+/// `memory` or a Redis URL.
+fn room_store(spec: &str) -> Result<Arc<dyn RoomStore>> {
+    if spec == "memory" {
+        return Ok(Arc::new(MemoryRoomStore::new()));
+    }
+    if spec.starts_with("redis://") || spec.starts_with("rediss://") {
+        let store = RedisRoomStore::connect(&RedisStoreConfig::new(spec))?;
+        return Ok(Arc::new(store));
+    }
+    anyhow::bail!("--room-store must be `memory` or a redis:// URL, got {spec:?}")
+}
+
+/// The given secret, else the one kept in the data folder, else a new one saved there.
+fn room_token_secret(given: Option<&str>, data_dir: &std::path::Path) -> Result<RoomTokenSecret> {
+    if let Some(secret) = given {
+        return RoomTokenSecret::new(secret).map_err(anyhow::Error::msg);
+    }
+    let path = data_dir.join("room-token-secret");
+    let secret = match std::fs::read_to_string(&path) {
+        Ok(saved) => saved.trim().to_string(),
+        Err(_) => {
+            let fresh = format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            );
+            std::fs::write(&path, &fresh).with_context(|| format!("write {}", path.display()))?;
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+            fresh
+        }
+    };
+    RoomTokenSecret::new(secret).map_err(anyhow::Error::msg)
+}
+
 pub async fn run(args: DevArgs) -> Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("create {}", args.data_dir.display()))?;
@@ -176,13 +246,20 @@ pub async fn run(args: DevArgs) -> Result<()> {
         .await
         .with_context(|| format!("bind the rooms API on {}", args.rooms_addr))?;
 
-    let store = Arc::new(MemoryRoomStore::new());
+    let rooms_grpc_listener = TcpListener::bind(args.rooms_grpc_addr)
+        .await
+        .with_context(|| format!("bind the rooms gRPC API on {}", args.rooms_grpc_addr))?;
+
+    let store = room_store(&args.room_store)?;
+    let token_secret = room_token_secret(args.room_token_secret.as_deref(), &data_dir)?;
     let exe_dir = std::env::current_exe()?
         .parent()
         .map(|p| p.to_path_buf())
         .unwrap_or_default();
     let runtime = Arc::new(ProcessRuntime::new(ProcessRuntimeConfig {
         rooms_api_url: format!("http://{}", rooms_listener.local_addr()?),
+        rooms_grpc_url: Some(format!("http://{}", rooms_grpc_listener.local_addr()?)),
+        room_token_secret: Some(token_secret.clone()),
         extra_path: vec![exe_dir],
         log_dir: data_dir.join("rooms"),
     }));
@@ -194,10 +271,11 @@ pub async fn run(args: DevArgs) -> Result<()> {
     let stop_worker = worker.shutdown_handle();
 
     let schedulers = SchedulerClient::new(client.clone(), &args.task_queue);
-    let state = GatewayState {
-        schedulers: schedulers.clone(),
-        store: store.clone(),
+    let rooms_config = RoomsApiConfig {
+        token_secret: Some(token_secret),
+        ..RoomsApiConfig::default()
     };
+    let state = GatewayState::new(schedulers.clone(), store.clone(), rooms_config)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let servers = [
         tokio::spawn(serve(
@@ -205,7 +283,16 @@ pub async fn run(args: DevArgs) -> Result<()> {
             management_app(state.clone()),
             stop_rx.clone(),
         )),
-        tokio::spawn(serve(rooms_listener, rooms_app(state), stop_rx)),
+        tokio::spawn(serve(
+            rooms_listener,
+            rooms_app(state.clone()),
+            stop_rx.clone(),
+        )),
+        tokio::spawn(serve_grpc(
+            rooms_grpc_listener,
+            state.rooms.clone(),
+            stop_rx,
+        )),
     ];
     let watcher = tokio::spawn(watcher::run(runtime.clone(), store.clone()));
 
@@ -217,6 +304,8 @@ pub async fn run(args: DevArgs) -> Result<()> {
     println!("Maestro is running (Ctrl-C stops everything it started):");
     println!("  management API  http://{}", args.management_addr);
     println!("  rooms API       http://{}", args.rooms_addr);
+    println!("  rooms gRPC API  http://{}", args.rooms_grpc_addr);
+    println!("  room store      {}", args.room_store);
     println!(
         "  Temporal        {} (namespace {}, task queue {})",
         args.temporal_address, args.namespace, args.task_queue

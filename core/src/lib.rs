@@ -2,7 +2,7 @@
 //!
 //! Owns the scheduler spec (with Maestro's JSON field names) and its validation with
 //! field paths, version-bump rules, game rooms and the room status state machine, operation
-//! kinds/states/inputs, and deterministic naming of workflows and rooms.
+//! kinds/states/inputs, deterministic naming of workflows and rooms, and per-room tokens.
 //!
 //! Must not do I/O, read clocks or environment, spawn tasks or be async: everything here is
 //! called from deterministic workflow code as well as from the gateway. Callers pass `now`.
@@ -12,6 +12,7 @@ pub mod operation;
 pub mod room;
 pub mod scheduler;
 pub mod time;
+pub mod token;
 pub mod validation;
 pub mod version;
 
@@ -19,5 +20,6 @@ pub use operation::{HistoryEntry, Operation, OperationKind, OperationRequest, Op
 pub use room::{GameRoom, InstanceStatus, PingStatus, RoomStatus};
 pub use scheduler::{Scheduler, SchedulerState};
 pub use time::Timestamp;
+pub use token::RoomTokenSecret;
 pub use validation::{FieldError, ValidationErrors};
 pub use version::{ChangeKind, Version};

@@ -21,12 +21,15 @@ pub enum PingStatus {
 
 impl PingStatus {
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "ready" => Some(Self::Ready),
-            "occupied" => Some(Self::Occupied),
-            "terminating" => Some(Self::Terminating),
-            "terminated" => Some(Self::Terminated),
-            _ => None,
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ready => "ready",
+            Self::Occupied => "occupied",
+            Self::Terminating => "terminating",
+            Self::Terminated => "terminated",
         }
     }
 
@@ -51,6 +54,20 @@ pub enum InstanceStatus {
 }
 
 impl InstanceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::Pending => "pending",
+            Self::Ready => "ready",
+            Self::Terminating => "terminating",
+            Self::Error => "error",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
     pub const ALL: [InstanceStatus; 5] = [
         Self::Unknown,
         Self::Pending,
@@ -150,6 +167,21 @@ pub fn compose_status(
     }
 }
 
+/// How long an allocated room is held for the player who got it (Maestro: 5 min).
+pub const ALLOCATION_TTL: Duration = Duration::from_secs(5 * 60);
+
+/// A ready room that was allocated shows `allocated` until the allocation ends.
+pub fn status_with_allocation(
+    composed: RoomStatus,
+    allocated_until: Option<Timestamp>,
+    now: Timestamp,
+) -> RoomStatus {
+    match (composed, allocated_until) {
+        (RoomStatus::Ready, Some(until)) if until > now => RoomStatus::Allocated,
+        _ => composed,
+    }
+}
+
 /// A room's network address as the rooms API answers it.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -186,6 +218,10 @@ pub struct GameRoom {
     pub status_changed_at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<RoomAddress>,
+    /// Set by an allocation: the room shows `allocated` until then, unless it reports
+    /// occupied or leaves ready first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocated_until: Option<Timestamp>,
 }
 
 impl GameRoom {
@@ -211,6 +247,7 @@ impl GameRoom {
             last_ping_at: None,
             status_changed_at: now,
             address: None,
+            allocated_until: None,
         }
     }
 
@@ -237,13 +274,56 @@ impl GameRoom {
         self.recompute(now)
     }
 
+    /// Marks the room allocated until `until`. Returns false (and changes nothing) when the
+    /// room cannot be allocated now.
+    pub fn allocate(&mut self, until: Timestamp, now: Timestamp) -> bool {
+        if !self.is_allocatable(now) {
+            return false;
+        }
+        self.allocated_until = Some(until);
+        self.recompute(now);
+        true
+    }
+
+    /// Ready, or allocated by an allocation whose time has passed.
+    pub fn is_allocatable(&self, now: Timestamp) -> bool {
+        match self.status {
+            RoomStatus::Ready => true,
+            RoomStatus::Allocated => self.allocated_until.is_none_or(|t| t <= now),
+            _ => false,
+        }
+    }
+
+    /// True when every `selector` entry equals the room's reported metadata value (string
+    /// values compare as strings, others by their JSON text).
+    pub fn metadata_matches(&self, selector: &BTreeMap<String, String>) -> bool {
+        selector
+            .iter()
+            .all(|(key, want)| match self.metadata.get(key) {
+                Some(serde_json::Value::String(s)) => s == want,
+                Some(other) => {
+                    let text = other.to_string();
+                    text == *want
+                }
+                None => false,
+            })
+    }
+
     fn recompute(&mut self, now: Timestamp) -> bool {
-        let status = compose_status(
-            self.ping_status,
-            self.instance_status,
-            self.running_matches,
-            self.max_matches,
+        let status = status_with_allocation(
+            compose_status(
+                self.ping_status,
+                self.instance_status,
+                self.running_matches,
+                self.max_matches,
+            ),
+            self.allocated_until,
+            now,
         );
+        if status != RoomStatus::Allocated {
+            // Reporting occupied, leaving ready or outliving the TTL ends the allocation.
+            self.allocated_until = None;
+        }
         let changed = status != self.status;
         if changed {
             self.status = status;
@@ -299,6 +379,71 @@ pub fn rooms_to_remove(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn ready_room() -> GameRoom {
+        let mut room = GameRoom::new("r", "s", Version::FIRST, 1, Timestamp::from_unix_millis(0));
+        room.apply_instance(InstanceStatus::Ready, Timestamp::from_unix_millis(1));
+        room.apply_ping(PingStatus::Ready, 0, None, Timestamp::from_unix_millis(2));
+        room
+    }
+
+    #[test]
+    fn allocation_holds_until_ttl_or_occupied() {
+        let t = Timestamp::from_unix_millis;
+        let mut room = ready_room();
+        assert!(room.allocate(t(100), t(10)));
+        assert_eq!(room.status, RoomStatus::Allocated);
+        assert!(!room.is_allocatable(t(50)), "held within the TTL");
+        assert!(!room.clone().allocate(t(200), t(50)));
+        // A ready ping within the TTL keeps it allocated.
+        room.apply_ping(PingStatus::Ready, 0, None, t(60));
+        assert_eq!(room.status, RoomStatus::Allocated);
+        // Past the TTL it may be handed out again, and the next ping shows ready.
+        assert!(room.is_allocatable(t(101)));
+        room.apply_ping(PingStatus::Ready, 0, None, t(120));
+        assert_eq!(room.status, RoomStatus::Ready);
+        assert_eq!(room.allocated_until, None);
+        // Reporting occupied ends an allocation at once.
+        assert!(room.allocate(t(500), t(130)));
+        room.apply_ping(PingStatus::Occupied, 1, None, t(140));
+        assert_eq!(room.status, RoomStatus::Occupied);
+        assert_eq!(room.allocated_until, None);
+        room.apply_ping(PingStatus::Ready, 0, None, t(150));
+        assert_eq!(
+            room.status,
+            RoomStatus::Ready,
+            "not allocated again by itself"
+        );
+    }
+
+    #[test]
+    fn only_ready_rooms_are_allocatable() {
+        let t = Timestamp::from_unix_millis;
+        let mut room = GameRoom::new("r", "s", Version::FIRST, 1, t(0));
+        assert!(!room.allocate(t(100), t(1)), "pending");
+        room.apply_instance(InstanceStatus::Ready, t(2));
+        assert!(!room.allocate(t(100), t(3)), "unready");
+        room.apply_ping(PingStatus::Occupied, 1, None, t(4));
+        assert!(!room.allocate(t(100), t(5)), "occupied");
+    }
+
+    #[test]
+    fn metadata_selector() {
+        let mut room = ready_room();
+        room.metadata =
+            serde_json::from_value(serde_json::json!({"region": "eu", "slots": 4})).unwrap();
+        let sel = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert!(room.metadata_matches(&sel(&[])));
+        assert!(room.metadata_matches(&sel(&[("region", "eu")])));
+        assert!(room.metadata_matches(&sel(&[("region", "eu"), ("slots", "4")])));
+        assert!(!room.metadata_matches(&sel(&[("region", "us")])));
+        assert!(!room.metadata_matches(&sel(&[("mode", "ranked")])));
+    }
 
     /// Maestro's table, row by row (maxMatches 1).
     #[test]

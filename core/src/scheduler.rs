@@ -39,6 +39,18 @@ pub struct Scheduler {
     pub labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub match_allocation: Option<MatchAllocation>,
+    /// Extension: rooms must send their per-room token (the default). `false` lets game rooms
+    /// written for Maestro, which send none, keep working; a wrong token is refused anyway.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub room_token_required: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(value: &bool) -> bool {
+    *value
 }
 
 impl Scheduler {
@@ -74,6 +86,7 @@ impl Scheduler {
             annotations: BTreeMap::new(),
             labels: BTreeMap::new(),
             match_allocation: None,
+            room_token_required: true,
         }
     }
 

@@ -11,6 +11,8 @@ use serde::Serialize;
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     InvalidArgument,
+    Unauthenticated,
+    PermissionDenied,
     NotFound,
     AlreadyExists,
     FailedPrecondition,
@@ -22,6 +24,8 @@ impl ErrorCode {
     fn status(self) -> StatusCode {
         match self {
             Self::InvalidArgument => StatusCode::BAD_REQUEST,
+            Self::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Self::PermissionDenied => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::AlreadyExists | Self::FailedPrecondition => StatusCode::CONFLICT,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -68,6 +72,32 @@ impl From<ValidationErrors> for ApiError {
             message: errors.to_string(),
             fields: errors.errors,
         }
+    }
+}
+
+/// The same error for gRPC callers: the status code that means the same, the message, and
+/// the bad fields (as `field: message` lines) for validation errors.
+impl From<ApiError> for tonic::Status {
+    fn from(error: ApiError) -> Self {
+        use tonic::Code;
+        let code = match error.code {
+            ErrorCode::InvalidArgument => Code::InvalidArgument,
+            ErrorCode::Unauthenticated => Code::Unauthenticated,
+            ErrorCode::PermissionDenied => Code::PermissionDenied,
+            ErrorCode::NotFound => Code::NotFound,
+            ErrorCode::AlreadyExists => Code::AlreadyExists,
+            ErrorCode::FailedPrecondition => Code::FailedPrecondition,
+            ErrorCode::Unavailable => Code::Unavailable,
+            ErrorCode::Internal => Code::Internal,
+        };
+        if error.code == ErrorCode::Internal {
+            tracing::error!(message = %error.message, "internal error");
+        }
+        let mut message = error.message;
+        for field in &error.fields {
+            message.push_str(&format!("\n{}: {}", field.field, field.message));
+        }
+        tonic::Status::new(code, message)
     }
 }
 

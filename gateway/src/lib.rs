@@ -1,17 +1,23 @@
 //! `maestro-gateway`: everything that answers the outside world.
 //!
 //! Owns the management REST API (schedulers and operations, backed by the scheduler
-//! workflows through a Temporal client), the game rooms API (pings into the room store), and
-//! the runtime watcher (runtime events into the room store).
+//! workflows through a Temporal client), the game rooms API over HTTP and gRPC (room tokens,
+//! pings into the room store, allocation, events to the schedulers' forwarders), and the
+//! runtime watcher (runtime events into the room store).
 //!
 //! Must not change the runtime (only the worker's activities create or delete rooms), and
 //! must not hold state of its own: everything lives in Temporal or the room store, so any
 //! number of gateways can run side by side.
 
+pub mod directory;
 pub mod error;
+pub mod forwarders;
 pub mod json;
 pub mod management;
+mod pbstruct;
+pub mod room_service;
 pub mod rooms;
+pub mod rooms_grpc;
 pub mod schedulers;
 pub mod watcher;
 
@@ -22,6 +28,7 @@ use axum::extract::State;
 use axum::routing::get;
 use maestro_runtime::RoomStore;
 
+pub use room_service::RoomService;
 pub use schedulers::SchedulerClient;
 
 /// What every handler needs; cheap to clone.
@@ -29,6 +36,59 @@ pub use schedulers::SchedulerClient;
 pub struct GatewayState {
     pub schedulers: SchedulerClient,
     pub store: Arc<dyn RoomStore>,
+    pub rooms: RoomService,
+    /// Counters of this gateway (forwarders so far), served on `/metrics`.
+    pub registry: prometheus::Registry,
+}
+
+/// How the rooms API behaves.
+#[derive(Debug, Clone)]
+pub struct RoomsApiConfig {
+    /// Secret rooms' tokens derive from; `None` turns room tokens off.
+    pub token_secret: Option<maestro_core::RoomTokenSecret>,
+    /// How long scheduler facts (game, forwarders, token policy) are cached per gateway.
+    pub directory_ttl: std::time::Duration,
+    pub forwarders: forwarders::ForwarderConfig,
+    pub allocation_ttl: std::time::Duration,
+}
+
+impl Default for RoomsApiConfig {
+    fn default() -> Self {
+        Self {
+            token_secret: None,
+            directory_ttl: std::time::Duration::from_secs(10),
+            forwarders: forwarders::ForwarderConfig::default(),
+            allocation_ttl: maestro_core::room::ALLOCATION_TTL,
+        }
+    }
+}
+
+impl GatewayState {
+    pub fn new(
+        schedulers: SchedulerClient,
+        store: Arc<dyn RoomStore>,
+        config: RoomsApiConfig,
+    ) -> Result<Self, prometheus::Error> {
+        let registry = prometheus::Registry::new();
+        let directory =
+            directory::SchedulerDirectory::new(Arc::new(schedulers.clone()), config.directory_ttl);
+        let forwarders = forwarders::Forwarders::new(config.forwarders, &registry)?;
+        let rooms = RoomService::new(store.clone(), directory, forwarders, config.token_secret)
+            .with_allocation_ttl(config.allocation_ttl);
+        Ok(Self {
+            schedulers,
+            store,
+            rooms,
+            registry,
+        })
+    }
+}
+
+/// Prometheus text format of this gateway's registry.
+async fn metrics(State(state): State<GatewayState>) -> Result<String, error::ApiError> {
+    prometheus::TextEncoder::new()
+        .encode_to_string(&state.registry.gather())
+        .map_err(|e| error::ApiError::new(error::ErrorCode::Internal, e.to_string()))
 }
 
 /// The process is up.
@@ -51,6 +111,7 @@ fn probes(state: GatewayState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(state)
 }
 

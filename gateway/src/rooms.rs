@@ -1,28 +1,48 @@
-//! The game rooms API (HTTP): rooms report pings and status with Maestro's paths and JSON.
+//! The game rooms API over HTTP, with Maestro's paths and JSON. Behaviour lives in
+//! [`RoomService`]; this module only decodes and encodes.
 
 use std::collections::BTreeMap;
-use std::time::SystemTime;
 
 use axum::Json;
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::routing::{get, put};
-use maestro_core::{PingStatus, Timestamp};
-use maestro_runtime::{PingUpdate, StoreError};
+use axum::http::HeaderMap;
+use axum::http::header::AUTHORIZATION;
+use axum::routing::{get, post, put};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tracing::debug;
 
 use crate::GatewayState;
-use crate::error::{ApiError, ErrorCode};
+use crate::error::ApiError;
 use crate::json::ValidJson;
+use crate::room_service::{EventMessage, PingMessage};
 
 pub fn router(state: GatewayState) -> Router {
     Router::new()
         .route("/scheduler/{scheduler}/rooms/{room}/ping", put(ping))
         .route("/scheduler/{scheduler}/rooms/{room}/status", put(ping))
+        .route(
+            "/scheduler/{scheduler}/rooms/{room}/roomevent",
+            post(room_event),
+        )
+        .route(
+            "/scheduler/{scheduler}/rooms/{room}/playerevent",
+            post(player_event),
+        )
         .route("/scheduler/{scheduler}/rooms/{room}/address", get(address))
+        .route("/scheduler/{scheduler}/rooms/allocate", post(allocate))
         .with_state(state)
+}
+
+/// The room's token, from `Authorization: Bearer <token>`.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
 }
 
 /// Maestro's ping/status message. `timestamp` is the room's clock (unix seconds); Maestro
@@ -39,72 +59,122 @@ pub struct PingRequest {
     pub metadata: Option<BTreeMap<String, Value>>,
 }
 
-impl PingRequest {
-    pub fn into_update(self) -> Result<PingUpdate, ApiError> {
-        let status = PingStatus::parse(&self.status).ok_or_else(|| {
-            ApiError::invalid_field(
-                "status",
-                format!(
-                    "{:?} is not one of ready, occupied, terminating, terminated",
-                    self.status
-                ),
-            )
-        })?;
-        let running_matches = u32::try_from(self.running_matches).map_err(|_| {
-            ApiError::invalid_field("runningMatches", "must be between 0 and 4294967295")
-        })?;
-        Ok(PingUpdate {
-            status,
-            running_matches,
-            metadata: self.metadata,
-        })
-    }
-}
-
 async fn ping(
     State(state): State<GatewayState>,
     Path((scheduler, room)): Path<(String, String)>,
+    headers: HeaderMap,
     ValidJson(body): ValidJson<PingRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    let update = body.into_update()?;
-    let now = Timestamp::from_system_time(SystemTime::now());
-    let change = state
-        .store
-        .apply_ping(&scheduler, &room, update, now)
-        .await
-        .map_err(|e| match e {
-            StoreError::RoomNotFound { .. } => ApiError::not_found(e.to_string()),
-            StoreError::Unavailable(_) => ApiError::unavailable(e.to_string()),
-        })?;
-    if change.changed() {
-        debug!(scheduler = %scheduler, room = %room, from = change.previous.as_str(), to = change.room.status.as_str(), "room status changed");
-    }
+    let message = PingMessage {
+        status: body.status,
+        running_matches: body.running_matches,
+        metadata: body.metadata,
+    };
+    state
+        .rooms
+        .ping(&scheduler, &room, bearer(&headers), message)
+        .await?;
     Ok(Json(json!({ "success": true })))
+}
+
+/// Maestro's room/player event message.
+#[derive(Debug, Deserialize)]
+pub struct EventRequest {
+    pub event: String,
+    #[serde(default)]
+    pub timestamp: i64,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, Value>,
+}
+
+async fn room_event(
+    state: State<GatewayState>,
+    path: Path<(String, String)>,
+    headers: HeaderMap,
+    body: ValidJson<EventRequest>,
+) -> Result<Json<Value>, ApiError> {
+    event(state, path, headers, body, false).await
+}
+
+async fn player_event(
+    state: State<GatewayState>,
+    path: Path<(String, String)>,
+    headers: HeaderMap,
+    body: ValidJson<EventRequest>,
+) -> Result<Json<Value>, ApiError> {
+    event(state, path, headers, body, true).await
+}
+
+async fn event(
+    State(state): State<GatewayState>,
+    Path((scheduler, room)): Path<(String, String)>,
+    headers: HeaderMap,
+    ValidJson(body): ValidJson<EventRequest>,
+    player: bool,
+) -> Result<Json<Value>, ApiError> {
+    let message = EventMessage {
+        event: body.event,
+        metadata: body.metadata,
+    };
+    let outcome = state
+        .rooms
+        .event(&scheduler, &room, bearer(&headers), message, player)
+        .await?;
+    Ok(Json(
+        json!({ "success": outcome.success, "message": outcome.message }),
+    ))
 }
 
 /// Where players connect: the host and one port per named container port.
 async fn address(
     State(state): State<GatewayState>,
     Path((scheduler, room)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let found = state
-        .store
-        .get(&scheduler, &room)
-        .await
-        .map_err(|e| ApiError::unavailable(e.to_string()))?
-        .ok_or_else(|| {
-            ApiError::not_found(format!("room {room} of scheduler {scheduler} not found"))
-        })?;
-    let address = found.address.ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::FailedPrecondition,
-            format!(
-                "room {room} has no address yet (status {})",
-                found.status.as_str()
-            ),
-        )
-    })?;
-    Ok(Json(serde_json::to_value(address).map_err(|e| {
-        ApiError::new(ErrorCode::Internal, e.to_string())
-    })?))
+    let address = state
+        .rooms
+        .address(&scheduler, &room, bearer(&headers))
+        .await?;
+    Ok(Json(json!(address)))
+}
+
+/// Maestro's allocate body is `{}`; `metadataSelector` is our extension.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AllocateRequest {
+    #[serde(default)]
+    pub metadata_selector: BTreeMap<String, String>,
+}
+
+async fn allocate(
+    State(state): State<GatewayState>,
+    Path(scheduler): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    // Some clients send no body at all; that is `{}`.
+    let body: AllocateRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        AllocateRequest::default()
+    } else {
+        crate::json::parse(&body)?
+    };
+    let allocation = state
+        .rooms
+        .allocate(&scheduler, &body.metadata_selector)
+        .await?;
+    Ok(Json(match allocation {
+        Some(a) => json!({
+            "roomId": a.room_id,
+            "success": true,
+            "message": "",
+            "host": a.address.host,
+            "ports": a.address.ports,
+        }),
+        None => json!({
+            "roomId": "",
+            "success": false,
+            "message": format!("no room available in scheduler {scheduler}"),
+            "host": "",
+            "ports": [],
+        }),
+    }))
 }

@@ -57,6 +57,7 @@ async fn submissions_past_the_in_flight_update_limit_are_retried() -> Result<()>
         rooms_api_url: "http://127.0.0.1:9".into(),
         extra_path: vec![],
         log_dir: temp_dir("gateway-burst"),
+        ..Default::default()
     }));
     let activities = RoomActivities::new(runtime, Arc::new(MemoryRoomStore::new()));
     let temporal = TemporalRuntime::from_current_tokio(Default::default())?;
@@ -98,6 +99,7 @@ fn worker(client: &Client, queue: &str, temporal: &TemporalRuntime) -> Result<Wo
         rooms_api_url: "http://127.0.0.1:9".into(),
         extra_path: vec![],
         log_dir: temp_dir("gateway-reads"),
+        ..Default::default()
     }));
     let activities = RoomActivities::new(runtime, Arc::new(MemoryRoomStore::new()));
     let options = maestro_workflows::worker_options(queue, activities)?;

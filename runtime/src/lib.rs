@@ -2,7 +2,7 @@
 //!
 //! Owns the [`Runtime`] trait (create/delete/list/watch room instances) with the `process`
 //! backend (each room a local OS process: the embedded default), and the [`RoomStore`] trait
-//! (rooms' composed status, pings, metadata) with the in-memory backend.
+//! (rooms' composed status, pings, metadata, allocation) with in-memory and Redis backends.
 //!
 //! Must not decide policy (how many rooms, which to remove: that is `core` and the
 //! workflows) and must not talk to Temporal.
@@ -18,7 +18,9 @@ use maestro_core::room::RoomAddress;
 use maestro_core::{InstanceStatus, Scheduler, Version};
 
 pub use process::{ProcessRuntime, ProcessRuntimeConfig};
-pub use store::{MemoryRoomStore, PingUpdate, RoomStore, StoreError};
+pub use store::{
+    MemoryRoomStore, PingUpdate, RedisRoomStore, RedisStoreConfig, RoomStore, StoreError,
+};
 
 /// One room instance as the runtime sees it.
 #[derive(Debug, Clone, PartialEq)]

@@ -230,3 +230,106 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A real `redis-server` on a free loopback port, with no persistence; killed on drop.
+/// `stop`/`restart` on the same port simulate an outage.
+pub struct RedisServer {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    pub async fn start() -> Result<Self> {
+        for _ in 0..5 {
+            let mut server = Self {
+                port: free_port(),
+                child: None,
+            };
+            match server.spawn().await {
+                Ok(()) => return Ok(server),
+                // The port was taken between picking and binding: pick another.
+                Err(StartFailure::Exited) => continue,
+                Err(StartFailure::Other(e)) => return Err(e),
+            }
+        }
+        bail!("redis-server kept exiting while starting")
+    }
+
+    async fn spawn(&mut self) -> Result<(), StartFailure> {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--port", &self.port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                StartFailure::Other(anyhow::anyhow!(
+                    "cannot run redis-server ({e}); the README's test command installs it"
+                ))
+            })?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && child
+                    .try_wait()
+                    .map_err(|e| StartFailure::Other(e.into()))?
+                    .is_some()
+            {
+                return Err(StartFailure::Exited);
+            }
+            if self.answers_ping().await {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(StartFailure::Other(anyhow::anyhow!(
+                    "redis-server on port {} not answering",
+                    self.port
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn answers_ping(&self) -> bool {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await else {
+            return false;
+        };
+        let mut reply = [0u8; 7];
+        stream.write_all(b"PING\r\n").await.is_ok()
+            && stream.read_exact(&mut reply).await.is_ok()
+            && &reply == b"+PONG\r\n"
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// SIGKILL: Redis is gone until [`RedisServer::restart`].
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts again on the same port (empty: no persistence).
+    pub async fn restart(&mut self) -> Result<()> {
+        self.stop();
+        self.spawn().await.map_err(|e| match e {
+            StartFailure::Exited => anyhow::anyhow!("redis-server exited on restart"),
+            StartFailure::Other(e) => e,
+        })
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

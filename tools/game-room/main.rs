@@ -1,8 +1,9 @@
 //! `game-room`: a tiny dedicated game server stand-in for demos, tests and benchmarks.
 //!
-//! Reads the environment Maestro gives every room (`MAESTRO_ROOMS_API_URL`,
-//! `MAESTRO_SCHEDULER_NAME`, `MAESTRO_ROOM_ID`), pings `ready`, and, when asked, simulates
-//! matches: ready for `--match-every`, then occupied for `--match-duration`, and again.
+//! Reads the environment Maestro gives every room (`MAESTRO_ROOMS_API_URL` or, with
+//! `--protocol grpc`, `MAESTRO_ROOMS_GRPC_URL`; `MAESTRO_SCHEDULER_NAME`, `MAESTRO_ROOM_ID`,
+//! and `MAESTRO_ROOM_TOKEN`, sent as a bearer token when set), pings `ready`, and, when
+//! asked, simulates matches: ready for `--match-every`, then occupied for `--match-duration`, and again.
 //! On SIGTERM it pings `terminating` and exits. It exits by itself when it is orphaned (its
 //! parent died) or when the rooms API keeps saying its room does not exist.
 
@@ -10,6 +11,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use maestro_proto::rooms::UpdateRoomWithPingRequest;
+use maestro_proto::rooms::rooms_service_client::RoomsServiceClient;
 use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -32,59 +35,132 @@ struct Args {
     /// Consecutive "room not found" answers before the room gives up and exits.
     #[arg(long, default_value_t = 12)]
     max_not_found: u32,
+    /// How to reach the rooms API.
+    #[arg(long, env = "GAME_ROOM_PROTOCOL", value_enum, default_value_t = Protocol::Http)]
+    protocol: Protocol,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Protocol {
+    Http,
+    Grpc,
+}
+
+/// What a ping attempt came to.
+#[derive(Debug, PartialEq, Eq)]
+enum PingOutcome {
+    Accepted,
+    /// The rooms API does not know this room (any more).
+    UnknownRoom,
+    Failed,
+}
+
+enum Transport {
+    Http {
+        client: reqwest::Client,
+        ping_url: String,
+    },
+    Grpc {
+        client: RoomsServiceClient<tonic::transport::Channel>,
+    },
 }
 
 struct Room {
-    http: reqwest::Client,
-    ping_url: String,
+    transport: Transport,
+    scheduler: String,
+    room: String,
+    token: Option<String>,
 }
 
 impl Room {
-    fn from_env() -> Result<Self> {
+    fn from_env(protocol: Protocol) -> Result<Self> {
         let var = |k: &str| {
             std::env::var(k).with_context(|| format!("{k} is not set: run me from Maestro"))
         };
-        let api = var("MAESTRO_ROOMS_API_URL")?;
         let scheduler = var("MAESTRO_SCHEDULER_NAME")?;
         let room = var("MAESTRO_ROOM_ID")?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()?;
+        let token = std::env::var("MAESTRO_ROOM_TOKEN").ok();
+        let transport = match protocol {
+            Protocol::Http => Transport::Http {
+                client: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(5))
+                    .build()?,
+                ping_url: format!(
+                    "{}/scheduler/{scheduler}/rooms/{room}/ping",
+                    var("MAESTRO_ROOMS_API_URL")?.trim_end_matches('/')
+                ),
+            },
+            Protocol::Grpc => {
+                let channel =
+                    tonic::transport::Endpoint::from_shared(var("MAESTRO_ROOMS_GRPC_URL")?)?
+                        .timeout(Duration::from_secs(5))
+                        .connect_lazy();
+                Transport::Grpc {
+                    client: RoomsServiceClient::new(channel),
+                }
+            }
+        };
         Ok(Self {
-            http,
-            ping_url: format!(
-                "{}/scheduler/{scheduler}/rooms/{room}/ping",
-                api.trim_end_matches('/')
-            ),
+            transport,
+            scheduler,
+            room,
+            token,
         })
     }
 
-    /// Returns the HTTP status, or None when the API could not be reached.
-    async fn ping(&self, status: &str, running_matches: u32) -> Option<reqwest::StatusCode> {
+    async fn ping(&mut self, status: &str, running_matches: u32) -> PingOutcome {
         let timestamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let body = json!({"status": status, "timestamp": timestamp, "runningMatches": running_matches, "metadata": {}});
-        match self.http.put(&self.ping_url).json(&body).send().await {
-            Ok(resp) => {
-                if !resp.status().is_success() {
-                    eprintln!("ping {status}: HTTP {}", resp.status());
+        let outcome = match &mut self.transport {
+            Transport::Http { client, ping_url } => {
+                let body = json!({"status": status, "timestamp": timestamp, "runningMatches": running_matches, "metadata": {}});
+                let mut request = client.put(ping_url.as_str()).json(&body);
+                if let Some(token) = &self.token {
+                    request = request.bearer_auth(token);
                 }
-                Some(resp.status())
+                match request.send().await {
+                    Ok(resp) if resp.status().is_success() => Ok(PingOutcome::Accepted),
+                    Ok(resp) if resp.status() == reqwest::StatusCode::NOT_FOUND => {
+                        Ok(PingOutcome::UnknownRoom)
+                    }
+                    Ok(resp) => Err(format!("HTTP {}", resp.status())),
+                    Err(e) => Err(e.to_string()),
+                }
             }
-            Err(e) => {
-                eprintln!("ping {status}: {e}");
-                None
+            Transport::Grpc { client } => {
+                let mut request = tonic::Request::new(UpdateRoomWithPingRequest {
+                    scheduler_name: self.scheduler.clone(),
+                    room_name: self.room.clone(),
+                    status: status.into(),
+                    timestamp: i64::try_from(timestamp).unwrap_or(0),
+                    metadata: None,
+                    running_matches: running_matches.into(),
+                });
+                if let Some(token) = &self.token
+                    && let Ok(value) = format!("Bearer {token}").parse()
+                {
+                    request.metadata_mut().insert("authorization", value);
+                }
+                match client.update_room_with_ping(request).await {
+                    Ok(_) => Ok(PingOutcome::Accepted),
+                    Err(s) if s.code() == tonic::Code::NotFound => Ok(PingOutcome::UnknownRoom),
+                    Err(s) => Err(format!("{}: {}", s.code(), s.message())),
+                }
             }
-        }
+        };
+        outcome.unwrap_or_else(|e| {
+            eprintln!("ping {status}: {e}");
+            PingOutcome::Failed
+        })
     }
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let room = Room::from_env()?;
+    let mut room = Room::from_env(args.protocol)?;
     let parent = std::os::unix::process::parent_id();
     let mut term = signal(SignalKind::terminate())?;
     let mut ticker = tokio::time::interval(args.ping_interval);
@@ -115,8 +191,8 @@ async fn main() -> Result<()> {
             ("ready", 0)
         };
         match room.ping(status, matches).await {
-            Some(code) if code == reqwest::StatusCode::NOT_FOUND => not_found += 1,
-            _ => not_found = 0,
+            PingOutcome::UnknownRoom => not_found += 1,
+            PingOutcome::Accepted | PingOutcome::Failed => not_found = 0,
         }
         if not_found >= args.max_not_found {
             eprintln!("the rooms API does not know this room any more; exiting");

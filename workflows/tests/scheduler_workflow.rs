@@ -49,6 +49,7 @@ async fn harness(label: &str) -> Result<Harness> {
         rooms_api_url: "http://127.0.0.1:9".into(),
         extra_path: vec![],
         log_dir: temp_dir(label),
+        ..Default::default()
     }));
     Ok(Harness {
         _server: server,

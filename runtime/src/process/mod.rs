@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
 use maestro_core::room::{RoomAddress, RoomPort};
 use maestro_core::scheduler::{Container, PortRange};
-use maestro_core::{InstanceStatus, Scheduler, Version};
+use maestro_core::{InstanceStatus, RoomTokenSecret, Scheduler, Version};
 use tokio::process::{Child, Command};
 use tokio::sync::{broadcast, oneshot, watch};
 use tracing::{info, warn};
@@ -25,6 +25,8 @@ pub const ENV_SCHEDULER: &str = "MAESTRO_SCHEDULER_NAME";
 pub const ENV_ROOM_ID: &str = "MAESTRO_ROOM_ID";
 pub const ENV_ROOMS_API: &str = "MAESTRO_ROOMS_API_URL";
 pub const ENV_VERSION: &str = "MAESTRO_ROOM_VERSION";
+pub const ENV_ROOMS_GRPC: &str = "MAESTRO_ROOMS_GRPC_URL";
+pub const ENV_ROOM_TOKEN: &str = "MAESTRO_ROOM_TOKEN";
 /// Prefix of one variable per named port: `MAESTRO_PORT_GAME=40001`.
 pub const ENV_PORT_PREFIX: &str = "MAESTRO_PORT_";
 
@@ -32,10 +34,14 @@ const LOCALHOST: &str = "127.0.0.1";
 /// A crashed room's stop request cannot wait for an exit that already happened.
 const EXIT_WAIT_SLACK: Duration = Duration::from_secs(5);
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ProcessRuntimeConfig {
     /// Base URL of the rooms API the rooms ping (`http://127.0.0.1:8070`).
     pub rooms_api_url: String,
+    /// The rooms API's gRPC address (`http://127.0.0.1:8071`), for rooms that speak gRPC.
+    pub rooms_grpc_url: Option<String>,
+    /// Gives each room its token (`MAESTRO_ROOM_TOKEN`); `None` when tokens are off.
+    pub room_token_secret: Option<RoomTokenSecret>,
     /// Folders searched first for a room's program (where `game-room` was built).
     pub extra_path: Vec<PathBuf>,
     /// Where each room's stdout/stderr go: `{log_dir}/{scheduler}/{room}.log`.
@@ -178,6 +184,12 @@ impl ProcessRuntime {
             .env(ENV_ROOM_ID, room_id)
             .env(ENV_VERSION, version.to_string())
             .env(ENV_ROOMS_API, &self.config.rooms_api_url);
+        if let Some(url) = &self.config.rooms_grpc_url {
+            cmd.env(ENV_ROOMS_GRPC, url);
+        }
+        if let Some(secret) = &self.config.room_token_secret {
+            cmd.env(ENV_ROOM_TOKEN, secret.token(&scheduler.name, room_id));
+        }
         for port in ports {
             cmd.env(
                 format!("{ENV_PORT_PREFIX}{}", env_suffix(&port.name)),

@@ -23,6 +23,7 @@ fn runtime(dir: &Path) -> ProcessRuntime {
         rooms_api_url: "http://127.0.0.1:1".into(),
         extra_path: vec![],
         log_dir: dir.to_path_buf(),
+        ..Default::default()
     })
 }
 

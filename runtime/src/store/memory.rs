@@ -6,7 +6,7 @@ use std::sync::RwLock;
 
 use async_trait::async_trait;
 use maestro_core::room::RoomAddress;
-use maestro_core::{GameRoom, InstanceStatus, Timestamp, Version};
+use maestro_core::{GameRoom, InstanceStatus, RoomStatus, Timestamp, Version};
 
 use super::{PingUpdate, RoomStore, StatusChange, StoreError};
 
@@ -126,6 +126,66 @@ impl RoomStore for MemoryRoomStore {
             room: room.clone(),
         })
     }
+
+    async fn allocate(
+        &self,
+        scheduler: &str,
+        selector: &BTreeMap<String, String>,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<Option<GameRoom>, StoreError> {
+        Ok(self.allocate_now(scheduler, selector, until, now))
+    }
+
+    async fn stale_rooms(
+        &self,
+        scheduler: &str,
+        pinged_before: Timestamp,
+    ) -> Result<Vec<String>, StoreError> {
+        // In process a scan is cheap; the Redis store keeps an index instead.
+        Ok(self
+            .read()
+            .get(scheduler)
+            .map(|rooms| {
+                rooms
+                    .values()
+                    .filter(|r| r.last_ping_at.is_some_and(|t| t < pinged_before))
+                    .map(|r| r.id.clone())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn count_by_status(
+        &self,
+        scheduler: &str,
+    ) -> Result<BTreeMap<RoomStatus, u64>, StoreError> {
+        let mut counts = BTreeMap::new();
+        if let Some(rooms) = self.read().get(scheduler) {
+            for room in rooms.values() {
+                *counts.entry(room.status).or_insert(0) += 1;
+            }
+        }
+        Ok(counts)
+    }
+}
+
+impl MemoryRoomStore {
+    fn allocate_now(
+        &self,
+        scheduler: &str,
+        selector: &BTreeMap<String, String>,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Option<GameRoom> {
+        // One write lock for pick-and-mark: that is what makes allocation exclusive.
+        let mut all = self.write();
+        let room = all
+            .get_mut(scheduler)?
+            .values_mut()
+            .find(|room| room.is_allocatable(now) && room.metadata_matches(selector))?;
+        room.allocate(until, now).then(|| room.clone())
+    }
 }
 
 #[cfg(test)]
@@ -146,5 +206,25 @@ mod tests {
     #[tokio::test]
     async fn unknown_rooms() {
         contract::unknown_rooms(&MemoryRoomStore::new()).await;
+    }
+
+    #[tokio::test]
+    async fn status_matches_core_for_every_combination() {
+        contract::status_matches_core_for_every_combination(&MemoryRoomStore::new()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn allocation_is_exclusive() {
+        contract::allocation_is_exclusive(std::sync::Arc::new(MemoryRoomStore::new())).await;
+    }
+
+    #[tokio::test]
+    async fn allocation_ttl_and_selector() {
+        contract::allocation_ttl_and_selector(&MemoryRoomStore::new()).await;
+    }
+
+    #[tokio::test]
+    async fn stale_rooms_and_counts() {
+        contract::stale_rooms_and_counts(&MemoryRoomStore::new()).await;
     }
 }

@@ -1,6 +1,7 @@
 //! The room store: composed room status, pings and metadata, per scheduler.
 
 mod memory;
+mod redis;
 
 use std::collections::BTreeMap;
 
@@ -11,6 +12,7 @@ use maestro_core::{GameRoom, InstanceStatus, PingStatus, RoomStatus, Timestamp, 
 use crate::RoomInstance;
 
 pub use memory::MemoryRoomStore;
+pub use redis::{RedisRoomStore, RedisStoreConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -18,6 +20,9 @@ pub enum StoreError {
     RoomNotFound { scheduler: String, room_id: String },
     #[error("room store unavailable: {0}")]
     Unavailable(String),
+    /// A stored record could not be read back (written by an incompatible version?).
+    #[error("room store record is corrupt: {0}")]
+    Corrupt(String),
 }
 
 /// What one ping carries.
@@ -70,6 +75,37 @@ pub trait RoomStore: Send + Sync + 'static {
         address: Option<RoomAddress>,
         now: Timestamp,
     ) -> Result<StatusChange, StoreError>;
+
+    /// Atomically picks one allocatable room (ready, or allocated past its TTL) whose
+    /// metadata matches `selector`, marks it allocated until `until`, and returns it; `None`
+    /// when no room qualifies. Two concurrent calls never get the same room.
+    async fn allocate(
+        &self,
+        scheduler: &str,
+        selector: &BTreeMap<String, String>,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<Option<GameRoom>, StoreError>;
+
+    /// Ids of rooms whose last ping is older than `pinged_before` (rooms that never pinged
+    /// are not listed: the initialization timeout covers them).
+    async fn stale_rooms(
+        &self,
+        scheduler: &str,
+        pinged_before: Timestamp,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// How many rooms of the scheduler are in each status (statuses with none are absent).
+    async fn count_by_status(
+        &self,
+        scheduler: &str,
+    ) -> Result<BTreeMap<RoomStatus, u64>, StoreError> {
+        let mut counts = BTreeMap::new();
+        for room in self.list(scheduler).await? {
+            *counts.entry(room.status).or_insert(0) += 1;
+        }
+        Ok(counts)
+    }
 
     /// [`RoomStore::apply_instance`] with what the runtime reported.
     async fn record_instance(
@@ -182,5 +218,277 @@ pub(crate) mod contract {
         assert_eq!(change.room.status, RoomStatus::Unready);
         assert!(store.remove("s1", "seen").await.unwrap());
         assert!(store.get("s1", "seen").await.unwrap().is_none());
+    }
+
+    fn ready_ping() -> PingUpdate {
+        PingUpdate {
+            status: PingStatus::Ready,
+            running_matches: 0,
+            metadata: None,
+        }
+    }
+
+    /// A room that is ready (instance ready, pinged ready) with `metadata`.
+    async fn ready_room(
+        store: &dyn RoomStore,
+        scheduler: &str,
+        id: &str,
+        metadata: serde_json::Value,
+    ) {
+        store
+            .insert_if_absent(GameRoom::new(id, scheduler, Version::FIRST, 1, t(1)))
+            .await
+            .unwrap();
+        store
+            .apply_instance(
+                scheduler,
+                id,
+                Version::FIRST,
+                InstanceStatus::Ready,
+                None,
+                t(2),
+            )
+            .await
+            .unwrap();
+        let ping = PingUpdate {
+            metadata: serde_json::from_value(metadata).unwrap(),
+            ..ready_ping()
+        };
+        let change = store.apply_ping(scheduler, id, ping, t(3)).await.unwrap();
+        assert_eq!(change.room.status, RoomStatus::Ready);
+    }
+
+    /// Every combination of what the runtime and the room report gives the same record as
+    /// core's `GameRoom` logic (for Redis: the Lua scripts agree with Rust).
+    pub async fn status_matches_core_for_every_combination(store: &dyn RoomStore) {
+        let pings = [None]
+            .into_iter()
+            .chain(PingStatus::ALL.into_iter().map(Some));
+        let mut n = 0;
+        for ping in pings {
+            for instance in InstanceStatus::ALL {
+                for max_matches in [1, 3] {
+                    for matches in [0, 1, 3] {
+                        n += 1;
+                        let id = format!("room-{n}");
+                        let mut expected =
+                            GameRoom::new(&id, "combo", Version::FIRST, max_matches, t(1));
+                        store.insert_if_absent(expected.clone()).await.unwrap();
+                        let change = store
+                            .apply_instance("combo", &id, Version::FIRST, instance, None, t(2))
+                            .await
+                            .unwrap();
+                        let before = expected.status;
+                        expected.apply_instance(instance, t(2));
+                        assert_eq!(change.previous, before);
+                        assert_eq!(change.room, expected, "{ping:?} x {instance:?} (instance)");
+                        let Some(ping) = ping else {
+                            store.remove("combo", &id).await.unwrap();
+                            continue;
+                        };
+                        let metadata: BTreeMap<String, serde_json::Value> = serde_json::from_value(
+                            serde_json::json!({"n": n, "tags": [], "m": {}}),
+                        )
+                        .unwrap();
+                        let update = PingUpdate {
+                            status: ping,
+                            running_matches: matches,
+                            metadata: Some(metadata.clone()),
+                        };
+                        let change = store.apply_ping("combo", &id, update, t(3)).await.unwrap();
+                        let before = expected.status;
+                        expected.apply_ping(ping, matches, Some(metadata), t(3));
+                        assert_eq!(change.previous, before);
+                        assert_eq!(
+                            change.room, expected,
+                            "{ping:?} x {instance:?} x {matches}/{max_matches}"
+                        );
+                        // Allocation follows the same rule in both.
+                        let allocated = store
+                            .allocate("combo", &BTreeMap::new(), t(100), t(4))
+                            .await
+                            .unwrap();
+                        let allocatable = expected.allocate(t(100), t(4));
+                        assert_eq!(
+                            allocated.is_some(),
+                            allocatable,
+                            "{ping:?} x {instance:?} x {matches}/{max_matches}"
+                        );
+                        if let Some(room) = allocated {
+                            assert_eq!(room, expected);
+                        }
+                        assert_eq!(
+                            store.get("combo", &id).await.unwrap().as_ref(),
+                            Some(&expected)
+                        );
+                        store.remove("combo", &id).await.unwrap();
+                    }
+                }
+            }
+        }
+        assert!(store.list("combo").await.unwrap().is_empty());
+    }
+
+    /// 100 concurrent allocations against 50 ready rooms: exactly 50 distinct rooms.
+    pub async fn allocation_is_exclusive(store: std::sync::Arc<dyn RoomStore>) {
+        for i in 0..50 {
+            ready_room(
+                store.as_ref(),
+                "alloc",
+                &format!("r{i:02}"),
+                serde_json::json!({}),
+            )
+            .await;
+        }
+        let tasks: Vec<_> = (0..100)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .allocate("alloc", &BTreeMap::new(), t(1_000), t(10))
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut got = Vec::new();
+        let mut none = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Some(room) => {
+                    assert_eq!(room.status, RoomStatus::Allocated);
+                    got.push(room.id);
+                }
+                None => none += 1,
+            }
+        }
+        got.sort();
+        got.dedup();
+        assert_eq!(got.len(), 50, "every ready room handed out once");
+        assert_eq!(none, 50);
+        let counts = store.count_by_status("alloc").await.unwrap();
+        assert_eq!(counts.get(&RoomStatus::Allocated), Some(&50));
+        assert_eq!(counts.get(&RoomStatus::Ready), None);
+    }
+
+    /// The TTL frees a room; a selector picks only matching rooms.
+    pub async fn allocation_ttl_and_selector(store: &dyn RoomStore) {
+        ready_room(
+            store,
+            "sel",
+            "eu-1",
+            serde_json::json!({"region": "eu", "slots": 4}),
+        )
+        .await;
+        ready_room(store, "sel", "us-1", serde_json::json!({"region": "us"})).await;
+        let select = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let eu = store
+            .allocate(
+                "sel",
+                &select(&[("region", "eu"), ("slots", "4")]),
+                t(100),
+                t(10),
+            )
+            .await
+            .unwrap()
+            .expect("the eu room");
+        assert_eq!(eu.id, "eu-1");
+        assert!(
+            store
+                .allocate("sel", &select(&[("region", "eu")]), t(100), t(20))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .allocate("sel", &select(&[("region", "ap")]), t(100), t(20))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // After the TTL the eu room can be allocated again, even before its next ping.
+        let again = store
+            .allocate("sel", &select(&[("region", "eu")]), t(300), t(101))
+            .await
+            .unwrap()
+            .expect("TTL passed");
+        assert_eq!(again.id, "eu-1");
+        assert_eq!(again.allocated_until, Some(t(300)));
+        let us = store
+            .allocate("sel", &BTreeMap::new(), t(300), t(102))
+            .await
+            .unwrap();
+        assert_eq!(us.map(|r| r.id).as_deref(), Some("us-1"));
+        assert!(
+            store
+                .allocate("sel", &BTreeMap::new(), t(300), t(103))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .allocate("nobody", &BTreeMap::new(), t(300), t(103))
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    /// Stale rooms come from the last-ping index; counts follow every change.
+    pub async fn stale_rooms_and_counts(store: &dyn RoomStore) {
+        for id in ["a", "b", "c"] {
+            ready_room(store, "st", id, serde_json::json!({})).await;
+        }
+        store
+            .insert_if_absent(GameRoom::new("never", "st", Version::FIRST, 1, t(1)))
+            .await
+            .unwrap();
+        store
+            .apply_ping("st", "b", ready_ping(), t(50))
+            .await
+            .unwrap();
+        let mut stale = store.stale_rooms("st", t(10)).await.unwrap();
+        stale.sort();
+        assert_eq!(
+            stale,
+            ["a", "c"],
+            "pinged before t=10; `never` never pinged"
+        );
+        assert!(
+            store.stale_rooms("st", t(3)).await.unwrap().is_empty(),
+            "strictly before"
+        );
+        let counts = store.count_by_status("st").await.unwrap();
+        assert_eq!(counts.get(&RoomStatus::Ready), Some(&3));
+        assert_eq!(counts.get(&RoomStatus::Pending), Some(&1));
+        store.remove("st", "a").await.unwrap();
+        let occupied = PingUpdate {
+            status: PingStatus::Occupied,
+            ..ready_ping()
+        };
+        store.apply_ping("st", "c", occupied, t(60)).await.unwrap();
+        assert_eq!(
+            store.stale_rooms("st", t(10)).await.unwrap(),
+            Vec::<String>::new()
+        );
+        let counts = store.count_by_status("st").await.unwrap();
+        assert_eq!(counts.get(&RoomStatus::Ready), Some(&1));
+        assert_eq!(counts.get(&RoomStatus::Occupied), Some(&1));
+        assert_eq!(counts.values().sum::<u64>(), 3);
+        let ids: Vec<String> = store
+            .list("st")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids, ["b", "c", "never"], "listed by id");
     }
 }

@@ -1,0 +1,318 @@
+//! The game rooms API's behaviour, shared by its HTTP and gRPC faces: room tokens, pings into
+//! the room store, events to forwarders, addresses and allocation.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use maestro_core::room::{ALLOCATION_TTL, RoomAddress};
+use maestro_core::{GameRoom, PingStatus, RoomTokenSecret, Timestamp};
+use maestro_runtime::{PingUpdate, RoomStore, StoreError};
+use serde_json::Value;
+use tracing::{debug, info};
+
+use crate::directory::{SchedulerDirectory, SchedulerInfo};
+use crate::error::{ApiError, ErrorCode};
+use crate::forwarders::{ForwardEvent, ForwardedRoom, Forwarders};
+
+/// A ping or status message, already decoded from HTTP JSON or gRPC.
+#[derive(Debug, Clone)]
+pub struct PingMessage {
+    pub status: String,
+    pub running_matches: i64,
+    pub metadata: Option<BTreeMap<String, Value>>,
+}
+
+/// A room or player event.
+#[derive(Debug, Clone)]
+pub struct EventMessage {
+    pub event: String,
+    pub metadata: BTreeMap<String, Value>,
+}
+
+/// The answer to an event: Maestro reports forwarding failures in the body, not the status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventOutcome {
+    pub success: bool,
+    pub message: String,
+}
+
+/// An allocated room.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Allocation {
+    pub room_id: String,
+    pub address: RoomAddress,
+}
+
+#[derive(Clone)]
+pub struct RoomService {
+    store: Arc<dyn RoomStore>,
+    directory: SchedulerDirectory,
+    forwarders: Forwarders,
+    /// `None`: room tokens are off for this gateway (every room is trusted).
+    token_secret: Option<RoomTokenSecret>,
+    allocation_ttl: Duration,
+}
+
+fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::RoomNotFound { .. } => ApiError::not_found(e.to_string()),
+        StoreError::Unavailable(_) => ApiError::unavailable(e.to_string()),
+        StoreError::Corrupt(_) => ApiError::new(ErrorCode::Internal, e.to_string()),
+    }
+}
+
+fn now() -> Timestamp {
+    Timestamp::from_system_time(SystemTime::now())
+}
+
+impl RoomService {
+    pub fn new(
+        store: Arc<dyn RoomStore>,
+        directory: SchedulerDirectory,
+        forwarders: Forwarders,
+        token_secret: Option<RoomTokenSecret>,
+    ) -> Self {
+        Self {
+            store,
+            directory,
+            forwarders,
+            token_secret,
+            allocation_ttl: ALLOCATION_TTL,
+        }
+    }
+
+    pub fn with_allocation_ttl(mut self, ttl: Duration) -> Self {
+        self.allocation_ttl = ttl;
+        self
+    }
+
+    async fn scheduler(&self, scheduler: &str) -> Result<Arc<SchedulerInfo>, ApiError> {
+        self.directory
+            .get(scheduler)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("scheduler {scheduler} not found")))
+    }
+
+    /// A message for `room` must carry that room's token: a wrong one is refused (403)
+    /// without looking anything up; a missing one (401) unless the scheduler opted out.
+    pub async fn authenticate(
+        &self,
+        scheduler: &str,
+        room: &str,
+        token: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let Some(secret) = &self.token_secret else {
+            return Ok(());
+        };
+        match token {
+            Some(token) if secret.verify(scheduler, room, token) => Ok(()),
+            Some(_) => Err(ApiError::new(
+                ErrorCode::PermissionDenied,
+                format!("the token is not room {room}'s token"),
+            )),
+            None if !self.scheduler(scheduler).await?.room_token_required => Ok(()),
+            None => Err(ApiError::new(
+                ErrorCode::Unauthenticated,
+                format!(
+                    "room {room} sent no token: send `Authorization: Bearer $MAESTRO_ROOM_TOKEN`"
+                ),
+            )),
+        }
+    }
+
+    pub async fn ping(
+        &self,
+        scheduler: &str,
+        room: &str,
+        token: Option<&str>,
+        message: PingMessage,
+    ) -> Result<(), ApiError> {
+        let update = decode_ping(message)?;
+        self.authenticate(scheduler, room, token).await?;
+        let change = self
+            .store
+            .apply_ping(scheduler, room, update, now())
+            .await
+            .map_err(store_error)?;
+        if change.changed() {
+            info!(scheduler = %scheduler, room = %room, from = change.previous.as_str(), to = change.room.status.as_str(), "room status changed");
+            // The ping is recorded whatever the forwarders say; their failures are logged
+            // and counted, as Maestro does for status forwarding.
+            let info = self.scheduler(scheduler).await;
+            if let Ok(info) = info
+                && !info.forwarders.is_empty()
+            {
+                let event = ForwardEvent::RoomStatus {
+                    status: change.room.status.as_str().to_string(),
+                };
+                let _ = self
+                    .forwarders
+                    .forward_all(
+                        &info.forwarders,
+                        &forwarded_room(&info, &change.room),
+                        &event,
+                        &BTreeMap::new(),
+                    )
+                    .await;
+            }
+        } else {
+            debug!(scheduler = %scheduler, room = %room, "ping");
+        }
+        Ok(())
+    }
+
+    /// Forwards a room event (`player: false`) or player event to the scheduler's forwarders.
+    pub async fn event(
+        &self,
+        scheduler: &str,
+        room: &str,
+        token: Option<&str>,
+        message: EventMessage,
+        player: bool,
+    ) -> Result<EventOutcome, ApiError> {
+        if message.event.trim().is_empty() {
+            return Err(ApiError::invalid_field("event", "must not be empty"));
+        }
+        self.authenticate(scheduler, room, token).await?;
+        let info = self.scheduler(scheduler).await?;
+        let found = self
+            .store
+            .get(scheduler, room)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| {
+                ApiError::not_found(format!("room {room} of scheduler {scheduler} not found"))
+            })?;
+        if info.forwarders.is_empty() {
+            return Ok(EventOutcome {
+                success: true,
+                message: "no forwarders configured".into(),
+            });
+        }
+        let event = if player {
+            ForwardEvent::Player {
+                event: message.event,
+            }
+        } else {
+            ForwardEvent::Room {
+                event: message.event,
+            }
+        };
+        Ok(
+            match self
+                .forwarders
+                .forward_all(
+                    &info.forwarders,
+                    &forwarded_room(&info, &found),
+                    &event,
+                    &message.metadata,
+                )
+                .await
+            {
+                Ok(()) => EventOutcome {
+                    success: true,
+                    message: String::new(),
+                },
+                Err(e) => EventOutcome {
+                    success: false,
+                    message: e.to_string(),
+                },
+            },
+        )
+    }
+
+    pub async fn address(
+        &self,
+        scheduler: &str,
+        room: &str,
+        token: Option<&str>,
+    ) -> Result<RoomAddress, ApiError> {
+        self.authenticate(scheduler, room, token).await?;
+        let found = self
+            .store
+            .get(scheduler, room)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| {
+                ApiError::not_found(format!("room {room} of scheduler {scheduler} not found"))
+            })?;
+        found.address.ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::FailedPrecondition,
+                format!(
+                    "room {room} has no address yet (status {})",
+                    found.status.as_str()
+                ),
+            )
+        })
+    }
+
+    /// Hands out one ready room (matching `selector`) for the allocation TTL; `Ok(None)`
+    /// when none is available.
+    pub async fn allocate(
+        &self,
+        scheduler: &str,
+        selector: &BTreeMap<String, String>,
+    ) -> Result<Option<Allocation>, ApiError> {
+        self.scheduler(scheduler).await?;
+        let now = now();
+        let until = Timestamp::from_unix_millis(
+            now.unix_millis()
+                .saturating_add(i64::try_from(self.allocation_ttl.as_millis()).unwrap_or(i64::MAX)),
+        );
+        let room = self
+            .store
+            .allocate(scheduler, selector, until, now)
+            .await
+            .map_err(store_error)?;
+        Ok(room.map(|room| {
+            info!(scheduler = %scheduler, room = %room.id, "room allocated");
+            Allocation {
+                address: room.address.clone().unwrap_or_default(),
+                room_id: room.id,
+            }
+        }))
+    }
+}
+
+fn decode_ping(message: PingMessage) -> Result<PingUpdate, ApiError> {
+    let status = PingStatus::parse(&message.status).ok_or_else(|| {
+        ApiError::invalid_field(
+            "status",
+            format!(
+                "{:?} is not one of ready, occupied, terminating, terminated",
+                message.status
+            ),
+        )
+    })?;
+    let running_matches = u32::try_from(message.running_matches).map_err(|_| {
+        ApiError::invalid_field("runningMatches", "must be between 0 and 4294967295")
+    })?;
+    Ok(PingUpdate {
+        status,
+        running_matches,
+        metadata: message.metadata,
+    })
+}
+
+fn forwarded_room(info: &SchedulerInfo, room: &GameRoom) -> ForwardedRoom {
+    let (host, port) = room
+        .address
+        .as_ref()
+        .map(|a| {
+            (
+                a.host.clone(),
+                a.ports.first().map_or(0, |p| i32::from(p.port)),
+            )
+        })
+        .unwrap_or_default();
+    ForwardedRoom {
+        game: info.game.clone(),
+        scheduler: info.name.clone(),
+        room_id: room.id.clone(),
+        host,
+        port,
+        metadata: room.metadata.clone(),
+    }
+}

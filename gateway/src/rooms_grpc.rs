@@ -1,0 +1,169 @@
+//! The game rooms API over gRPC (`maestro.rooms.v1.RoomsService`): the same behaviour as the
+//! HTTP routes, through [`RoomService`]. A room sends its token as `authorization: Bearer …`
+//! request metadata.
+
+use tonic::{Request, Response, Status};
+
+use maestro_proto::rooms::rooms_service_server::{RoomsService, RoomsServiceServer};
+use maestro_proto::rooms::{
+    AllocateRoomRequest, AllocateRoomResponse, ForwardEventResponse, ForwardPlayerEventRequest,
+    ForwardRoomEventRequest, GetRoomAddressRequest, GetRoomAddressResponse, Port,
+    UpdateRoomWithPingRequest, UpdateRoomWithPingResponse,
+};
+
+use crate::pbstruct::from_struct;
+use crate::room_service::{EventMessage, PingMessage, RoomService};
+
+pub struct RoomsGrpc {
+    service: RoomService,
+}
+
+/// The tonic service to add to a server.
+pub fn server(service: RoomService) -> RoomsServiceServer<RoomsGrpc> {
+    RoomsServiceServer::new(RoomsGrpc { service })
+}
+
+fn token<T>(request: &Request<T>) -> Option<String> {
+    request
+        .metadata()
+        .get("authorization")?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(|t| t.trim().to_string())
+}
+
+fn ports(ports: Vec<maestro_core::room::RoomPort>) -> Vec<Port> {
+    ports
+        .into_iter()
+        .map(|p| Port {
+            name: p.name,
+            protocol: p.protocol,
+            port: i32::from(p.port),
+        })
+        .collect()
+}
+
+impl RoomsGrpc {
+    async fn ping(
+        &self,
+        request: Request<UpdateRoomWithPingRequest>,
+    ) -> Result<Response<UpdateRoomWithPingResponse>, Status> {
+        let token = token(&request);
+        let r = request.into_inner();
+        let message = PingMessage {
+            status: r.status,
+            running_matches: r.running_matches,
+            metadata: r.metadata.map(from_struct),
+        };
+        self.service
+            .ping(&r.scheduler_name, &r.room_name, token.as_deref(), message)
+            .await?;
+        Ok(Response::new(UpdateRoomWithPingResponse { success: true }))
+    }
+
+    async fn event(
+        &self,
+        token: Option<String>,
+        (scheduler, room, event, metadata): (String, String, String, Option<prost_types::Struct>),
+        player: bool,
+    ) -> Result<Response<ForwardEventResponse>, Status> {
+        let message = EventMessage {
+            event,
+            metadata: metadata.map(from_struct).unwrap_or_default(),
+        };
+        let outcome = self
+            .service
+            .event(&scheduler, &room, token.as_deref(), message, player)
+            .await?;
+        Ok(Response::new(ForwardEventResponse {
+            success: outcome.success,
+            message: outcome.message,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl RoomsService for RoomsGrpc {
+    async fn update_room_with_ping(
+        &self,
+        request: Request<UpdateRoomWithPingRequest>,
+    ) -> Result<Response<UpdateRoomWithPingResponse>, Status> {
+        self.ping(request).await
+    }
+
+    async fn update_room_status(
+        &self,
+        request: Request<UpdateRoomWithPingRequest>,
+    ) -> Result<Response<UpdateRoomWithPingResponse>, Status> {
+        self.ping(request).await
+    }
+
+    async fn forward_room_event(
+        &self,
+        request: Request<ForwardRoomEventRequest>,
+    ) -> Result<Response<ForwardEventResponse>, Status> {
+        let token = token(&request);
+        let r = request.into_inner();
+        self.event(
+            token,
+            (r.scheduler_name, r.room_name, r.event, r.metadata),
+            false,
+        )
+        .await
+    }
+
+    async fn forward_player_event(
+        &self,
+        request: Request<ForwardPlayerEventRequest>,
+    ) -> Result<Response<ForwardEventResponse>, Status> {
+        let token = token(&request);
+        let r = request.into_inner();
+        self.event(
+            token,
+            (r.scheduler_name, r.room_name, r.event, r.metadata),
+            true,
+        )
+        .await
+    }
+
+    async fn get_room_address(
+        &self,
+        request: Request<GetRoomAddressRequest>,
+    ) -> Result<Response<GetRoomAddressResponse>, Status> {
+        let token = token(&request);
+        let r = request.into_inner();
+        let address = self
+            .service
+            .address(&r.scheduler_name, &r.room_name, token.as_deref())
+            .await?;
+        Ok(Response::new(GetRoomAddressResponse {
+            host: address.host,
+            ports: ports(address.ports),
+            ipv6_label: address.ipv6_label,
+        }))
+    }
+
+    async fn allocate_room(
+        &self,
+        request: Request<AllocateRoomRequest>,
+    ) -> Result<Response<AllocateRoomResponse>, Status> {
+        let r = request.into_inner();
+        let selector = r.metadata_selector.into_iter().collect();
+        let allocation = self.service.allocate(&r.scheduler_name, &selector).await?;
+        Ok(Response::new(match allocation {
+            Some(a) => AllocateRoomResponse {
+                room_id: a.room_id,
+                success: true,
+                message: String::new(),
+                host: a.address.host,
+                ports: ports(a.address.ports),
+            },
+            None => AllocateRoomResponse {
+                success: false,
+                message: format!("no room available in scheduler {}", r.scheduler_name),
+                ..Default::default()
+            },
+        }))
+    }
+}

@@ -1,0 +1,637 @@
+//! The game rooms API end to end: the real `maestro dev` binary, real `game-room` processes
+//! (over HTTP and gRPC), real HTTP and gRPC clients, an in-test gRPC event forwarder, and
+//! both room stores (in-memory and a real redis-server).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Result;
+use common::{Maestro, ROOM_TOKEN_SECRET};
+use maestro_core::RoomTokenSecret;
+use maestro_proto::eventforwarder::grpc_forwarder_server::{GrpcForwarder, GrpcForwarderServer};
+use maestro_proto::eventforwarder::{
+    PlayerEvent, Response as FwdResponse, RoomEvent, RoomInfo, RoomStatus,
+};
+use maestro_proto::rooms::rooms_service_client::RoomsServiceClient;
+use maestro_proto::rooms::{
+    AllocateRoomRequest, ForwardRoomEventRequest, UpdateRoomWithPingRequest,
+};
+use maestro_testkit::{RedisServer, TemporalDevServer, eventually};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tonic::transport::Channel;
+
+/// One call a forwarder received.
+#[derive(Debug, Clone, PartialEq)]
+struct Received {
+    call: &'static str,
+    room_id: String,
+    game: String,
+    room_type: String,
+    kind: String,
+    player_id: String,
+    metadata: Value,
+}
+
+/// An event forwarder (Maestro's `GRPCForwarder`) that records what it receives and answers
+/// the code the test sets.
+#[derive(Clone)]
+struct FakeForwarder {
+    received: Arc<Mutex<Vec<Received>>>,
+    answer_code: Arc<Mutex<i32>>,
+}
+
+fn struct_json(s: Option<prost_types::Struct>) -> Value {
+    let Some(s) = s else { return Value::Null };
+    let fields = s
+        .fields
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v.kind {
+                Some(prost_types::value::Kind::StringValue(s)) => Value::String(s),
+                Some(prost_types::value::Kind::NumberValue(n)) => json!(n),
+                Some(prost_types::value::Kind::BoolValue(b)) => json!(b),
+                other => Value::String(format!("{other:?}")),
+            };
+            (k, v)
+        })
+        .collect();
+    Value::Object(fields)
+}
+
+impl FakeForwarder {
+    fn record(&self, mut received: Received) -> tonic::Result<tonic::Response<FwdResponse>> {
+        received.metadata = received.metadata.clone();
+        self.received.lock().unwrap().push(received);
+        Ok(tonic::Response::new(FwdResponse {
+            code: *self.answer_code.lock().unwrap(),
+            message: "recorded".into(),
+        }))
+    }
+
+    fn calls(&self, call: &str) -> Vec<Received> {
+        let all = self.received.lock().unwrap();
+        all.iter().filter(|r| r.call == call).cloned().collect()
+    }
+}
+
+fn received(
+    call: &'static str,
+    room: Option<maestro_proto::eventforwarder::Room>,
+    kind: String,
+    player_id: String,
+    metadata: Option<prost_types::Struct>,
+) -> Received {
+    let room = room.unwrap_or_default();
+    Received {
+        call,
+        room_id: room.room_id,
+        game: room.game,
+        room_type: room.room_type,
+        kind,
+        player_id,
+        metadata: struct_json(metadata),
+    }
+}
+
+#[tonic::async_trait]
+impl GrpcForwarder for FakeForwarder {
+    async fn send_room_event(
+        &self,
+        r: tonic::Request<RoomEvent>,
+    ) -> tonic::Result<tonic::Response<FwdResponse>> {
+        let r = r.into_inner();
+        self.record(received(
+            "room_event",
+            r.room,
+            r.event_type,
+            String::new(),
+            r.metadata,
+        ))
+    }
+    async fn send_room_status(
+        &self,
+        r: tonic::Request<RoomStatus>,
+    ) -> tonic::Result<tonic::Response<FwdResponse>> {
+        let r = r.into_inner();
+        self.record(received(
+            "room_status",
+            r.room,
+            r.status_type,
+            String::new(),
+            None,
+        ))
+    }
+    async fn send_room_ping(
+        &self,
+        r: tonic::Request<RoomStatus>,
+    ) -> tonic::Result<tonic::Response<FwdResponse>> {
+        let r = r.into_inner();
+        self.record(received(
+            "room_ping",
+            r.room,
+            r.status_type,
+            String::new(),
+            None,
+        ))
+    }
+    async fn send_room_resync(
+        &self,
+        r: tonic::Request<RoomStatus>,
+    ) -> tonic::Result<tonic::Response<FwdResponse>> {
+        let r = r.into_inner();
+        self.record(received(
+            "room_resync",
+            r.room,
+            r.status_type,
+            String::new(),
+            None,
+        ))
+    }
+    async fn send_player_event(
+        &self,
+        r: tonic::Request<PlayerEvent>,
+    ) -> tonic::Result<tonic::Response<FwdResponse>> {
+        let r = r.into_inner();
+        self.record(received(
+            "player_event",
+            r.room,
+            r.event_type,
+            r.player_id,
+            r.metadata,
+        ))
+    }
+    async fn send_room_info(
+        &self,
+        _r: tonic::Request<RoomInfo>,
+    ) -> tonic::Result<tonic::Response<FwdResponse>> {
+        self.record(received(
+            "room_info",
+            None,
+            String::new(),
+            String::new(),
+            None,
+        ))
+    }
+}
+
+async fn start_forwarder() -> Result<(FakeForwarder, String)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?.to_string();
+    let forwarder = FakeForwarder {
+        received: Arc::default(),
+        answer_code: Arc::new(Mutex::new(200)),
+    };
+    let service = GrpcForwarderServer::new(forwarder.clone());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    Ok((forwarder, address))
+}
+
+fn scheduler(name: &str, ports: (u16, u16), rooms: u32, command: &[&str]) -> Value {
+    json!({
+        "name": name,
+        "game": "rooms-game",
+        "maxSurge": "1",
+        "roomsReplicas": rooms,
+        "portRange": {"start": ports.0, "end": ports.1},
+        "spec": {
+            "terminationGracePeriod": "5s",
+            "containers": [{
+                "name": "room",
+                "image": "local/game-room",
+                "command": command,
+                "ports": [{"name": "game", "protocol": "UDP", "port": 7777}]
+            }]
+        }
+    })
+}
+
+fn game_room(extra: &[&'static str]) -> Vec<&'static str> {
+    let mut command = vec![env!("CARGO_BIN_EXE_game-room"), "--ping-interval", "1s"];
+    command.extend_from_slice(extra);
+    command
+}
+
+async fn create_with_rooms(maestro: &Maestro, body: Value) -> Result<Vec<String>> {
+    let name = body["name"].as_str().unwrap_or_default().to_string();
+    let rooms = body["roomsReplicas"].as_u64().unwrap_or(0);
+    let (code, answer) = maestro.post("/schedulers", body).await?;
+    anyhow::ensure!(code == StatusCode::OK, "create {name}: {code} {answer}");
+    let (code, answer) = maestro
+        .post(
+            &format!("/schedulers/{name}/add-rooms"),
+            json!({"amount": rooms}),
+        )
+        .await?;
+    anyhow::ensure!(
+        code == StatusCode::OK,
+        "add rooms to {name}: {code} {answer}"
+    );
+    eventually(Duration::from_secs(60), "rooms ready", || async {
+        let (_, body) = maestro
+            .get(&format!("/schedulers/{name}/rooms?status=ready"))
+            .await
+            .ok()?;
+        let ids: Vec<String> = body["rooms"]
+            .as_array()?
+            .iter()
+            .filter_map(|r| r["id"].as_str().map(str::to_string))
+            .collect();
+        (ids.len() as u64 == rooms).then_some(ids)
+    })
+    .await
+}
+
+/// A rooms-API call with an optional bearer token: (status, JSON body).
+async fn room_call(
+    maestro: &Maestro,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> Result<(StatusCode, Value)> {
+    let mut request = maestro
+        .http
+        .request(method, format!("{}{path}", maestro.rooms_api));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await?;
+    let status = response.status();
+    let text = response.text().await?;
+    Ok((
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    ))
+}
+
+fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+async fn grpc(maestro: &Maestro) -> Result<RoomsServiceClient<Channel>> {
+    Ok(RoomsServiceClient::connect(maestro.rooms_grpc.clone()).await?)
+}
+
+/// Room tokens, pings, room and player events to a forwarder, addresses and metrics, over
+/// HTTP and gRPC; rooms that speak gRPC; a scheduler that opts out of tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_pings_events_and_forwarders() -> Result<()> {
+    let temporal = TemporalDevServer::start().await?;
+    let (forwarder, forwarder_address) = start_forwarder().await?;
+    let mut maestro = Maestro::start(&temporal).await?;
+    let secret = RoomTokenSecret::new(ROOM_TOKEN_SECRET).map_err(anyhow::Error::msg)?;
+
+    let mut body = scheduler("fwd", (46000, 46099), 2, &game_room(&[]));
+    body["forwarders"] = json!([{
+        "name": "matchmaker", "enable": true, "type": "gRPC", "address": forwarder_address,
+        "options": {"timeout": 500, "metadata": {"region": "eu"}}
+    }]);
+    let ids = create_with_rooms(&maestro, body).await?;
+    let (a, b) = (ids[0].as_str(), ids[1].as_str());
+    let (token_a, token_b) = (secret.token("fwd", a), secret.token("fwd", b));
+
+    // Each room's first ready ping was forwarded as a status change.
+    eventually(
+        Duration::from_secs(20),
+        "status changes forwarded",
+        || async {
+            let ready: BTreeSet<String> = forwarder
+                .calls("room_status")
+                .into_iter()
+                .filter(|r| r.kind == "ready")
+                .map(|r| r.room_id)
+                .collect();
+            (ready.len() == 2).then_some(())
+        },
+    )
+    .await?;
+    let status = &forwarder.calls("room_status")[0];
+    assert_eq!(
+        (status.game.as_str(), status.room_type.as_str()),
+        ("rooms-game", "fwd")
+    );
+
+    // Tokens: none → 401, another room's → 403, bad input → 400 naming the field.
+    let ping = |status: &str| json!({"status": status, "timestamp": 1, "runningMatches": 0});
+    let ping_path = format!("/scheduler/fwd/rooms/{a}/ping");
+    let put = reqwest::Method::PUT;
+    let (code, answer) =
+        room_call(&maestro, put.clone(), &ping_path, None, Some(ping("ready"))).await?;
+    assert_eq!(code, StatusCode::UNAUTHORIZED, "{answer}");
+    assert_eq!(answer["code"], "unauthenticated");
+    let (code, answer) = room_call(
+        &maestro,
+        put.clone(),
+        &ping_path,
+        Some(&token_b),
+        Some(ping("ready")),
+    )
+    .await?;
+    assert_eq!(code, StatusCode::FORBIDDEN, "{answer}");
+    assert_eq!(answer["code"], "permission_denied");
+    let (code, answer) = room_call(
+        &maestro,
+        put.clone(),
+        &ping_path,
+        Some(&token_a),
+        Some(ping("sleeping")),
+    )
+    .await?;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert_eq!(answer["fields"][0]["field"], "status");
+    let (code, answer) = room_call(
+        &maestro,
+        put.clone(),
+        &ping_path,
+        Some(&token_a),
+        Some(ping("ready")),
+    )
+    .await?;
+    assert_eq!((code, answer), (StatusCode::OK, json!({"success": true})));
+
+    // Room and player events reach the forwarder, its metadata merged in.
+    let post = reqwest::Method::POST;
+    let event = json!({"event": "matchStarted", "timestamp": 1, "metadata": {"mode": "duel"}});
+    let (code, answer) = room_call(
+        &maestro,
+        post.clone(),
+        &format!("/scheduler/fwd/rooms/{a}/roomevent"),
+        Some(&token_a),
+        Some(event),
+    )
+    .await?;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(answer, json!({"success": true, "message": ""}));
+    let room_event = forwarder.calls("room_event").pop().expect("a room event");
+    assert_eq!(
+        (room_event.room_id.as_str(), room_event.kind.as_str()),
+        (a, "matchStarted")
+    );
+    assert_eq!(room_event.metadata, json!({"mode": "duel", "region": "eu"}));
+    let player = json!({"event": "playerJoin", "metadata": {"playerId": "p-1"}});
+    let (code, answer) = room_call(
+        &maestro,
+        post.clone(),
+        &format!("/scheduler/fwd/rooms/{a}/playerevent"),
+        Some(&token_a),
+        Some(player),
+    )
+    .await?;
+    assert_eq!(
+        (code, answer["success"].clone()),
+        (StatusCode::OK, json!(true))
+    );
+    let player_event = forwarder
+        .calls("player_event")
+        .pop()
+        .expect("a player event");
+    assert_eq!(
+        (player_event.player_id.as_str(), player_event.kind.as_str()),
+        ("p-1", "playerJoin")
+    );
+
+    // A forwarder that refuses: the event answer says so (Maestro's contract), not an error.
+    *forwarder.answer_code.lock().unwrap() = 500;
+    let (code, answer) = room_call(
+        &maestro,
+        post.clone(),
+        &format!("/scheduler/fwd/rooms/{a}/roomevent"),
+        Some(&token_a),
+        Some(json!({"event": "matchEnded"})),
+    )
+    .await?;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(answer["success"], false);
+    assert!(
+        answer["message"].as_str().unwrap().contains("code 500"),
+        "{answer}"
+    );
+    *forwarder.answer_code.lock().unwrap() = 200;
+    let (code, answer) = room_call(
+        &maestro,
+        post.clone(),
+        "/scheduler/fwd/rooms/nope/roomevent",
+        Some(&secret.token("fwd", "nope")),
+        Some(json!({"event": "x"})),
+    )
+    .await?;
+    assert_eq!(code, StatusCode::NOT_FOUND, "{answer}");
+
+    let metrics = maestro
+        .http
+        .get(format!("{}/metrics", maestro.rooms_api))
+        .send()
+        .await?
+        .text()
+        .await?;
+    for line in [
+        r#"maestro_forwarder_calls_total{event="room_event",forwarder="matchmaker",outcome="failure"} 1"#,
+        r#"maestro_forwarder_calls_total{event="room_event",forwarder="matchmaker",outcome="success"} 1"#,
+        r#"maestro_forwarder_calls_total{event="player_event",forwarder="matchmaker",outcome="success"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "missing {line} in\n{metrics}");
+    }
+
+    // Address: the room's own token only.
+    let address_path = format!("/scheduler/fwd/rooms/{a}/address");
+    let get = reqwest::Method::GET;
+    let (code, _) = room_call(&maestro, get.clone(), &address_path, None, None).await?;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    let (code, address) =
+        room_call(&maestro, get.clone(), &address_path, Some(&token_a), None).await?;
+    assert_eq!(code, StatusCode::OK, "{address}");
+    assert_eq!(address["host"], "127.0.0.1");
+    assert_eq!(address["ports"][0]["name"], "game");
+
+    // The same over gRPC.
+    let mut client = grpc(&maestro).await?;
+    let grpc_ping = |room: &str| UpdateRoomWithPingRequest {
+        scheduler_name: "fwd".into(),
+        room_name: room.into(),
+        status: "ready".into(),
+        timestamp: 1,
+        metadata: None,
+        running_matches: 0,
+    };
+    assert!(
+        client
+            .update_room_with_ping(with_token(grpc_ping(b), &token_b))
+            .await?
+            .into_inner()
+            .success
+    );
+    let denied = client
+        .update_room_with_ping(with_token(grpc_ping(b), &token_a))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    let missing = client
+        .update_room_with_ping(tonic::Request::new(grpc_ping(b)))
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::Unauthenticated);
+    let mut bad = grpc_ping(b);
+    bad.status = "sleeping".into();
+    let invalid = client
+        .update_room_with_ping(with_token(bad, &token_b))
+        .await
+        .unwrap_err();
+    assert_eq!(invalid.code(), tonic::Code::InvalidArgument);
+    assert!(invalid.message().contains("status"), "{invalid:?}");
+    let forwarded = client
+        .forward_room_event(with_token(
+            ForwardRoomEventRequest {
+                scheduler_name: "fwd".into(),
+                room_name: b.into(),
+                event: "grpcEvent".into(),
+                timestamp: 1,
+                metadata: None,
+            },
+            &token_b,
+        ))
+        .await?
+        .into_inner();
+    assert!(forwarded.success, "{forwarded:?}");
+    assert_eq!(
+        forwarder.calls("room_event").pop().unwrap().kind,
+        "grpcEvent"
+    );
+
+    // Rooms that speak gRPC become ready with their own tokens.
+    create_with_rooms(
+        &maestro,
+        scheduler(
+            "grpc-rooms",
+            (46100, 46199),
+            2,
+            &game_room(&["--protocol", "grpc"]),
+        ),
+    )
+    .await?;
+
+    // A scheduler that opts out accepts rooms without a token, never with a wrong one.
+    let mut body = scheduler("no-tokens", (46200, 46299), 1, &game_room(&[]));
+    body["roomTokenRequired"] = json!(false);
+    let ids = create_with_rooms(&maestro, body).await?;
+    let path = format!("/scheduler/no-tokens/rooms/{}/ping", ids[0]);
+    let (code, _) = room_call(&maestro, put.clone(), &path, None, Some(ping("ready"))).await?;
+    assert_eq!(code, StatusCode::OK);
+    let (code, _) = room_call(
+        &maestro,
+        put.clone(),
+        &path,
+        Some(&token_a),
+        Some(ping("ready")),
+    )
+    .await?;
+    assert_eq!(code, StatusCode::FORBIDDEN);
+
+    assert!(maestro.stop()?, "maestro dev stops cleanly");
+    Ok(())
+}
+
+/// 100 concurrent allocations (half HTTP, half gRPC) against 50 ready game rooms: exactly 50
+/// distinct rooms handed out, 50 clear "no room available" answers.
+async fn allocation_hands_out_each_room_once(store: &str) -> Result<()> {
+    let temporal = TemporalDevServer::start().await?;
+    let mut maestro = Maestro::start_with(&temporal, &["--room-store", store]).await?;
+    let name = "alloc";
+    create_with_rooms(
+        &maestro,
+        scheduler(name, (46300, 46499), 50, &game_room(&[])),
+    )
+    .await?;
+
+    let path = format!("/scheduler/{name}/rooms/allocate");
+    let (code, answer) = room_call(
+        &maestro,
+        reqwest::Method::POST,
+        &path,
+        None,
+        Some(json!({"metadataSelector": {"mode": "ranked"}})),
+    )
+    .await?;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(
+        answer["success"], false,
+        "no room reports mode=ranked: {answer}"
+    );
+    let (code, _) = room_call(
+        &maestro,
+        reqwest::Method::POST,
+        "/scheduler/nobody/rooms/allocate",
+        None,
+        Some(json!({})),
+    )
+    .await?;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+
+    let client = grpc(&maestro).await?;
+    let calls = (0..100).map(|i| {
+        let (http, url, mut client) = (
+            maestro.http.clone(),
+            format!("{}{path}", maestro.rooms_api),
+            client.clone(),
+        );
+        tokio::spawn(async move {
+            if i % 2 == 0 {
+                let answer: Value = http.post(url).json(&json!({})).send().await?.json().await?;
+                anyhow::Ok((
+                    answer["success"].as_bool().unwrap_or(false),
+                    answer["roomId"].as_str().unwrap_or("").to_string(),
+                    answer["message"].as_str().unwrap_or("").to_string(),
+                ))
+            } else {
+                let answer = client
+                    .allocate_room(AllocateRoomRequest {
+                        scheduler_name: "alloc".into(),
+                        metadata_selector: Default::default(),
+                    })
+                    .await?
+                    .into_inner();
+                anyhow::Ok((answer.success, answer.room_id, answer.message))
+            }
+        })
+    });
+    let mut rooms = BTreeSet::new();
+    let mut refused = 0;
+    for call in futures::future::join_all(calls).await {
+        let (success, room, message) = call??;
+        if success {
+            assert!(rooms.insert(room.clone()), "room {room} handed out twice");
+        } else {
+            assert!(message.contains("no room available"), "{message}");
+            refused += 1;
+        }
+    }
+    assert_eq!((rooms.len(), refused), (50, 50));
+    assert_eq!(maestro.rooms(name, "allocated").await?, 50);
+    assert!(maestro.stop()?, "maestro dev stops cleanly");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allocation_with_the_memory_store() -> Result<()> {
+    allocation_hands_out_each_room_once("memory").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allocation_with_the_redis_store() -> Result<()> {
+    let redis = RedisServer::start().await?;
+    allocation_hands_out_each_room_once(&redis.url()).await
+}
