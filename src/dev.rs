@@ -6,18 +6,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use maestro_activities::RoomActivities;
+use maestro_activities::{MeteredRuntime, RoomActivities};
 use maestro_core::scheduler::{ContainerPort, PortRange};
 use maestro_core::{OperationRequest, RoomTokenSecret, Scheduler};
 use maestro_gateway::error::ErrorCode;
 use maestro_gateway::{
-    GatewayState, RoomsApiConfig, SchedulerClient, management_app, rooms_app, watcher,
+    GatewayState, RoomsApiConfig, SchedulerClient, internal_app, management_app, rooms_app, watcher,
 };
 use maestro_runtime::{
     MemoryRoomStore, ProcessRuntime, ProcessRuntimeConfig, RedisRoomStore, RedisStoreConfig,
     RoomStore, Runtime as _,
 };
+use temporalio_common::telemetry::metrics::CoreMeter;
+use temporalio_common::telemetry::{
+    PrometheusExporterOptions, TelemetryOptions, start_prometheus_metric_exporter,
+};
 use temporalio_sdk::Worker;
+use temporalio_sdk::runtime::RuntimeOptions;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -60,6 +65,19 @@ pub struct DevArgs {
         default_value = "127.0.0.1:8071"
     )]
     rooms_grpc_addr: SocketAddr,
+    /// Internal API: `/healthz`, `/readyz` and `/metrics` (Maestro's :8081).
+    #[arg(long, env = "MAESTRO_INTERNAL_ADDR", default_value = "127.0.0.1:8081")]
+    internal_addr: SocketAddr,
+    /// Temporal SDK worker metrics (Prometheus), on their own port.
+    #[arg(
+        long,
+        env = "MAESTRO_WORKER_METRICS_ADDR",
+        default_value = "127.0.0.1:9464"
+    )]
+    worker_metrics_addr: SocketAddr,
+    /// How often the Metrics Reporter refreshes room and operation figures.
+    #[arg(long, env = "MAESTRO_METRICS_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    metrics_interval: Duration,
     /// Room store: `memory`, or a Redis URL (`redis://127.0.0.1:6379/0`).
     #[arg(long, env = "MAESTRO_ROOM_STORE", default_value = "memory")]
     room_store: String,
@@ -250,6 +268,10 @@ pub async fn run(args: DevArgs) -> Result<()> {
         .await
         .with_context(|| format!("bind the rooms gRPC API on {}", args.rooms_grpc_addr))?;
 
+    let internal = TcpListener::bind(args.internal_addr)
+        .await
+        .with_context(|| format!("bind the internal API on {}", args.internal_addr))?;
+
     let store = room_store(&args.room_store)?;
     let token_secret = room_token_secret(args.room_token_secret.as_deref(), &data_dir)?;
     let exe_dir = std::env::current_exe()?
@@ -264,18 +286,37 @@ pub async fn run(args: DevArgs) -> Result<()> {
         log_dir: data_dir.join("rooms"),
     }));
 
-    let temporal_runtime = temporalio_sdk::Runtime::from_current_tokio(Default::default())?;
-    let activities = RoomActivities::new(runtime.clone(), store.clone());
-    let options = maestro_workflows::worker_options(&args.task_queue, activities)?;
-    let mut worker = Worker::new(&temporal_runtime, client.clone(), options)?;
-    let stop_worker = worker.shutdown_handle();
-
+    let worker_metrics = start_prometheus_metric_exporter(
+        PrometheusExporterOptions::builder()
+            .socket_addr(args.worker_metrics_addr)
+            .counters_total_suffix(true)
+            .use_seconds_for_durations(true)
+            .build(),
+    )
+    .with_context(|| format!("serve worker metrics on {}", args.worker_metrics_addr))?;
+    let telemetry = TelemetryOptions::builder()
+        .metrics(worker_metrics.meter.clone() as Arc<dyn CoreMeter>)
+        .build();
+    let temporal_runtime = temporalio_sdk::Runtime::from_current_tokio(
+        RuntimeOptions::builder()
+            .telemetry_options(telemetry)
+            .build()
+            .map_err(anyhow::Error::msg)?,
+    )?;
     let schedulers = SchedulerClient::new(client.clone(), &args.task_queue);
     let rooms_config = RoomsApiConfig {
         token_secret: Some(token_secret),
         ..RoomsApiConfig::default()
     };
     let state = GatewayState::new(schedulers.clone(), store.clone(), rooms_config)?;
+    let metered = Arc::new(MeteredRuntime::new(
+        runtime.clone(),
+        &state.metrics.registry,
+    )?);
+    let activities = RoomActivities::new(metered, store.clone());
+    let options = maestro_workflows::worker_options(&args.task_queue, activities)?;
+    let mut worker = Worker::new(&temporal_runtime, client.clone(), options)?;
+    let stop_worker = worker.shutdown_handle();
     let (stop_tx, stop_rx) = watch::channel(false);
     let servers = [
         tokio::spawn(serve(
@@ -288,13 +329,23 @@ pub async fn run(args: DevArgs) -> Result<()> {
             rooms_app(state.clone()),
             stop_rx.clone(),
         )),
+        tokio::spawn(serve(
+            internal,
+            internal_app(state.clone()),
+            stop_rx.clone(),
+        )),
         tokio::spawn(serve_grpc(
             rooms_grpc_listener,
             state.rooms.clone(),
             stop_rx,
         )),
     ];
-    let watcher = tokio::spawn(watcher::run(runtime.clone(), store.clone()));
+    let watcher = tokio::spawn(watcher::run(
+        runtime.clone(),
+        store.clone(),
+        state.metrics.clone(),
+    ));
+    let reporter = tokio::spawn(state.reporter()?.run(args.metrics_interval));
 
     let ui = if started_server.is_some() {
         format!("http://127.0.0.1:{}", args.temporal_ui_port)
@@ -306,6 +357,11 @@ pub async fn run(args: DevArgs) -> Result<()> {
     println!("  rooms API       http://{}", args.rooms_addr);
     println!("  rooms gRPC API  http://{}", args.rooms_grpc_addr);
     println!("  room store      {}", args.room_store);
+    println!("  metrics         http://{}/metrics", args.internal_addr);
+    println!(
+        "  worker metrics  http://{}/metrics",
+        worker_metrics.bound_addr
+    );
     println!(
         "  Temporal        {} (namespace {}, task queue {})",
         args.temporal_address, args.namespace, args.task_queue
@@ -348,6 +404,8 @@ pub async fn run(args: DevArgs) -> Result<()> {
         let _ = server.await;
     }
     watcher.abort();
+    reporter.abort();
+    worker_metrics.abort_handle.abort();
     runtime.shutdown(Duration::from_secs(5)).await;
     if let Some(server) = started_server {
         server.stop().await;

@@ -434,7 +434,7 @@ async fn tokens_pings_events_and_forwarders() -> Result<()> {
 
     let metrics = maestro
         .http
-        .get(format!("{}/metrics", maestro.rooms_api))
+        .get(format!("{}/metrics", maestro.internal))
         .send()
         .await?
         .text()

@@ -12,6 +12,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+mod metered;
+
+pub use metered::MeteredRuntime;
+
 use futures::future::join_all;
 use maestro_core::{GameRoom, InstanceStatus, Scheduler, Timestamp, Version};
 use maestro_runtime::{RoomStore, Runtime, RuntimeError, StoreError};

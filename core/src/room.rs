@@ -42,7 +42,9 @@ impl PingStatus {
 }
 
 /// What the runtime (Kubernetes pod, local process) says about the room's instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum InstanceStatus {
     #[default]

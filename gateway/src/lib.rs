@@ -14,7 +14,9 @@ pub mod error;
 pub mod forwarders;
 pub mod json;
 pub mod management;
+pub mod metrics;
 mod pbstruct;
+pub mod reporter;
 pub mod room_service;
 pub mod rooms;
 pub mod rooms_grpc;
@@ -37,8 +39,9 @@ pub struct GatewayState {
     pub schedulers: SchedulerClient,
     pub store: Arc<dyn RoomStore>,
     pub rooms: RoomService,
-    /// Counters of this gateway (forwarders so far), served on `/metrics`.
-    pub registry: prometheus::Registry,
+    /// This gateway's metrics (and the reporter's, which registers into the same registry),
+    /// served on `/metrics`.
+    pub metrics: metrics::Metrics,
 }
 
 /// How the rooms API behaves.
@@ -69,26 +72,43 @@ impl GatewayState {
         store: Arc<dyn RoomStore>,
         config: RoomsApiConfig,
     ) -> Result<Self, prometheus::Error> {
-        let registry = prometheus::Registry::new();
+        let metrics = metrics::Metrics::standalone()?;
         let directory =
             directory::SchedulerDirectory::new(Arc::new(schedulers.clone()), config.directory_ttl);
-        let forwarders = forwarders::Forwarders::new(config.forwarders, &registry)?;
-        let rooms = RoomService::new(store.clone(), directory, forwarders, config.token_secret)
-            .with_allocation_ttl(config.allocation_ttl);
+        let forwarders = forwarders::Forwarders::new(config.forwarders, &metrics.registry)?;
+        let rooms = RoomService::new(
+            store.clone(),
+            directory,
+            forwarders,
+            config.token_secret,
+            metrics.clone(),
+        )
+        .with_allocation_ttl(config.allocation_ttl);
         Ok(Self {
             schedulers,
             store,
             rooms,
-            registry,
+            metrics,
         })
+    }
+
+    /// The Metrics Reporter over this gateway's schedulers and store, registered in its
+    /// registry; run it with [`reporter::Reporter::run`].
+    pub fn reporter(&self) -> Result<reporter::Reporter, prometheus::Error> {
+        reporter::Reporter::new(
+            Arc::new(self.schedulers.clone()),
+            self.store.clone(),
+            &self.metrics.registry,
+        )
     }
 }
 
-/// Prometheus text format of this gateway's registry.
-async fn metrics(State(state): State<GatewayState>) -> Result<String, error::ApiError> {
-    prometheus::TextEncoder::new()
-        .encode_to_string(&state.registry.gather())
-        .map_err(|e| error::ApiError::new(error::ErrorCode::Internal, e.to_string()))
+/// Prometheus text, or OpenMetrics text when the scraper asks for it.
+async fn serve_metrics(
+    State(state): State<GatewayState>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    state.metrics.render(&headers)
 }
 
 /// The process is up.
@@ -111,20 +131,38 @@ fn probes(state: GatewayState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(serve_metrics))
         .with_state(state)
+}
+
+fn observed(router: Router, state: &GatewayState, api: &'static str) -> Router {
+    router
+        .layer(axum::middleware::from_fn_with_state(
+            (state.metrics.clone(), api),
+            metrics::track_http,
+        ))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
 }
 
 /// The management API (Maestro serves it on :8080).
 pub fn management_app(state: GatewayState) -> Router {
-    management::router(state.clone())
-        .merge(probes(state))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+    observed(
+        management::router(state.clone()).merge(probes(state.clone())),
+        &state,
+        "management",
+    )
 }
 
 /// The game rooms API.
 pub fn rooms_app(state: GatewayState) -> Router {
-    rooms::router(state.clone())
-        .merge(probes(state))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+    observed(
+        rooms::router(state.clone()).merge(probes(state.clone())),
+        &state,
+        "rooms",
+    )
+}
+
+/// The internal API (Maestro's :8081): health, readiness and metrics only.
+pub fn internal_app(state: GatewayState) -> Router {
+    probes(state)
 }

@@ -14,6 +14,7 @@ use tracing::{debug, info};
 use crate::directory::{SchedulerDirectory, SchedulerInfo};
 use crate::error::{ApiError, ErrorCode};
 use crate::forwarders::{ForwardEvent, ForwardedRoom, Forwarders};
+use crate::metrics::Metrics;
 
 /// A ping or status message, already decoded from HTTP JSON or gRPC.
 #[derive(Debug, Clone)]
@@ -52,6 +53,7 @@ pub struct RoomService {
     /// `None`: room tokens are off for this gateway (every room is trusted).
     token_secret: Option<RoomTokenSecret>,
     allocation_ttl: Duration,
+    metrics: Metrics,
 }
 
 fn store_error(e: StoreError) -> ApiError {
@@ -67,11 +69,16 @@ fn now() -> Timestamp {
 }
 
 impl RoomService {
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     pub fn new(
         store: Arc<dyn RoomStore>,
         directory: SchedulerDirectory,
         forwarders: Forwarders,
         token_secret: Option<RoomTokenSecret>,
+        metrics: Metrics,
     ) -> Self {
         Self {
             store,
@@ -79,6 +86,7 @@ impl RoomService {
             forwarders,
             token_secret,
             allocation_ttl: ALLOCATION_TTL,
+            metrics,
         }
     }
 
@@ -92,6 +100,16 @@ impl RoomService {
             .get(scheduler)
             .await?
             .ok_or_else(|| ApiError::not_found(format!("scheduler {scheduler} not found")))
+    }
+
+    async fn room(&self, scheduler: &str, room: &str) -> Result<GameRoom, ApiError> {
+        self.store
+            .get(scheduler, room)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| {
+                ApiError::not_found(format!("room {room} of scheduler {scheduler} not found"))
+            })
     }
 
     /// A message for `room` must carry that room's token: a wrong one is refused (403)
@@ -128,6 +146,7 @@ impl RoomService {
         token: Option<&str>,
         message: PingMessage,
     ) -> Result<(), ApiError> {
+        self.metrics.ping(&message.status);
         let update = decode_ping(message)?;
         self.authenticate(scheduler, room, token).await?;
         let change = self
@@ -176,14 +195,7 @@ impl RoomService {
         }
         self.authenticate(scheduler, room, token).await?;
         let info = self.scheduler(scheduler).await?;
-        let found = self
-            .store
-            .get(scheduler, room)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(|| {
-                ApiError::not_found(format!("room {room} of scheduler {scheduler} not found"))
-            })?;
+        let found = self.room(scheduler, room).await?;
         if info.forwarders.is_empty() {
             return Ok(EventOutcome {
                 success: true,
@@ -229,14 +241,7 @@ impl RoomService {
         token: Option<&str>,
     ) -> Result<RoomAddress, ApiError> {
         self.authenticate(scheduler, room, token).await?;
-        let found = self
-            .store
-            .get(scheduler, room)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(|| {
-                ApiError::not_found(format!("room {room} of scheduler {scheduler} not found"))
-            })?;
+        let found = self.room(scheduler, room).await?;
         found.address.ok_or_else(|| {
             ApiError::new(
                 ErrorCode::FailedPrecondition,

@@ -83,20 +83,38 @@ impl RoomsGrpc {
     }
 }
 
+impl RoomsGrpc {
+    /// Counts and times one call by method and answer code.
+    async fn observed<T>(
+        &self,
+        method: &'static str,
+        call: impl std::future::Future<Output = Result<Response<T>, Status>>,
+    ) -> Result<Response<T>, Status> {
+        let started = std::time::Instant::now();
+        let result = call.await;
+        let code = result
+            .as_ref()
+            .map_or_else(Status::code, |_| tonic::Code::Ok);
+        self.service.metrics().grpc(method, code, started);
+        result
+    }
+}
+
 #[tonic::async_trait]
 impl RoomsService for RoomsGrpc {
     async fn update_room_with_ping(
         &self,
         request: Request<UpdateRoomWithPingRequest>,
     ) -> Result<Response<UpdateRoomWithPingResponse>, Status> {
-        self.ping(request).await
+        self.observed("UpdateRoomWithPing", self.ping(request))
+            .await
     }
 
     async fn update_room_status(
         &self,
         request: Request<UpdateRoomWithPingRequest>,
     ) -> Result<Response<UpdateRoomWithPingResponse>, Status> {
-        self.ping(request).await
+        self.observed("UpdateRoomStatus", self.ping(request)).await
     }
 
     async fn forward_room_event(
@@ -131,6 +149,22 @@ impl RoomsService for RoomsGrpc {
         &self,
         request: Request<GetRoomAddressRequest>,
     ) -> Result<Response<GetRoomAddressResponse>, Status> {
+        self.observed("GetRoomAddress", self.address(request)).await
+    }
+
+    async fn allocate_room(
+        &self,
+        request: Request<AllocateRoomRequest>,
+    ) -> Result<Response<AllocateRoomResponse>, Status> {
+        self.observed("AllocateRoom", self.allocate(request)).await
+    }
+}
+
+impl RoomsGrpc {
+    async fn address(
+        &self,
+        request: Request<GetRoomAddressRequest>,
+    ) -> Result<Response<GetRoomAddressResponse>, Status> {
         let token = token(&request);
         let r = request.into_inner();
         let address = self
@@ -144,7 +178,7 @@ impl RoomsService for RoomsGrpc {
         }))
     }
 
-    async fn allocate_room(
+    async fn allocate(
         &self,
         request: Request<AllocateRoomRequest>,
     ) -> Result<Response<AllocateRoomResponse>, Status> {

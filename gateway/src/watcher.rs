@@ -10,6 +10,8 @@ use maestro_core::Timestamp;
 use maestro_runtime::{RoomInstance, RoomStore, Runtime, RuntimeEvent};
 use tracing::{info, warn};
 
+use crate::metrics::Metrics;
+
 fn now() -> Timestamp {
     Timestamp::from_system_time(SystemTime::now())
 }
@@ -32,12 +34,20 @@ async fn resync(runtime: &dyn Runtime, store: &dyn RoomStore) {
     }
 }
 
-/// Runs until the runtime's event stream ends, then restarts it after a pause.
-pub async fn run(runtime: Arc<dyn Runtime>, store: Arc<dyn RoomStore>) {
+/// Runs until the runtime's event stream ends, then restarts it after a pause. Counts every
+/// event it processes in `maestro_watcher_events_total{kind}`.
+pub async fn run(runtime: Arc<dyn Runtime>, store: Arc<dyn RoomStore>, metrics: Metrics) {
+    let count = |kind: &str| metrics.watcher_events.with_label_values(&[kind]).inc();
     loop {
         let mut events = runtime.watch();
+        count("resync");
         resync(runtime.as_ref(), store.as_ref()).await;
         while let Some(event) = events.next().await {
+            count(match &event {
+                RuntimeEvent::Upserted(_) => "upserted",
+                RuntimeEvent::Deleted { .. } => "deleted",
+                RuntimeEvent::Resync => "resync",
+            });
             match event {
                 RuntimeEvent::Upserted(instance) => apply(store.as_ref(), instance).await,
                 RuntimeEvent::Deleted { scheduler, room_id } => {

@@ -333,3 +333,11 @@ impl Drop for RedisServer {
         self.stop();
     }
 }
+
+/// Where the README's test command installs the Python packages tests use
+/// (`$MAESTRO_PYTHONPATH`, else `.tools/python`).
+pub fn python_tools_dir() -> PathBuf {
+    std::env::var_os("MAESTRO_PYTHONPATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".tools/python"))
+}

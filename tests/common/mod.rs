@@ -25,6 +25,10 @@ pub struct Maestro {
     pub api: String,
     pub rooms_api: String,
     pub rooms_grpc: String,
+    /// `/healthz`, `/readyz`, `/metrics`.
+    pub internal: String,
+    /// The Temporal SDK's worker metrics.
+    pub worker_metrics: String,
     pub http: reqwest::Client,
 }
 
@@ -68,6 +72,7 @@ impl Maestro {
 
     fn spawn(temporal: &TemporalDevServer, extra: &[&str]) -> Result<Self> {
         let (api_port, rooms_port, grpc_port) = (free_port(), free_port(), free_port());
+        let (internal_port, worker_metrics_port) = (free_port(), free_port());
         let data_dir = temp_dir("e2e");
         let log = std::fs::File::create(data_dir.join("maestro.log"))?;
         let child = Command::new(env!("CARGO_BIN_EXE_maestro"))
@@ -76,6 +81,11 @@ impl Maestro {
             .args(["--management-addr", &format!("127.0.0.1:{api_port}")])
             .args(["--rooms-addr", &format!("127.0.0.1:{rooms_port}")])
             .args(["--rooms-grpc-addr", &format!("127.0.0.1:{grpc_port}")])
+            .args(["--internal-addr", &format!("127.0.0.1:{internal_port}")])
+            .args([
+                "--worker-metrics-addr",
+                &format!("127.0.0.1:{worker_metrics_port}"),
+            ])
             .arg("--data-dir")
             .arg(&data_dir)
             .args(["--sample-rooms", "0", "--task-queue", "e2e"])
@@ -90,6 +100,8 @@ impl Maestro {
             api: format!("http://127.0.0.1:{api_port}"),
             rooms_api: format!("http://127.0.0.1:{rooms_port}"),
             rooms_grpc: format!("http://127.0.0.1:{grpc_port}"),
+            internal: format!("http://127.0.0.1:{internal_port}"),
+            worker_metrics: format!("http://127.0.0.1:{worker_metrics_port}"),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()?,

@@ -1,0 +1,630 @@
+//! The Metrics Reporter: on an interval it reads every scheduler (Temporal visibility and
+//! memo), its rooms (room store) and its operations (workflow query), and sets Maestro's
+//! gauges — rooms per status, instance status and version, running/max matches, configured
+//! and desired sizes, queue depth — and counts operations as they finish.
+//!
+//! Scraping only encodes what the last refresh set, so a scrape never waits on Temporal or
+//! the store. Operation counters are derived from the operations' durable records: an
+//! operation is counted once, the first time the reporter sees it finished (operations that
+//! had finished before this process started are not counted).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use maestro_core::{InstanceStatus, RoomStatus, Scheduler};
+use maestro_runtime::RoomStore;
+use maestro_workflows::OperationsView;
+use prometheus::{
+    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry,
+};
+use tracing::{debug, warn};
+
+use crate::SchedulerClient;
+use crate::error::ApiError;
+
+/// Where the reporter reads schedulers and operations (Temporal; fixed data in benchmarks).
+#[async_trait::async_trait]
+pub trait Fleet: Send + Sync + 'static {
+    async fn schedulers(&self) -> Result<Vec<Scheduler>, ApiError>;
+    async fn operations(&self, scheduler: &str) -> Result<OperationsView, ApiError>;
+}
+
+#[async_trait::async_trait]
+impl Fleet for SchedulerClient {
+    async fn schedulers(&self) -> Result<Vec<Scheduler>, ApiError> {
+        Ok(self
+            .list()
+            .await?
+            .into_iter()
+            .map(|s| s.scheduler)
+            .collect())
+    }
+
+    async fn operations(&self, scheduler: &str) -> Result<OperationsView, ApiError> {
+        SchedulerClient::operations(self, scheduler).await
+    }
+}
+
+/// Room statuses with a `maestro_worker_gru_*` gauge (Maestro's names).
+const GRU_STATUSES: [RoomStatus; 8] = [
+    RoomStatus::Ready,
+    RoomStatus::Pending,
+    RoomStatus::Unready,
+    RoomStatus::Terminating,
+    RoomStatus::Error,
+    RoomStatus::Occupied,
+    RoomStatus::Active,
+    RoomStatus::Allocated,
+];
+
+/// Schedulers refreshed at once (each costs a store read and a workflow query).
+const CONCURRENCY: usize = 8;
+
+struct Gauges {
+    gru: Vec<(RoomStatus, IntGaugeVec)>,
+    instance: Vec<(InstanceStatus, IntGaugeVec)>,
+    running_matches: IntGaugeVec,
+    max_matches: IntGaugeVec,
+    ready_target: GaugeVec,
+    fixed_buffer: IntGaugeVec,
+    desired_rooms: IntGaugeVec,
+    current_rooms: IntGaugeVec,
+    min_rooms: IntGaugeVec,
+    max_rooms: IntGaugeVec,
+    by_version: IntGaugeVec,
+    pending_operations: IntGaugeVec,
+}
+
+fn gauge_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntGaugeVec, prometheus::Error> {
+    let vec = IntGaugeVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(vec.clone()))?;
+    Ok(vec)
+}
+
+const SCHEDULER: &[&str] = &["game", "scheduler"];
+
+impl Gauges {
+    fn new(r: &Registry) -> Result<Self, prometheus::Error> {
+        let gru = GRU_STATUSES
+            .iter()
+            .map(|&status| {
+                let name = format!("maestro_worker_gru_{}", status.as_str());
+                let help = format!("Rooms in status {}", status.as_str());
+                gauge_vec(r, &name, &help, SCHEDULER).map(|g| (status, g))
+            })
+            .collect::<Result<_, _>>()?;
+        let instance = InstanceStatus::ALL
+            .iter()
+            .map(|&status| {
+                let name = format!("maestro_worker_instance_{}", status.as_str());
+                let help = format!("Room instances the runtime reports {}", status.as_str());
+                gauge_vec(r, &name, &help, SCHEDULER).map(|g| (status, g))
+            })
+            .collect::<Result<_, _>>()?;
+        let ready_target = GaugeVec::new(
+            Opts::new(
+                "maestro_worker_ready_target",
+                "roomOccupancy autoscaling ready target (0 when not that policy)",
+            ),
+            SCHEDULER,
+        )?;
+        r.register(Box::new(ready_target.clone()))?;
+        Ok(Self {
+            gru,
+            instance,
+            running_matches: gauge_vec(
+                r,
+                "maestro_worker_running_matches",
+                "Matches running across the scheduler's rooms",
+                SCHEDULER,
+            )?,
+            max_matches: gauge_vec(
+                r,
+                "maestro_worker_max_matches",
+                "Matches one room can host",
+                SCHEDULER,
+            )?,
+            ready_target,
+            fixed_buffer: gauge_vec(
+                r,
+                "maestro_worker_fixed_buffer",
+                "fixedBufferAmount autoscaling amount (0 when not that policy)",
+                SCHEDULER,
+            )?,
+            desired_rooms: gauge_vec(
+                r,
+                "maestro_worker_desired_rooms",
+                "Rooms the scheduler should have (roomsReplicas; absent while autoscaling decides)",
+                SCHEDULER,
+            )?,
+            current_rooms: gauge_vec(
+                r,
+                "maestro_worker_current_rooms",
+                "Rooms the scheduler has, in any status",
+                SCHEDULER,
+            )?,
+            min_rooms: gauge_vec(
+                r,
+                "maestro_worker_min_rooms",
+                "Configured autoscaling minimum (roomsReplicas when autoscaling is off)",
+                SCHEDULER,
+            )?,
+            max_rooms: gauge_vec(
+                r,
+                "maestro_worker_max_rooms",
+                "Configured autoscaling maximum, -1 for none (roomsReplicas when autoscaling is off)",
+                SCHEDULER,
+            )?,
+            by_version: gauge_vec(
+                r,
+                "maestro_worker_rooms_by_version",
+                "Rooms per scheduler version",
+                &["game", "scheduler", "version"],
+            )?,
+            pending_operations: gauge_vec(
+                r,
+                "maestro_worker_operations_pending",
+                "Operations waiting in the scheduler's queue",
+                SCHEDULER,
+            )?,
+        })
+    }
+
+    fn scheduler_vecs(&self) -> Vec<&IntGaugeVec> {
+        let mut vecs: Vec<&IntGaugeVec> = self.gru.iter().map(|(_, g)| g).collect();
+        vecs.extend(self.instance.iter().map(|(_, g)| g));
+        vecs.extend([
+            &self.running_matches,
+            &self.max_matches,
+            &self.fixed_buffer,
+            &self.desired_rooms,
+            &self.current_rooms,
+            &self.min_rooms,
+            &self.max_rooms,
+            &self.pending_operations,
+        ]);
+        vecs
+    }
+}
+
+/// What the reporter set for one scheduler last time (to remove what disappears).
+#[derive(Default)]
+struct Known {
+    game: String,
+    versions: BTreeSet<String>,
+    /// Finished operations already counted.
+    counted: HashSet<String>,
+}
+
+#[derive(Clone)]
+pub struct Reporter {
+    fleet: Arc<dyn Fleet>,
+    store: Arc<dyn RoomStore>,
+    gauges: Arc<Gauges>,
+    executions: IntCounterVec,
+    durations: HistogramVec,
+    refresh_seconds: Gauge,
+    refresh_errors: IntCounter,
+    known: Arc<Mutex<Option<HashMap<String, Known>>>>,
+}
+
+/// One scheduler's room figures.
+#[derive(Debug, Default, PartialEq)]
+pub struct RoomCounts {
+    pub by_status: BTreeMap<RoomStatus, i64>,
+    pub by_instance: BTreeMap<InstanceStatus, i64>,
+    pub by_version: BTreeMap<String, i64>,
+    pub running_matches: i64,
+    pub total: i64,
+}
+
+pub fn count_rooms(rooms: &[maestro_core::GameRoom]) -> RoomCounts {
+    let mut counts = RoomCounts::default();
+    for room in rooms {
+        *counts.by_status.entry(room.status).or_insert(0) += 1;
+        *counts.by_instance.entry(room.instance_status).or_insert(0) += 1;
+        *counts
+            .by_version
+            .entry(room.version.to_string())
+            .or_insert(0) += 1;
+        counts.running_matches += i64::from(room.running_matches);
+        counts.total += 1;
+    }
+    counts
+}
+
+impl Reporter {
+    pub fn new(
+        fleet: Arc<dyn Fleet>,
+        store: Arc<dyn RoomStore>,
+        registry: &Registry,
+    ) -> Result<Self, prometheus::Error> {
+        let executions = IntCounterVec::new(
+            Opts::new(
+                "maestro_worker_operation_executions_total",
+                "Operations finished, by operation name and final status",
+            ),
+            &["operation", "status"],
+        )?;
+        registry.register(Box::new(executions.clone()))?;
+        let durations = HistogramVec::new(
+            HistogramOpts::new(
+                "maestro_worker_operation_duration_seconds",
+                "Time from an operation's start to its end, by operation name",
+            )
+            .buckets(vec![
+                0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+            ]),
+            &["operation"],
+        )?;
+        registry.register(Box::new(durations.clone()))?;
+        let refresh_seconds = Gauge::new(
+            "maestro_reporter_refresh_duration_seconds",
+            "How long the last metrics refresh took",
+        )?;
+        registry.register(Box::new(refresh_seconds.clone()))?;
+        let refresh_errors = IntCounter::new(
+            "maestro_reporter_errors_total",
+            "Reads that failed during metrics refreshes",
+        )?;
+        registry.register(Box::new(refresh_errors.clone()))?;
+        Ok(Self {
+            fleet,
+            store,
+            gauges: Arc::new(Gauges::new(registry)?),
+            executions,
+            durations,
+            refresh_seconds,
+            refresh_errors,
+            known: Arc::default(),
+        })
+    }
+
+    /// Refreshes on `interval` until the task is dropped.
+    pub async fn run(self, interval: Duration) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            if let Err(e) = self.refresh().await {
+                warn!(error = %e, "metrics refresh failed; keeping the last values");
+            }
+        }
+    }
+
+    /// One refresh of every scheduler's figures.
+    pub async fn refresh(&self) -> Result<(), ApiError> {
+        let started = Instant::now();
+        let schedulers = self.fleet.schedulers().await.inspect_err(|_| {
+            self.refresh_errors.inc();
+        })?;
+        let first_refresh = self
+            .known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none();
+        let count = schedulers.len();
+        // Owned items and a cloned reporter per read keep the future `Send` for `spawn`.
+        let results: Vec<_> = futures::stream::iter(schedulers)
+            .map(|s| {
+                let this = self.clone();
+                async move { this.read_scheduler(s).await }
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        let mut previous = known.take().unwrap_or_default();
+        let mut current = HashMap::new();
+        for (scheduler, rooms, operations) in results {
+            let mut entry = previous.remove(&scheduler.name).unwrap_or_default();
+            entry.game = scheduler.game.clone();
+            if let Some(rooms) = rooms {
+                self.set_rooms(&scheduler, &rooms, &mut entry);
+            }
+            if let Some(view) = operations {
+                self.count_operations(&scheduler, &view, &mut entry, first_refresh);
+            }
+            current.insert(scheduler.name.clone(), entry);
+        }
+        // Schedulers gone since the last refresh: their series go too.
+        for (name, gone) in previous {
+            for vec in self.gauges.scheduler_vecs() {
+                let _ = vec.remove_label_values(&[&gone.game, &name]);
+            }
+            let _ = self
+                .gauges
+                .ready_target
+                .remove_label_values(&[&gone.game, &name]);
+            for version in &gone.versions {
+                let _ = self
+                    .gauges
+                    .by_version
+                    .remove_label_values(&[&gone.game, &name, version]);
+            }
+        }
+        *known = Some(current);
+        self.refresh_seconds.set(started.elapsed().as_secs_f64());
+        debug!(schedulers = count, elapsed = ?started.elapsed(), "metrics refreshed");
+        Ok(())
+    }
+
+    async fn read_scheduler(
+        &self,
+        scheduler: Scheduler,
+    ) -> (
+        Scheduler,
+        Option<Vec<maestro_core::GameRoom>>,
+        Option<OperationsView>,
+    ) {
+        let (rooms, operations) = tokio::join!(
+            self.store.list(&scheduler.name),
+            self.fleet.operations(&scheduler.name)
+        );
+        let rooms = rooms
+            .inspect_err(|e| {
+                self.refresh_errors.inc();
+                warn!(scheduler = %scheduler.name, error = %e, "rooms unreadable for metrics");
+            })
+            .ok();
+        let operations = operations
+            .inspect_err(|e| {
+                self.refresh_errors.inc();
+                warn!(scheduler = %scheduler.name, error = %e, "operations unreadable for metrics");
+            })
+            .ok();
+        (scheduler, rooms, operations)
+    }
+
+    fn set_rooms(
+        &self,
+        scheduler: &Scheduler,
+        rooms: &[maestro_core::GameRoom],
+        known: &mut Known,
+    ) {
+        let g = &self.gauges;
+        let labels = [scheduler.game.as_str(), scheduler.name.as_str()];
+        let counts = count_rooms(rooms);
+        for (status, gauge) in &g.gru {
+            gauge
+                .with_label_values(&labels)
+                .set(counts.by_status.get(status).copied().unwrap_or(0));
+        }
+        for (status, gauge) in &g.instance {
+            gauge
+                .with_label_values(&labels)
+                .set(counts.by_instance.get(status).copied().unwrap_or(0));
+        }
+        g.running_matches
+            .with_label_values(&labels)
+            .set(counts.running_matches);
+        g.max_matches
+            .with_label_values(&labels)
+            .set(scheduler.max_matches());
+        g.current_rooms.with_label_values(&labels).set(counts.total);
+        let autoscaling = scheduler.autoscaling.as_ref().filter(|a| a.enabled);
+        match autoscaling {
+            Some(a) => {
+                g.min_rooms.with_label_values(&labels).set(a.min);
+                g.max_rooms.with_label_values(&labels).set(a.max);
+                // The autoscaler decides; until it runs there is no honest desired figure.
+                let _ = g.desired_rooms.remove_label_values(&labels);
+            }
+            None => {
+                for vec in [&g.min_rooms, &g.max_rooms, &g.desired_rooms] {
+                    vec.with_label_values(&labels).set(scheduler.rooms_replicas);
+                }
+            }
+        }
+        let policy = scheduler.autoscaling.as_ref().map(|a| &a.policy.parameters);
+        g.ready_target.with_label_values(&labels).set(
+            policy
+                .and_then(|p| p.room_occupancy.as_ref())
+                .map_or(0.0, |p| p.ready_target),
+        );
+        g.fixed_buffer.with_label_values(&labels).set(
+            policy
+                .and_then(|p| p.fixed_buffer.as_ref())
+                .map_or(0, |p| p.amount),
+        );
+        let versions: BTreeSet<String> = counts.by_version.keys().cloned().collect();
+        for gone in known.versions.difference(&versions) {
+            let _ = g
+                .by_version
+                .remove_label_values(&[labels[0], labels[1], gone]);
+        }
+        for (version, n) in &counts.by_version {
+            g.by_version
+                .with_label_values(&[labels[0], labels[1], version])
+                .set(*n);
+        }
+        known.versions = versions;
+    }
+
+    fn count_operations(
+        &self,
+        scheduler: &Scheduler,
+        view: &OperationsView,
+        known: &mut Known,
+        baseline_only: bool,
+    ) {
+        self.gauges
+            .pending_operations
+            .with_label_values(&[scheduler.game.as_str(), scheduler.name.as_str()])
+            .set(i64::try_from(view.pending.len()).unwrap_or(i64::MAX));
+        let mut window = HashSet::with_capacity(view.finished.len());
+        for op in &view.finished {
+            window.insert(op.id.clone());
+            if baseline_only || known.counted.contains(&op.id) {
+                continue;
+            }
+            let status = serde_json::to_value(op.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_else(|| "unknown".into());
+            self.executions
+                .with_label_values(&[op.definition_name.as_str(), status.as_str()])
+                .inc();
+            if let (Some(started), Some(finished)) = (op.started_at, op.finished_at) {
+                self.durations
+                    .with_label_values(&[op.definition_name.as_str()])
+                    .observe(finished.since(started).as_secs_f64());
+            }
+        }
+        // Only ids still in the workflow's finished window can come back.
+        known.counted = window;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use maestro_core::{
+        GameRoom, Operation, OperationRequest, OperationStatus, Timestamp, Version,
+    };
+    use maestro_runtime::MemoryRoomStore;
+
+    use super::*;
+
+    #[derive(Default)]
+    struct FixedFleet {
+        schedulers: Mutex<Vec<Scheduler>>,
+        finished: Mutex<Vec<Operation>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Fleet for FixedFleet {
+        async fn schedulers(&self) -> Result<Vec<Scheduler>, ApiError> {
+            Ok(self.schedulers.lock().unwrap().clone())
+        }
+        async fn operations(&self, _: &str) -> Result<OperationsView, ApiError> {
+            Ok(OperationsView {
+                finished: self.finished.lock().unwrap().clone(),
+                ..Default::default()
+            })
+        }
+    }
+
+    fn finished(id: &str, kind: OperationRequest, status: OperationStatus) -> Operation {
+        Operation {
+            id: id.into(),
+            seq: 1,
+            status,
+            definition_name: kind.kind().definition_name().into(),
+            scheduler_name: "s".into(),
+            created_at: Timestamp::from_unix_millis(0),
+            started_at: Some(Timestamp::from_unix_millis(1_000)),
+            finished_at: Some(Timestamp::from_unix_millis(3_500)),
+            input: kind,
+            execution_history: Vec::new(),
+            error: None,
+            request_id: None,
+        }
+    }
+
+    fn value(registry: &Registry, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        registry
+            .gather()
+            .iter()
+            .find(|f| f.name() == name)
+            .and_then(|f| {
+                f.get_metric()
+                    .iter()
+                    .find(|m| {
+                        labels.iter().all(|(k, v)| {
+                            m.get_label()
+                                .iter()
+                                .any(|l| l.name() == *k && l.value() == *v)
+                        })
+                    })
+                    .map(|m| match f.get_field_type() {
+                        prometheus::proto::MetricType::COUNTER => m.get_counter().value(),
+                        prometheus::proto::MetricType::HISTOGRAM => {
+                            m.get_histogram().get_sample_count() as f64
+                        }
+                        _ => m.get_gauge().value(),
+                    })
+            })
+    }
+
+    /// Operations finished before the first refresh are a baseline, not counted; later ones
+    /// are counted once; a scheduler that disappears takes its series with it.
+    #[tokio::test]
+    async fn counts_operations_once_and_forgets_vanished_schedulers() {
+        let fleet = Arc::new(FixedFleet::default());
+        let store = Arc::new(MemoryRoomStore::new());
+        let registry = Registry::new();
+        let reporter = Reporter::new(fleet.clone(), store.clone(), &registry).unwrap();
+        let mut scheduler = Scheduler::with_command("s", "g", &["true"]);
+        scheduler.rooms_replicas = 2;
+        fleet.schedulers.lock().unwrap().push(scheduler);
+        fleet.finished.lock().unwrap().push(finished(
+            "old",
+            OperationRequest::CreateScheduler,
+            OperationStatus::Finished,
+        ));
+        store
+            .insert_if_absent(GameRoom::new(
+                "s-1",
+                "s",
+                Version::FIRST,
+                1,
+                Timestamp::from_unix_millis(0),
+            ))
+            .await
+            .unwrap();
+        reporter.refresh().await.unwrap();
+        let labels = [("game", "g"), ("scheduler", "s")];
+        assert_eq!(
+            value(&registry, "maestro_worker_gru_pending", &labels),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&registry, "maestro_worker_desired_rooms", &labels),
+            Some(2.0)
+        );
+        assert_eq!(
+            value(&registry, "maestro_worker_operation_executions_total", &[]),
+            None,
+            "the baseline is not counted"
+        );
+        fleet.finished.lock().unwrap().push(finished(
+            "new",
+            OperationRequest::AddRooms { amount: 1 },
+            OperationStatus::Error,
+        ));
+        reporter.refresh().await.unwrap();
+        reporter.refresh().await.unwrap();
+        let add = [("operation", "add_rooms"), ("status", "error")];
+        assert_eq!(
+            value(&registry, "maestro_worker_operation_executions_total", &add),
+            Some(1.0),
+            "counted once over two refreshes"
+        );
+        assert_eq!(
+            value(
+                &registry,
+                "maestro_worker_operation_duration_seconds",
+                &[("operation", "add_rooms")]
+            ),
+            Some(1.0)
+        );
+        fleet.schedulers.lock().unwrap().clear();
+        reporter.refresh().await.unwrap();
+        assert_eq!(
+            value(&registry, "maestro_worker_gru_pending", &labels),
+            None
+        );
+        assert_eq!(
+            value(&registry, "maestro_worker_rooms_by_version", &labels),
+            None
+        );
+    }
+}

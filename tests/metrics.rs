@@ -1,0 +1,302 @@
+//! The Metrics Reporter and component metrics end to end: a scripted scenario against the
+//! real `maestro dev` binary, then exact values from `/metrics`, read through the real
+//! parsers of the Python `prometheus_client` (Prometheus text and OpenMetrics).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use common::{Maestro, room_token};
+use maestro_testkit::{TemporalDevServer, eventually, python_tools_dir};
+use reqwest::StatusCode;
+use serde::Deserialize;
+use serde_json::json;
+
+#[derive(Debug, Deserialize)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+/// Parses an exposition with prometheus_client's parser for `format` ("prometheus" or
+/// "openmetrics"); fails when the parser rejects it.
+fn parse(text: &str, format: &str) -> Result<Vec<Sample>> {
+    let script = r#"
+import json, sys
+fmt = sys.argv[1]
+if fmt == "openmetrics":
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+else:
+    from prometheus_client.parser import text_string_to_metric_families
+text = sys.stdin.read()
+out = []
+for family in text_string_to_metric_families(text):
+    for s in family.samples:
+        out.append({"name": s.name, "labels": s.labels, "value": s.value})
+print(json.dumps(out))
+"#;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script, format])
+        .env("PYTHONPATH", python_tools_dir())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("run python3 (the README's test command installs prometheus_client)")?;
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .context("python stdin")?
+        .write_all(text.as_bytes())?;
+    let out = child.wait_with_output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "prometheus_client rejected the {format} exposition: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+struct Scrape(Vec<Sample>);
+
+impl Scrape {
+    fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.0
+            .iter()
+            .find(|s| {
+                s.name == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|s| s.value)
+    }
+}
+
+async fn scrape(maestro: &Maestro, openmetrics: bool) -> Result<(String, String)> {
+    let mut request = maestro.http.get(format!("{}/metrics", maestro.internal));
+    if openmetrics {
+        request = request.header("accept", "application/openmetrics-text; version=1.0.0");
+    }
+    let response = request.send().await?;
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    Ok((content_type, response.text().await?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_after_a_scripted_scenario() -> Result<()> {
+    let temporal = TemporalDevServer::start().await?;
+    let mut maestro = Maestro::start_with(&temporal, &["--metrics-interval", "300ms"]).await?;
+    let (scheduler, game) = ("metrics-x", "metrics-game");
+    // Rooms ping once at start, then the test drives their status.
+    let body = json!({
+        "name": scheduler, "game": game, "maxSurge": "1", "roomsReplicas": 4,
+        "portRange": {"start": 46600, "end": 46699},
+        "spec": {"terminationGracePeriod": "5s", "containers": [{
+            "name": "room", "image": "local/game-room",
+            "command": [env!("CARGO_BIN_EXE_game-room"), "--ping-interval", "1h"],
+            "ports": [{"name": "game", "protocol": "UDP", "port": 7777}]}]}
+    });
+    let (code, answer) = maestro.post("/schedulers", body).await?;
+    assert_eq!(code, StatusCode::OK, "{answer}");
+    let (code, answer) = maestro
+        .post(
+            &format!("/schedulers/{scheduler}/add-rooms"),
+            json!({"amount": 4}),
+        )
+        .await?;
+    assert_eq!(code, StatusCode::OK, "{answer}");
+    let rooms: Vec<String> = eventually(Duration::from_secs(60), "4 ready rooms", || async {
+        let (_, body) = maestro
+            .get(&format!("/schedulers/{scheduler}/rooms?status=ready"))
+            .await
+            .ok()?;
+        let ids: Vec<String> = body["rooms"]
+            .as_array()?
+            .iter()
+            .filter_map(|r| r["id"].as_str().map(str::to_string))
+            .collect();
+        (ids.len() == 4).then_some(ids)
+    })
+    .await?;
+    let occupied = &rooms[0];
+    let response = maestro
+        .http
+        .put(format!(
+            "{}/scheduler/{scheduler}/rooms/{occupied}/ping",
+            maestro.rooms_api
+        ))
+        .bearer_auth(room_token(scheduler, occupied))
+        .json(&json!({"status": "occupied", "timestamp": 1, "runningMatches": 1}))
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::OK);
+
+    let labels = [("game", game), ("scheduler", scheduler)];
+    let scraped = eventually(
+        Duration::from_secs(20),
+        "the reporter to see it",
+        || async {
+            let (_, text) = scrape(&maestro, false).await.ok()?;
+            let scraped = Scrape(parse(&text, "prometheus").ok()?);
+            let done = scraped.value("maestro_worker_gru_occupied", &labels) == Some(1.0)
+                && scraped.value(
+                    "maestro_worker_operation_executions_total",
+                    &[("operation", "add_rooms")],
+                ) == Some(1.0);
+            done.then_some(scraped)
+        },
+    )
+    .await?;
+    let expect = |name: &str, extra: &[(&str, &str)], want: f64| {
+        let mut all: Vec<(&str, &str)> = labels.to_vec();
+        all.extend_from_slice(extra);
+        assert_eq!(scraped.value(name, &all), Some(want), "{name} {extra:?}");
+    };
+    expect("maestro_worker_gru_ready", &[], 3.0);
+    expect("maestro_worker_gru_occupied", &[], 1.0);
+    expect("maestro_worker_gru_pending", &[], 0.0);
+    expect("maestro_worker_gru_allocated", &[], 0.0);
+    expect("maestro_worker_instance_ready", &[], 4.0);
+    expect("maestro_worker_current_rooms", &[], 4.0);
+    expect("maestro_worker_desired_rooms", &[], 4.0);
+    expect("maestro_worker_running_matches", &[], 1.0);
+    expect("maestro_worker_max_matches", &[], 1.0);
+    expect(
+        "maestro_worker_rooms_by_version",
+        &[("version", "v1.0")],
+        4.0,
+    );
+    expect("maestro_worker_operations_pending", &[], 0.0);
+    let global = |name: &str, labels: &[(&str, &str)]| scraped.value(name, labels);
+    for (operation, status) in [("create_scheduler", "finished"), ("add_rooms", "finished")] {
+        assert_eq!(
+            global(
+                "maestro_worker_operation_executions_total",
+                &[("operation", operation), ("status", status)]
+            ),
+            Some(1.0),
+            "{operation}"
+        );
+    }
+    assert_eq!(
+        global(
+            "maestro_worker_operation_duration_seconds_count",
+            &[("operation", "add_rooms")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        global("maestro_pings_total", &[("status", "occupied")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        global("maestro_pings_total", &[("status", "ready")]),
+        Some(4.0)
+    );
+    assert_eq!(
+        global(
+            "maestro_runtime_calls_total",
+            &[("call", "create_room"), ("outcome", "ok")]
+        ),
+        Some(4.0)
+    );
+    assert_eq!(
+        global(
+            "maestro_http_requests_total",
+            &[
+                ("api", "rooms"),
+                ("route", "/scheduler/{scheduler}/rooms/{room}/ping"),
+                ("code", "200")
+            ]
+        ),
+        Some(5.0)
+    );
+    // Cardinality: no room id anywhere in a label.
+    for sample in &scraped.0 {
+        assert!(!sample.labels.contains_key("room"), "{sample:?}");
+        for value in sample.labels.values() {
+            assert!(
+                !rooms.iter().any(|room| value.contains(room.as_str())),
+                "room id in {sample:?}"
+            );
+        }
+    }
+
+    // OpenMetrics when asked: the strict parser accepts it, with the same values.
+    let (content_type, text) = scrape(&maestro, true).await?;
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    assert!(text.ends_with("# EOF\n"));
+    let openmetrics = Scrape(parse(&text, "openmetrics")?);
+    assert!(
+        openmetrics
+            .value("maestro_worker_gru_ready", &labels)
+            .is_some()
+    );
+    let (content_type, _) = scrape(&maestro, false).await?;
+    assert!(content_type.starts_with("text/plain"), "{content_type}");
+
+    // Every metric the Grafana dashboard charts exists (forwarder and gRPC metrics only
+    // appear once used; tests/rooms_api.rs exercises them).
+    let (_, text) = scrape(&maestro, false).await?;
+    let dashboard = std::fs::read_to_string(
+        maestro_testkit::workspace_root().join("deploy/grafana-dashboard.json"),
+    )?;
+    let charted: std::collections::BTreeSet<&str> = dashboard
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|word| word.starts_with("maestro_") && word.len() > "maestro_".len())
+        .map(|word| word.strip_suffix("_bucket").unwrap_or(word))
+        .collect();
+    let used_elsewhere = [
+        "maestro_forwarder_calls_total",
+        "maestro_grpc_request_duration_seconds",
+    ];
+    for name in charted {
+        assert!(
+            text.contains(&format!("# TYPE {name} ")) || used_elsewhere.contains(&name),
+            "the dashboard charts {name}, which /metrics does not serve"
+        );
+    }
+
+    // A deleted scheduler's series go away.
+    let (code, _) = maestro.delete(scheduler).await?;
+    assert_eq!(code, StatusCode::OK);
+    eventually(
+        Duration::from_secs(30),
+        "the scheduler's series to go",
+        || async {
+            let (_, text) = scrape(&maestro, false).await.ok()?;
+            (!text.contains(&format!("scheduler=\"{scheduler}\""))).then_some(())
+        },
+    )
+    .await?;
+
+    // The Temporal SDK's worker metrics, on their own port.
+    let worker = maestro
+        .http
+        .get(format!("{}/metrics", maestro.worker_metrics))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        worker.contains("temporal_workflow_task_execution_latency"),
+        "worker metrics:\n{worker}"
+    );
+    parse(&worker, "prometheus")?;
+
+    assert!(maestro.stop()?, "maestro dev stops cleanly");
+    Ok(())
+}
