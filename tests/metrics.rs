@@ -178,6 +178,16 @@ async fn metrics_after_a_scripted_scenario() -> Result<()> {
     );
     expect("maestro_worker_operations_pending", &[], 0.0);
     let global = |name: &str, labels: &[(&str, &str)]| scraped.value(name, labels);
+    for operation in ["create_scheduler", "add_rooms"] {
+        assert_eq!(
+            global(
+                "maestro_worker_operations_started_total",
+                &[("operation", operation)]
+            ),
+            Some(1.0),
+            "{operation}"
+        );
+    }
     for (operation, status) in [("create_scheduler", "finished"), ("add_rooms", "finished")] {
         assert_eq!(
             global(

@@ -17,7 +17,7 @@ mod metered;
 pub use metered::MeteredRuntime;
 
 use futures::future::join_all;
-use maestro_core::{GameRoom, InstanceStatus, Scheduler, Timestamp, Version};
+use maestro_core::{GameRoom, InstanceStatus, RoomStatus, Scheduler, Timestamp, Version};
 use maestro_runtime::{RoomStore, Runtime, RuntimeError, StoreError};
 use serde::{Deserialize, Serialize};
 use temporalio_macros::activities;
@@ -51,6 +51,26 @@ pub struct CreateRoomsInput {
     pub version: Version,
     pub room_ids: Vec<String>,
 }
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AwaitReadyInput {
+    pub scheduler: String,
+    pub room_id: String,
+    pub timeout_millis: u64,
+}
+
+/// How a room's start went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "outcome", content = "reason")]
+pub enum Readiness {
+    Ready,
+    /// It failed (error status, stopped, disappeared): the reason says how.
+    Failed(String),
+    TimedOut,
+}
+
+/// How often `rooms.await_ready` looks at the room.
+const READY_POLL: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeleteRoomsInput {
@@ -231,6 +251,50 @@ impl RoomActivities {
             // The retry deletes again; rooms already gone succeed at once.
             Some(e) => Err(e),
             None => Ok(input.room_ids),
+        }
+    }
+
+    /// Waits until the room reports ready (or fails, or `timeout` passes), heartbeating.
+    #[activity(name = "rooms.await_ready")]
+    pub async fn await_ready(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: AwaitReadyInput,
+    ) -> Result<Readiness, ActivityError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(input.timeout_millis);
+        let mut heartbeat = tokio::time::Instant::now();
+        loop {
+            if ctx.is_cancelled() {
+                return Err(ActivityError::cancelled());
+            }
+            let room = self
+                .store
+                .get(&input.scheduler, &input.room_id)
+                .await
+                .map_err(store_failure)?;
+            let verdict = match room.as_ref().map(|r| r.status) {
+                None => Some(Readiness::Failed("the room disappeared".into())),
+                Some(status) if status.is_serving() => Some(Readiness::Ready),
+                Some(RoomStatus::Error) => Some(Readiness::Failed(
+                    "the room is in error (it crashed or could not start)".into(),
+                )),
+                Some(status @ (RoomStatus::Terminating | RoomStatus::Terminated)) => Some(
+                    Readiness::Failed(format!("the room stopped ({})", status.as_str())),
+                ),
+                Some(_) => None,
+            };
+            if let Some(verdict) = verdict {
+                info!(scheduler = %input.scheduler, room = %input.room_id, ?verdict, "room start settled");
+                return Ok(verdict);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(Readiness::TimedOut);
+            }
+            if heartbeat.elapsed() >= HEARTBEAT_EVERY {
+                ctx.record_heartbeat(()).await?;
+                heartbeat = tokio::time::Instant::now();
+            }
+            tokio::time::sleep(READY_POLL).await;
         }
     }
 

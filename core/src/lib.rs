@@ -2,11 +2,12 @@
 //!
 //! Owns the scheduler spec (with Maestro's JSON field names) and its validation with
 //! field paths, version-bump rules, game rooms and the room status state machine, operation
-//! kinds/states/inputs, deterministic naming of workflows and rooms, and per-room tokens.
+//! kinds/states/inputs, the autoscaler's formulas, deterministic naming of workflows and rooms, and per-room tokens.
 //!
 //! Must not do I/O, read clocks or environment, spawn tasks or be async: everything here is
 //! called from deterministic workflow code as well as from the gateway. Callers pass `now`.
 
+pub mod autoscaling;
 pub mod naming;
 pub mod operation;
 pub mod room;

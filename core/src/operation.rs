@@ -3,8 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::scheduler::Scheduler;
 use crate::time::Timestamp;
 use crate::validation::ValidationErrors;
+use crate::version::Version;
 
 /// Rooms one `add_rooms` / `remove_rooms` operation may touch (Maestro's limit).
 pub const MAX_ROOMS_PER_OPERATION: u32 = 1000;
@@ -59,10 +61,19 @@ impl OperationStatus {
 }
 
 /// What a client asks for. Serialised with Maestro's `definitionName` as the tag.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "definitionName", rename_all = "snake_case")]
 pub enum OperationRequest {
     CreateScheduler,
+    /// A new version of the scheduler (the whole document; `spec.version` is assigned when
+    /// the operation starts).
+    CreateNewSchedulerVersion {
+        scheduler: Box<Scheduler>,
+    },
+    /// Make a recorded version the active one.
+    SwitchActiveVersion {
+        version: Version,
+    },
     AddRooms {
         amount: u32,
     },
@@ -79,6 +90,8 @@ impl OperationRequest {
     pub fn kind(&self) -> OperationKind {
         match self {
             Self::CreateScheduler => OperationKind::CreateScheduler,
+            Self::CreateNewSchedulerVersion { .. } => OperationKind::CreateNewSchedulerVersion,
+            Self::SwitchActiveVersion { .. } => OperationKind::SwitchActiveVersion,
             Self::AddRooms { .. } => OperationKind::AddRooms,
             Self::RemoveRooms { .. } => OperationKind::RemoveRooms,
             Self::DeleteScheduler => OperationKind::DeleteScheduler,
@@ -114,7 +127,14 @@ impl OperationRequest {
                     errs.push(format!("roomsIds[{i}]"), "must not be empty");
                 }
             }
-            Self::CreateScheduler | Self::DeleteScheduler => {}
+            Self::CreateNewSchedulerVersion { scheduler } => {
+                if let Err(errors) = scheduler.validate() {
+                    for e in errors.errors {
+                        errs.push(format!("scheduler.{}", e.field), e.message);
+                    }
+                }
+            }
+            Self::CreateScheduler | Self::DeleteScheduler | Self::SwitchActiveVersion { .. } => {}
         }
         errs.into_result()
     }

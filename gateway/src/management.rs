@@ -7,6 +7,7 @@ use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use maestro_core::validation::check_scheduler_name;
 use maestro_core::{Operation, OperationRequest, OperationStatus, Scheduler, Version};
+use maestro_workflows::SchedulerSnapshot;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -19,7 +20,11 @@ pub fn router(state: GatewayState) -> Router {
         .route("/schedulers", post(create_scheduler).get(list_schedulers))
         .route(
             "/schedulers/{name}",
-            get(get_scheduler).delete(delete_scheduler),
+            get(get_scheduler)
+                .post(new_version)
+                .patch(patch_scheduler)
+                .put(switch_version)
+                .delete(delete_scheduler),
         )
         .route("/schedulers/{name}/add-rooms", post(add_rooms))
         .route("/schedulers/{name}/remove-rooms", post(remove_rooms))
@@ -233,6 +238,136 @@ async fn remove_rooms(
     submit(&state, &name, &headers, request).await
 }
 
+/// Clears what Maestro owns (a client's values are ignored) and checks the rest.
+fn prepare_version(name: &str, mut scheduler: Scheduler) -> Result<Scheduler, ApiError> {
+    if scheduler.name.is_empty() {
+        scheduler.name = name.to_string();
+    }
+    if scheduler.name != name {
+        return Err(ApiError::invalid_field(
+            "name",
+            format!("must be {name:?} (the path's scheduler); a scheduler cannot be renamed"),
+        ));
+    }
+    scheduler.state = None;
+    scheduler.created_at = None;
+    scheduler.spec.version.clear();
+    scheduler.validate()?;
+    Ok(scheduler)
+}
+
+async fn submit_version(
+    state: &GatewayState,
+    name: &str,
+    headers: &HeaderMap,
+    scheduler: Scheduler,
+) -> Result<Json<OperationAccepted>, ApiError> {
+    let request = OperationRequest::CreateNewSchedulerVersion {
+        scheduler: Box::new(scheduler),
+    };
+    submit(state, name, headers, request).await
+}
+
+/// A new version from a whole scheduler document (Maestro: `POST /schedulers/{name}`).
+async fn new_version(
+    State(state): State<GatewayState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    ValidJson(scheduler): ValidJson<Scheduler>,
+) -> Result<Json<OperationAccepted>, ApiError> {
+    checked_name(&name)?;
+    let scheduler = prepare_version(&name, scheduler)?;
+    state.schedulers.snapshot(&name).await?;
+    submit_version(&state, &name, &headers, scheduler).await
+}
+
+/// RFC 7386 merge patch: objects merge key by key, `null` removes, anything else replaces.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(serde_json::Map::new());
+    }
+    if let Value::Object(target) = target {
+        for (key, value) in patch {
+            if value.is_null() {
+                target.remove(key);
+            } else {
+                merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
+            }
+        }
+    }
+}
+
+/// A new version from the active one plus the fields sent (Maestro: `PATCH`): any subset of
+/// the scheduler's fields, nested objects merged, arrays replaced.
+async fn patch_scheduler(
+    State(state): State<GatewayState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    ValidJson(patch): ValidJson<Value>,
+) -> Result<Json<OperationAccepted>, ApiError> {
+    checked_name(&name)?;
+    if !patch.is_object() {
+        return Err(ApiError::invalid_field("body", "must be a JSON object"));
+    }
+    let SchedulerSnapshot { scheduler, .. } = state.schedulers.snapshot(&name).await?;
+    let mut merged = serde_json::to_value(&scheduler)
+        .map_err(|e| ApiError::new(crate::error::ErrorCode::Internal, e.to_string()))?;
+    merge_patch(&mut merged, &patch);
+    let bytes = serde_json::to_vec(&merged)
+        .map_err(|e| ApiError::new(crate::error::ErrorCode::Internal, e.to_string()))?;
+    let scheduler: Scheduler = crate::json::parse(&bytes)?;
+    let scheduler = prepare_version(&name, scheduler)?;
+    submit_version(&state, &name, &headers, scheduler).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SwitchBody {
+    version: String,
+}
+
+/// Makes a recorded version active (Maestro: `PUT /schedulers/{name}` with `{version}`).
+async fn switch_version(
+    State(state): State<GatewayState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    ValidJson(body): ValidJson<SwitchBody>,
+) -> Result<Json<OperationAccepted>, ApiError> {
+    checked_name(&name)?;
+    let version: Version =
+        body.version
+            .parse()
+            .map_err(|e: maestro_core::version::VersionParseError| {
+                ApiError::invalid_field("version", e.to_string())
+            })?;
+    let snapshot = state.schedulers.snapshot(&name).await?;
+    match snapshot.versions.iter().find(|r| r.version == version) {
+        None => {
+            return Err(ApiError::not_found(format!(
+                "scheduler {name} has no version {version}"
+            )));
+        }
+        Some(record) if record.failed.is_some() => {
+            return Err(ApiError::new(
+                crate::error::ErrorCode::FailedPrecondition,
+                format!("version {version} failed validation and cannot be active"),
+            ));
+        }
+        Some(_) => {}
+    }
+    submit(
+        &state,
+        &name,
+        &headers,
+        OperationRequest::SwitchActiveVersion { version },
+    )
+    .await
+}
+
 async fn delete_scheduler(
     State(state): State<GatewayState>,
     Path(name): Path<String>,
@@ -349,6 +484,9 @@ struct VersionSummary {
     version: Version,
     is_active: bool,
     created_at: maestro_core::Timestamp,
+    /// Extension: why the version failed validation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failed: Option<String>,
 }
 
 /// The scheduler's versions, newest first.
@@ -367,6 +505,7 @@ async fn list_versions(
             is_active: record.version.to_string() == active,
             version: record.version,
             created_at: record.created_at,
+            failed: record.failed,
         })
         .collect();
     Ok(Json(json!({ "versions": versions })))

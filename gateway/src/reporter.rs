@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use maestro_core::autoscaling;
 use maestro_core::{InstanceStatus, RoomStatus, Scheduler};
 use maestro_runtime::RoomStore;
 use maestro_workflows::OperationsView;
@@ -142,7 +143,7 @@ impl Gauges {
             desired_rooms: gauge_vec(
                 r,
                 "maestro_worker_desired_rooms",
-                "Rooms the scheduler should have (roomsReplicas; absent while autoscaling decides)",
+                "Rooms the scheduler should have: roomsReplicas, or the autoscaler's answer",
                 SCHEDULER,
             )?,
             current_rooms: gauge_vec(
@@ -202,6 +203,8 @@ struct Known {
     versions: BTreeSet<String>,
     /// Finished operations already counted.
     counted: HashSet<String>,
+    /// Operations already counted as started (active or finished when first seen).
+    started: HashSet<String>,
 }
 
 #[derive(Clone)]
@@ -209,6 +212,7 @@ pub struct Reporter {
     fleet: Arc<dyn Fleet>,
     store: Arc<dyn RoomStore>,
     gauges: Arc<Gauges>,
+    started: IntCounterVec,
     executions: IntCounterVec,
     durations: HistogramVec,
     refresh_seconds: Gauge,
@@ -224,6 +228,25 @@ pub struct RoomCounts {
     pub by_version: BTreeMap<String, i64>,
     pub running_matches: i64,
     pub total: i64,
+}
+
+impl RoomCounts {
+    fn count(&self, status: RoomStatus) -> u64 {
+        u64::try_from(self.by_status.get(&status).copied().unwrap_or(0)).unwrap_or(0)
+    }
+
+    /// What the autoscaler sees: rooms not on their way out; an allocated room is a match.
+    pub fn fleet(&self) -> autoscaling::Fleet {
+        let leaving = self.count(RoomStatus::Terminating) + self.count(RoomStatus::Terminated);
+        autoscaling::Fleet {
+            current_rooms: u64::try_from(self.total)
+                .unwrap_or(0)
+                .saturating_sub(leaving),
+            occupied_rooms: self.count(RoomStatus::Occupied),
+            running_matches: u64::try_from(self.running_matches).unwrap_or(0)
+                + self.count(RoomStatus::Allocated),
+        }
+    }
 }
 
 pub fn count_rooms(rooms: &[maestro_core::GameRoom]) -> RoomCounts {
@@ -247,6 +270,14 @@ impl Reporter {
         store: Arc<dyn RoomStore>,
         registry: &Registry,
     ) -> Result<Self, prometheus::Error> {
+        let started = IntCounterVec::new(
+            Opts::new(
+                "maestro_worker_operations_started_total",
+                "Operations that started running, by operation name",
+            ),
+            &["operation"],
+        )?;
+        registry.register(Box::new(started.clone()))?;
         let executions = IntCounterVec::new(
             Opts::new(
                 "maestro_worker_operation_executions_total",
@@ -280,6 +311,7 @@ impl Reporter {
             fleet,
             store,
             gauges: Arc::new(Gauges::new(registry)?),
+            started,
             executions,
             durations,
             refresh_seconds,
@@ -415,8 +447,17 @@ impl Reporter {
             Some(a) => {
                 g.min_rooms.with_label_values(&labels).set(a.min);
                 g.max_rooms.with_label_values(&labels).set(a.max);
-                // The autoscaler decides; until it runs there is no honest desired figure.
-                let _ = g.desired_rooms.remove_label_values(&labels);
+                let max_matches = u64::try_from(scheduler.max_matches()).unwrap_or(1);
+                match autoscaling::decide(a, max_matches, counts.fleet(), None) {
+                    Ok(decision) => g
+                        .desired_rooms
+                        .with_label_values(&labels)
+                        .set(i64::try_from(decision.desired).unwrap_or(i64::MAX)),
+                    Err(e) => {
+                        warn!(scheduler = %scheduler.name, error = %e, "no autoscaler figure");
+                        let _ = g.desired_rooms.remove_label_values(&labels);
+                    }
+                }
             }
             None => {
                 for vec in [&g.min_rooms, &g.max_rooms, &g.desired_rooms] {
@@ -460,6 +501,18 @@ impl Reporter {
             .pending_operations
             .with_label_values(&[scheduler.game.as_str(), scheduler.name.as_str()])
             .set(i64::try_from(view.pending.len()).unwrap_or(i64::MAX));
+        // Started: the running one and every finished one (an operation can start and finish
+        // between two refreshes), each once.
+        let mut running = HashSet::with_capacity(view.finished.len() + 1);
+        for op in view.active.iter().chain(&view.finished) {
+            running.insert(op.id.clone());
+            if !baseline_only && !known.started.contains(&op.id) {
+                self.started
+                    .with_label_values(&[op.definition_name.as_str()])
+                    .inc();
+            }
+        }
+        known.started = running;
         let mut window = HashSet::with_capacity(view.finished.len());
         for op in &view.finished {
             window.insert(op.id.clone());
@@ -611,6 +664,14 @@ mod tests {
         assert_eq!(
             value(
                 &registry,
+                "maestro_worker_operations_started_total",
+                &[("operation", "add_rooms")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                &registry,
                 "maestro_worker_operation_duration_seconds",
                 &[("operation", "add_rooms")]
             ),
@@ -626,5 +687,83 @@ mod tests {
             value(&registry, "maestro_worker_rooms_by_version", &labels),
             None
         );
+    }
+}
+
+#[cfg(test)]
+mod autoscaled {
+    use maestro_core::scheduler::{
+        Autoscaling, AutoscalingPolicy, PolicyParameters, RoomOccupancyParams,
+    };
+    use maestro_core::{GameRoom, InstanceStatus, PingStatus, Timestamp, Version};
+    use maestro_runtime::{MemoryRoomStore, PingUpdate};
+
+    use super::*;
+
+    struct One(Scheduler);
+
+    #[async_trait::async_trait]
+    impl Fleet for One {
+        async fn schedulers(&self) -> Result<Vec<Scheduler>, ApiError> {
+            Ok(vec![self.0.clone()])
+        }
+        async fn operations(&self, _: &str) -> Result<OperationsView, ApiError> {
+            Ok(OperationsView::default())
+        }
+    }
+
+    /// With autoscaling on, `desired_rooms` is the autoscaler's answer: 2 occupied rooms
+    /// and a 0.5 ready target → 4 rooms.
+    #[tokio::test]
+    async fn desired_rooms_comes_from_the_autoscaler() {
+        let mut scheduler = Scheduler::with_command("auto", "g", &["true"]);
+        scheduler.autoscaling = Some(Autoscaling {
+            enabled: true,
+            min: 1,
+            max: 10,
+            cooldown: 0,
+            policy: AutoscalingPolicy {
+                kind: "roomOccupancy".into(),
+                parameters: PolicyParameters {
+                    room_occupancy: Some(RoomOccupancyParams {
+                        ready_target: 0.5,
+                        down_threshold: 0.99,
+                    }),
+                    fixed_buffer: None,
+                },
+            },
+        });
+        let store = Arc::new(MemoryRoomStore::new());
+        let t = Timestamp::from_unix_millis(1);
+        for id in ["a", "b", "c"] {
+            store
+                .insert_if_absent(GameRoom::new(id, "auto", Version::FIRST, 1, t))
+                .await
+                .unwrap();
+            store
+                .apply_instance("auto", id, Version::FIRST, InstanceStatus::Ready, None, t)
+                .await
+                .unwrap();
+            let status = if id == "c" {
+                PingStatus::Ready
+            } else {
+                PingStatus::Occupied
+            };
+            let ping = PingUpdate {
+                status,
+                running_matches: u32::from(id != "c"),
+                metadata: None,
+            };
+            store.apply_ping("auto", id, ping, t).await.unwrap();
+        }
+        let registry = Registry::new();
+        let reporter = Reporter::new(Arc::new(One(scheduler)), store, &registry).unwrap();
+        reporter.refresh().await.unwrap();
+        let desired = registry
+            .gather()
+            .into_iter()
+            .find(|f| f.name() == "maestro_worker_desired_rooms")
+            .map(|f| f.get_metric()[0].get_gauge().value());
+        assert_eq!(desired, Some(4.0));
     }
 }

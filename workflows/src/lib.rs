@@ -11,6 +11,7 @@
 
 mod operations;
 mod scheduler;
+mod versions;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -24,6 +25,7 @@ pub use operations::{
     AddRoomsWorkflow, CreateSchedulerWorkflow, DeleteSchedulerWorkflow, RemoveRoomsWorkflow,
 };
 pub use scheduler::SchedulerWorkflow;
+pub use versions::{CreateNewSchedulerVersionWorkflow, SwitchActiveVersionWorkflow};
 
 /// Pinned names: part of every stored history; renaming a Rust item must not change them.
 /// The macros take these as string literals; `tests/scheduler_workflow.rs` checks that the
@@ -36,6 +38,7 @@ pub mod names {
     pub const ACTIVITY_CREATE_ROOMS: &str = "rooms.create";
     pub const ACTIVITY_DELETE_ROOMS: &str = "rooms.delete";
     pub const ACTIVITY_LIST_ROOMS: &str = "rooms.list";
+    pub const ACTIVITY_AWAIT_READY: &str = "rooms.await_ready";
     /// Memo key holding the latest [`crate::SchedulerSnapshot`], for reads with no worker up.
     pub const MEMO_SNAPSHOT: &str = "snapshot";
 }
@@ -61,6 +64,8 @@ macro_rules! register_workflows {
             options.register_workflow::<$crate::AddRoomsWorkflow>()?;
             options.register_workflow::<$crate::RemoveRoomsWorkflow>()?;
             options.register_workflow::<$crate::DeleteSchedulerWorkflow>()?;
+            options.register_workflow::<$crate::CreateNewSchedulerVersionWorkflow>()?;
+            options.register_workflow::<$crate::SwitchActiveVersionWorkflow>()?;
             Ok(())
         })()
     }};
@@ -88,6 +93,9 @@ pub struct VersionRecord {
     pub version: Version,
     pub created_at: Timestamp,
     pub scheduler: Scheduler,
+    /// Set when the version failed validation: why. A failed version cannot be activated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
 }
 
 /// The scheduler workflow's input: for a new scheduler only `scheduler` is set; a
@@ -208,6 +216,25 @@ pub struct OperationOutcome {
     pub succeeded: bool,
     pub history: Vec<maestro_core::HistoryEntry>,
     pub error: Option<String>,
+    /// What the scheduler workflow must record (versions); none for room operations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect: Option<OperationEffect>,
+}
+
+/// A change to the scheduler's own state that an operation asks its parent to make.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OperationEffect {
+    /// Record a new version; `activate`: make it active at once (a minor change), else a
+    /// `switch_active_version` operation follows (a validated major change).
+    RecordVersion {
+        record: VersionRecord,
+        activate: bool,
+    },
+    /// Record a version that failed validation, with the reason; the active one stays.
+    RecordFailedVersion { record: VersionRecord },
+    /// Make this recorded version the active one.
+    Activate { version: Version },
 }
 
 #[cfg(test)]

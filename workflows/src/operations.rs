@@ -15,7 +15,7 @@ use temporalio_common::RetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{ActivityOptions, WorkflowContext, WorkflowResult};
 
-use crate::{OperationInput, OperationOutcome};
+use crate::{OperationEffect, OperationInput, OperationOutcome};
 
 /// Rooms deleted per activity call (Maestro's remove_rooms batch).
 const DELETE_BATCH_SIZE: usize = 50;
@@ -23,7 +23,7 @@ const DELETE_BATCH_SIZE: usize = 50;
 const PING_TIMEOUT: Duration = Duration::from_secs(240);
 const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 
-fn retry_policy() -> RetryPolicy {
+pub(crate) fn retry_policy() -> RetryPolicy {
     RetryPolicy::builder()
         .initial_interval(Duration::from_secs(1))
         .backoff_coefficient(2.0)
@@ -32,43 +32,57 @@ fn retry_policy() -> RetryPolicy {
         .build()
 }
 
-fn activity_options(start_to_close: Duration) -> ActivityOptions {
+pub(crate) fn activity_options(start_to_close: Duration) -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(start_to_close)
         .heartbeat_timeout(Duration::from_secs(30))
         .retry_policy(retry_policy())
         .build()
 }
 
-fn now<W>(ctx: &WorkflowContext<W>) -> Timestamp {
+pub(crate) fn now<W>(ctx: &WorkflowContext<W>) -> Timestamp {
     ctx.workflow_time()
         .map(Timestamp::from_system_time)
         .unwrap_or_else(|| Timestamp::from_system_time(SystemTime::UNIX_EPOCH))
 }
 
 /// The execution history an operation builds as it goes.
-struct History(Vec<HistoryEntry>);
+pub(crate) struct History(Vec<HistoryEntry>);
 
 impl History {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self(Vec::new())
     }
 
-    fn push<W>(&mut self, ctx: &WorkflowContext<W>, event: impl Into<String>) {
+    pub(crate) fn push<W>(&mut self, ctx: &WorkflowContext<W>, event: impl Into<String>) {
         self.0.push(HistoryEntry {
             created_at: now(ctx),
             event: event.into(),
         });
     }
 
-    fn succeeded(self) -> OperationOutcome {
+    pub(crate) fn succeeded(self) -> OperationOutcome {
+        self.succeeded_with(None)
+    }
+
+    pub(crate) fn succeeded_with(self, effect: Option<OperationEffect>) -> OperationOutcome {
         OperationOutcome {
             succeeded: true,
             history: self.0,
             error: None,
+            effect,
         }
     }
 
-    fn failed(mut self, error: String, created_at: Timestamp) -> OperationOutcome {
+    pub(crate) fn failed(self, error: String, created_at: Timestamp) -> OperationOutcome {
+        self.failed_with(error, created_at, None)
+    }
+
+    pub(crate) fn failed_with(
+        mut self,
+        error: String,
+        created_at: Timestamp,
+        effect: Option<OperationEffect>,
+    ) -> OperationOutcome {
         self.0.push(HistoryEntry {
             created_at,
             event: format!("failed: {error}"),
@@ -77,6 +91,7 @@ impl History {
             succeeded: false,
             history: self.0,
             error: Some(error),
+            effect,
         }
     }
 }
@@ -90,7 +105,7 @@ fn version_of(scheduler: &Scheduler) -> Version {
 }
 
 /// Deletes rooms in batches; returns how many were deleted or the first error.
-async fn delete_rooms<W>(
+pub(crate) async fn delete_rooms<W>(
     ctx: &WorkflowContext<W>,
     scheduler: &Scheduler,
     room_ids: &[String],
@@ -130,10 +145,11 @@ async fn list_room_ids<W>(
     .map_err(|e| format!("listing rooms failed: {e}"))
 }
 
-fn wrong_input(input: &OperationInput) -> OperationOutcome {
+pub(crate) fn wrong_input(input: &OperationInput) -> OperationOutcome {
     OperationOutcome {
         succeeded: false,
         history: Vec::new(),
+        effect: None,
         error: Some(format!(
             "operation {} got input for {}",
             input.operation.definition_name,

@@ -7,9 +7,10 @@ use std::collections::VecDeque;
 use std::time::SystemTime;
 
 use maestro_core::naming::operation_workflow_id;
+use maestro_core::version::classify_change;
 use maestro_core::{
-    HistoryEntry, Operation, OperationKind, OperationRequest, OperationStatus, Scheduler,
-    SchedulerState, Timestamp, Version,
+    ChangeKind, HistoryEntry, Operation, OperationKind, OperationRequest, OperationStatus,
+    Scheduler, SchedulerState, Timestamp, Version,
 };
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
@@ -20,10 +21,11 @@ use temporalio_sdk::{
 use crate::operations::{
     AddRoomsWorkflow, CreateSchedulerWorkflow, DeleteSchedulerWorkflow, RemoveRoomsWorkflow,
 };
+use crate::versions::{CreateNewSchedulerVersionWorkflow, SwitchActiveVersionWorkflow};
 use crate::{
-    DEFAULT_CONTINUE_AS_NEW_EVERY, FINISHED_OPERATIONS_KEPT, OperationInput, OperationOutcome,
-    OperationsView, Rejection, RejectionCode, SchedulerSnapshot, SchedulerWorkflowInput,
-    SubmitOperation, VERSIONS_KEPT, VersionRecord, names,
+    DEFAULT_CONTINUE_AS_NEW_EVERY, FINISHED_OPERATIONS_KEPT, OperationEffect, OperationInput,
+    OperationOutcome, OperationsView, Rejection, RejectionCode, SchedulerSnapshot,
+    SchedulerWorkflowInput, SubmitOperation, VERSIONS_KEPT, VersionRecord, names,
 };
 
 #[workflow]
@@ -124,7 +126,68 @@ impl SchedulerWorkflow {
         }
     }
 
+    /// Makes a recorded version active; the scheduler keeps its state and creation time.
+    fn activate(&mut self, version: Version) {
+        if let Some(record) = self.versions.iter().find(|r| r.version == version) {
+            let (state, created_at) = (self.scheduler.state, self.scheduler.created_at);
+            self.scheduler = record.scheduler.clone();
+            self.scheduler.state = state;
+            self.scheduler.created_at = created_at;
+            self.scheduler.spec.version = version.to_string();
+        }
+    }
+
+    fn record_version(&mut self, record: VersionRecord) {
+        if !self.versions.iter().any(|r| r.version == record.version) {
+            self.versions.push(record);
+        }
+        self.versions
+            .drain(..self.versions.len().saturating_sub(VERSIONS_KEPT));
+    }
+
+    /// The version a `create_new_scheduler_version` gets when it starts: the latest recorded
+    /// version bumped by the kind of change against the active one.
+    fn assign_version(&self, proposed: &Scheduler) -> Version {
+        let latest = self
+            .versions
+            .iter()
+            .map(|r| r.version)
+            .max()
+            .unwrap_or(Version::FIRST);
+        match classify_change(&self.scheduler, proposed) {
+            ChangeKind::None => self.scheduler.spec.version.parse().unwrap_or(latest),
+            kind => latest.bump(kind),
+        }
+    }
+
+    /// Applies what an operation asked for; a validated major version is followed by its
+    /// `switch_active_version` operation (id derived from the operation's, so replay-stable).
+    fn apply_effect(&mut self, operation: &Operation, effect: OperationEffect, now: Timestamp) {
+        match effect {
+            OperationEffect::RecordVersion { record, activate } => {
+                let version = record.version;
+                self.record_version(record);
+                if activate {
+                    self.activate(version);
+                } else {
+                    let id = format!("{}-switch", operation.id);
+                    self.enqueue(
+                        id,
+                        OperationRequest::SwitchActiveVersion { version },
+                        None,
+                        now,
+                    );
+                }
+            }
+            OperationEffect::RecordFailedVersion { record } => self.record_version(record),
+            OperationEffect::Activate { version } => self.activate(version),
+        }
+    }
+
     fn finish(&mut self, mut operation: Operation, outcome: OperationOutcome, now: Timestamp) {
+        if let Some(effect) = outcome.effect.clone() {
+            self.apply_effect(&operation, effect, now);
+        }
         operation.status = if outcome.succeeded {
             OperationStatus::Finished
         } else {
@@ -193,6 +256,12 @@ async fn run_child(
         OperationKind::DeleteScheduler => {
             start_and_wait(ctx, DeleteSchedulerWorkflow::run, input, options).await
         }
+        OperationKind::CreateNewSchedulerVersion => {
+            start_and_wait(ctx, CreateNewSchedulerVersionWorkflow::run, input, options).await
+        }
+        OperationKind::SwitchActiveVersion => {
+            start_and_wait(ctx, SwitchActiveVersionWorkflow::run, input, options).await
+        }
         other => Err(format!(
             "operation {} is not supported yet",
             other.definition_name()
@@ -202,6 +271,7 @@ async fn run_child(
         succeeded: false,
         history: Vec::new(),
         error: Some(error),
+        effect: None,
     })
 }
 
@@ -252,6 +322,7 @@ impl SchedulerWorkflow {
                 version: Version::FIRST,
                 created_at: now,
                 scheduler: this.scheduler.clone(),
+                failed: None,
             });
             let id = ctx.first_execution_run_id().to_string();
             this.enqueue(id, OperationRequest::CreateScheduler, None, now);
@@ -279,6 +350,9 @@ impl SchedulerWorkflow {
             let now = timestamp(ctx.workflow_time());
             let Some((operation, scheduler)) = ctx.state_mut(|s| {
                 let mut op = s.pending.pop_front()?;
+                if let OperationRequest::CreateNewSchedulerVersion { scheduler } = &mut op.input {
+                    scheduler.spec.version = s.assign_version(scheduler).to_string();
+                }
                 op.status = OperationStatus::InProgress;
                 op.started_at = Some(now);
                 op.execution_history.push(HistoryEntry {
@@ -334,6 +408,37 @@ impl SchedulerWorkflow {
         }
         if let Err(errors) = submit.request.validate() {
             return reject(RejectionCode::Invalid, errors.to_string());
+        }
+        match &submit.request {
+            OperationRequest::CreateNewSchedulerVersion { scheduler }
+                if scheduler.name != self.scheduler.name =>
+            {
+                return reject(
+                    RejectionCode::Invalid,
+                    format!(
+                        "the new version is for scheduler {:?}, not {}",
+                        scheduler.name, self.scheduler.name
+                    ),
+                );
+            }
+            OperationRequest::SwitchActiveVersion { version } => {
+                match self.versions.iter().find(|r| r.version == *version) {
+                    None => {
+                        return reject(
+                            RejectionCode::Invalid,
+                            format!("scheduler {} has no version {version}", self.scheduler.name),
+                        );
+                    }
+                    Some(record) if record.failed.is_some() => {
+                        return reject(
+                            RejectionCode::Invalid,
+                            format!("version {version} failed validation and cannot be active"),
+                        );
+                    }
+                    Some(_) => {}
+                }
+            }
+            _ => {}
         }
         Ok(())
     }

@@ -374,12 +374,22 @@ fn stored_histories_use_the_pinned_names() -> Result<()> {
     for name in [names::SCHEDULER_WORKFLOW, names::UPDATE_SUBMIT_OPERATION] {
         assert!(lifecycle.contains(&format!("\"{name}\"")), "{name} missing");
     }
+    let versions = read("scheduler-versions.json")?;
+    for kind in ["create_new_scheduler_version", "switch_active_version"] {
+        assert!(versions.contains(&format!("\"{kind}\"")), "{kind} missing");
+    }
     for (kind, activity) in [
         ("add_rooms", names::ACTIVITY_CREATE_ROOMS),
         ("remove_rooms", names::ACTIVITY_LIST_ROOMS),
         ("remove_rooms", names::ACTIVITY_DELETE_ROOMS),
+        ("create_new_scheduler_version", names::ACTIVITY_CREATE_ROOMS),
+        ("create_new_scheduler_version", names::ACTIVITY_AWAIT_READY),
+        ("create_new_scheduler_version", names::ACTIVITY_DELETE_ROOMS),
     ] {
-        assert!(lifecycle.contains(&format!("\"{kind}\"")), "{kind} missing");
+        assert!(
+            lifecycle.contains(&format!("\"{kind}\"")) || versions.contains(&format!("\"{kind}\"")),
+            "{kind} missing"
+        );
         let child = read(&format!("{}.json", kind.replace('_', "-")))?;
         assert!(
             child.contains(&format!("\"{activity}\"")),
@@ -444,6 +454,145 @@ async fn a_fresh_lifecycle_history_replays() -> Result<()> {
         .await?;
     // MAESTRO_RECORD_HISTORIES=<tag> stores these as `{name}-<tag>.json` beside the older
     // ones (record a new set after a patched change; keep the old sets replaying).
+    if let Ok(tag) = std::env::var("MAESTRO_RECORD_HISTORIES") {
+        for (name, json) in &histories {
+            std::fs::write(histories_dir().join(format!("{name}-{tag}.json")), json)?;
+        }
+    }
+    replay_all(histories).await
+}
+
+/// Version operations on a real server: a minor change is active at once; a major change
+/// whose validation room cannot start is recorded as failed and leaves the active version
+/// and the rooms alone; switching back works; the histories replay (and are stored with
+/// `MAESTRO_RECORD_HISTORIES=<tag>`, like the lifecycle's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_operations_record_switch_and_replay() -> Result<()> {
+    let h = harness("versions").await?;
+    let name = &format!("versions-{}", std::process::id());
+    // What the gateway's watcher does: a room process that exits shows as an error in the
+    // store, which is how validation learns that the room failed.
+    let mut events = h.runtime.watch();
+    let store = h.store.clone();
+    let mirror = tokio::spawn(async move {
+        use futures::StreamExt;
+        use maestro_runtime::{RoomStore, RuntimeEvent};
+        while let Some(event) = events.next().await {
+            let now = maestro_core::Timestamp::from_system_time(std::time::SystemTime::now());
+            match event {
+                RuntimeEvent::Upserted(instance) => {
+                    let _ = store.record_instance(&instance, now).await;
+                }
+                RuntimeEvent::Deleted { scheduler, room_id } => {
+                    let _ = store.remove(&scheduler, &room_id).await;
+                }
+                RuntimeEvent::Resync => {}
+            }
+        }
+    });
+    let histories = h
+        .with_worker(async {
+            h.create(scheduler(name), 0).await?;
+            h.submit(name, OperationRequest::AddRooms { amount: 1 })
+                .await?;
+            let mut minor = scheduler(name);
+            minor.rooms_replicas = 4;
+            let minor_op = h
+                .submit(
+                    name,
+                    OperationRequest::CreateNewSchedulerVersion {
+                        scheduler: Box::new(minor),
+                    },
+                )
+                .await?;
+            let mut broken = scheduler(name);
+            broken.spec.containers[0].command = vec!["false".into()];
+            let major_op = h
+                .submit(
+                    name,
+                    OperationRequest::CreateNewSchedulerVersion {
+                        scheduler: Box::new(broken),
+                    },
+                )
+                .await?;
+            let switch_op = h
+                .submit(
+                    name,
+                    OperationRequest::SwitchActiveVersion {
+                        version: maestro_core::Version::FIRST,
+                    },
+                )
+                .await?;
+            let view = h.drained(name, 5, Duration::from_secs(90)).await?;
+            let status = |id: &str| {
+                view.finished
+                    .iter()
+                    .find(|op| op.id == id)
+                    .map(|op| (op.status, op.error.clone()))
+            };
+            assert_eq!(
+                status(&minor_op.id).map(|s| s.0),
+                Some(OperationStatus::Finished)
+            );
+            let (major_status, major_error) = status(&major_op.id).unwrap();
+            assert_eq!(major_status, OperationStatus::Error);
+            assert!(major_error.unwrap().contains("validation room failed"));
+            assert_eq!(
+                status(&switch_op.id).map(|s| s.0),
+                Some(OperationStatus::Finished)
+            );
+            let snapshot = h.snapshot(name).await?;
+            assert_eq!(snapshot.scheduler.spec.version, "v1.0");
+            assert_eq!(snapshot.scheduler.rooms_replicas, 0, "v1.0's document");
+            let versions: Vec<(String, bool)> = snapshot
+                .versions
+                .iter()
+                .map(|v| (v.version.to_string(), v.failed.is_some()))
+                .collect();
+            assert_eq!(
+                versions,
+                [
+                    ("v1.0".to_string(), false),
+                    ("v1.1".to_string(), false),
+                    ("v2.0".to_string(), true)
+                ]
+            );
+            assert_eq!(
+                h.runtime.list_rooms(name).await?.len(),
+                1,
+                "validation rooms gone"
+            );
+            let mut histories = vec![(
+                "scheduler-versions".to_string(),
+                h.handle(name)
+                    .fetch_history(WorkflowFetchHistoryOptions::default())
+                    .to_json()
+                    .await?,
+            )];
+            for (kind, op) in [
+                ("create-new-scheduler-version", &major_op),
+                ("switch-active-version", &switch_op),
+            ] {
+                let child = h
+                    .client
+                    .get_workflow_handle::<SchedulerWorkflow>(operation_workflow_id(name, &op.id));
+                histories.push((
+                    kind.to_string(),
+                    child
+                        .fetch_history(WorkflowFetchHistoryOptions::default())
+                        .to_json()
+                        .await?,
+                ));
+            }
+            h.submit(name, OperationRequest::DeleteScheduler).await?;
+            eventually(Duration::from_secs(60), "deletion", || async {
+                h.snapshot(name).await.ok().filter(|s| s.deleted)
+            })
+            .await?;
+            Ok(histories)
+        })
+        .await?;
+    mirror.abort();
     if let Ok(tag) = std::env::var("MAESTRO_RECORD_HISTORIES") {
         for (name, json) in &histories {
             std::fs::write(histories_dir().join(format!("{name}-{tag}.json")), json)?;

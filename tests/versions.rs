@@ -1,0 +1,252 @@
+//! Scheduler versions through the REST API on the real `maestro dev` binary: a minor change
+//! (recorded and active, rooms kept), a major change validated by a real room before the
+//! switch, a major change whose room cannot start (recorded as failed, active version
+//! untouched, nothing left behind), switching back, and every error path.
+
+mod common;
+
+use std::time::Duration;
+
+use anyhow::Result;
+use common::Maestro;
+use maestro_testkit::{TemporalDevServer, eventually};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const NAME: &str = "versioned";
+
+fn document(command: &[&str]) -> Value {
+    json!({
+        "name": NAME, "game": "versions-game", "maxSurge": "1", "roomsReplicas": 2,
+        "portRange": {"start": 46700, "end": 46799},
+        "spec": {"terminationGracePeriod": "5s", "containers": [{
+            "name": "room", "image": "local/game-room", "command": command,
+            "ports": [{"name": "game", "protocol": "UDP", "port": 7777}]}]}
+    })
+}
+
+fn game_room(interval: &'static str) -> Vec<&'static str> {
+    vec![env!("CARGO_BIN_EXE_game-room"), "--ping-interval", interval]
+}
+
+/// Waits for the operation to be final; returns it.
+async fn finished(maestro: &Maestro, id: &str) -> Result<Value> {
+    eventually(
+        Duration::from_secs(90),
+        "the operation to finish",
+        || async {
+            let (_, body) = maestro
+                .get(&format!("/schedulers/{NAME}/operations/{id}"))
+                .await
+                .ok()?;
+            let status = body["operation"]["status"].as_str()?;
+            matches!(status, "finished" | "error" | "canceled").then_some(body["operation"].clone())
+        },
+    )
+    .await
+}
+
+async fn call(
+    maestro: &Maestro,
+    method: reqwest::Method,
+    body: Value,
+) -> Result<(StatusCode, Value)> {
+    maestro
+        .call(method, &format!("/schedulers/{NAME}"), Some(body))
+        .await
+}
+
+async fn active_version(maestro: &Maestro) -> Result<String> {
+    let (_, body) = maestro.get(&format!("/schedulers/{NAME}")).await?;
+    Ok(body["scheduler"]["spec"]["version"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string())
+}
+
+async fn room_ids(maestro: &Maestro) -> Result<Vec<String>> {
+    let (_, body) = maestro.get(&format!("/schedulers/{NAME}/rooms")).await?;
+    let mut ids: Vec<String> = body["rooms"]
+        .as_array()
+        .map(|rooms| {
+            rooms
+                .iter()
+                .filter_map(|r| r["id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    Ok(ids)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_minor_major_failed_and_switch() -> Result<()> {
+    let temporal = TemporalDevServer::start().await?;
+    let mut maestro = Maestro::start(&temporal).await?;
+    let (code, body) = maestro
+        .post("/schedulers", document(&game_room("1s")))
+        .await?;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let (code, body) = maestro
+        .post(
+            &format!("/schedulers/{NAME}/add-rooms"),
+            json!({"amount": 2}),
+        )
+        .await?;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    eventually(Duration::from_secs(60), "2 ready rooms", || async {
+        (maestro.rooms(NAME, "ready").await.ok()? == 2).then_some(())
+    })
+    .await?;
+    let rooms = room_ids(&maestro).await?;
+
+    // Minor (PATCH): v1.1 at once, the same rooms.
+    let (code, body) = call(
+        &maestro,
+        reqwest::Method::PATCH,
+        json!({"roomsReplicas": 3}),
+    )
+    .await?;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let op = finished(&maestro, body["operationId"].as_str().unwrap()).await?;
+    assert_eq!(op["status"], "finished", "{op}");
+    assert_eq!(active_version(&maestro).await?, "v1.1");
+    let (_, body) = maestro.get(&format!("/schedulers/{NAME}")).await?;
+    assert_eq!(body["scheduler"]["roomsReplicas"], 3);
+    assert_eq!(body["scheduler"]["state"], "in-sync");
+    assert_eq!(
+        room_ids(&maestro).await?,
+        rooms,
+        "a minor change keeps rooms"
+    );
+
+    // Major (POST, whole document): a validation room reports ready, then the switch runs.
+    let mut major = document(&game_room("2s"));
+    major["roomsReplicas"] = json!(3);
+    let (code, body) = call(&maestro, reqwest::Method::POST, major.clone()).await?;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let op = finished(&maestro, body["operationId"].as_str().unwrap()).await?;
+    assert_eq!(op["status"], "finished", "{op}");
+    let history = op["executionHistory"].to_string();
+    assert!(history.contains("validation room"), "{history}");
+    let switch_id = format!("{}-switch", op["id"].as_str().unwrap());
+    let switch = finished(&maestro, &switch_id).await?;
+    assert_eq!(switch["definitionName"], "switch_active_version");
+    assert_eq!(active_version(&maestro).await?, "v2.0");
+    assert_eq!(
+        room_ids(&maestro).await?,
+        rooms,
+        "the validation room is gone"
+    );
+
+    // A major version whose rooms cannot start: recorded as failed, v2.0 stays active.
+    let (code, body) = call(&maestro, reqwest::Method::POST, document(&["false"])).await?;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let op = finished(&maestro, body["operationId"].as_str().unwrap()).await?;
+    assert_eq!(op["status"], "error", "{op}");
+    assert!(
+        op["error"]
+            .as_str()
+            .unwrap()
+            .contains("validation room failed"),
+        "{op}"
+    );
+    assert_eq!(active_version(&maestro).await?, "v2.0");
+    assert_eq!(
+        room_ids(&maestro).await?,
+        rooms,
+        "no validation room left behind"
+    );
+    let (_, versions) = maestro.get(&format!("/schedulers/{NAME}/versions")).await?;
+    let listed: Vec<(String, bool, bool)> = versions["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["version"].as_str().unwrap().to_string(),
+                v["isActive"].as_bool().unwrap(),
+                v.get("failed").is_some(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("v3.0".into(), false, true),
+            ("v2.0".into(), true, false),
+            ("v1.1".into(), false, false),
+            ("v1.0".into(), false, false)
+        ]
+    );
+
+    // Switch back to v1.1 (PUT); a failed, unknown or malformed version is refused.
+    let put = reqwest::Method::PUT;
+    let (code, body) = call(&maestro, put.clone(), json!({"version": "v1.1"})).await?;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    finished(&maestro, body["operationId"].as_str().unwrap()).await?;
+    assert_eq!(active_version(&maestro).await?, "v1.1");
+    let (code, body) = call(&maestro, put.clone(), json!({"version": "v3.0"})).await?;
+    assert_eq!(code, StatusCode::CONFLICT, "{body}");
+    let (code, _) = call(&maestro, put.clone(), json!({"version": "v9.0"})).await?;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    let (code, body) = call(&maestro, put.clone(), json!({"version": "nine"})).await?;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert_eq!(body["fields"][0]["field"], "version");
+
+    // Bad new versions: every bad field named; a rename refused; unknown schedulers 404.
+    let mut renamed = document(&game_room("1s"));
+    renamed["name"] = json!("other-name");
+    let (code, body) = call(&maestro, reqwest::Method::POST, renamed).await?;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert_eq!(body["fields"][0]["field"], "name");
+    let mut invalid = document(&game_room("1s"));
+    invalid["maxSurge"] = json!("lots");
+    invalid["spec"]["containers"][0]["ports"][0]["protocol"] = json!("HTTP");
+    let (code, body) = call(&maestro, reqwest::Method::POST, invalid).await?;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    let fields: Vec<&str> = body["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["maxSurge", "spec.containers[0].ports[0].protocol"]);
+    let (code, body) = call(
+        &maestro,
+        reqwest::Method::PATCH,
+        json!({"roomsReplicas": "many"}),
+    )
+    .await?;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["fields"][0]["field"], "roomsReplicas");
+    let (code, _) = call(&maestro, reqwest::Method::PATCH, json!([1, 2])).await?;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    let (code, _) = maestro
+        .call(
+            reqwest::Method::PATCH,
+            "/schedulers/nobody",
+            Some(json!({"roomsReplicas": 1})),
+        )
+        .await?;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+
+    // Idempotency-Key: a retried new version is the same operation.
+    let retried = || async {
+        let response = maestro
+            .http
+            .patch(format!("{}/schedulers/{NAME}", maestro.api))
+            .header("Idempotency-Key", "patch-once")
+            .json(&json!({"maxSurge": "2"}))
+            .send()
+            .await?;
+        anyhow::Ok(response.json::<Value>().await?["operationId"].clone())
+    };
+    let first = retried().await?;
+    assert_eq!(retried().await?, first);
+    finished(&maestro, first.as_str().unwrap()).await?;
+    assert_eq!(active_version(&maestro).await?, "v3.1");
+
+    assert!(maestro.stop()?, "maestro dev stops cleanly");
+    Ok(())
+}

@@ -1,0 +1,210 @@
+//! Version operations: `create_new_scheduler_version` (minor change → recorded and active at
+//! once; major change → a validation room of the new version must report ready first) and
+//! `switch_active_version`. Both return an [`OperationEffect`] that the scheduler workflow
+//! applies to its own state; rooms are never replaced here (the health controller rolls a
+//! fleet over to a new major version).
+
+use std::time::Duration;
+
+use maestro_activities::{AwaitReadyInput, CreateRoomsInput, Readiness, RoomActivities};
+use maestro_core::naming::room_id;
+use maestro_core::version::classify_change;
+use maestro_core::{ChangeKind, OperationRequest, Version};
+use temporalio_macros::{workflow, workflow_methods};
+use temporalio_sdk::{ActivityOptions, WorkflowContext, WorkflowResult};
+
+use crate::operations::{History, activity_options, delete_rooms, now, retry_policy, wrong_input};
+use crate::{OperationEffect, OperationInput, OperationOutcome, VersionRecord};
+
+/// Maestro's room validation: each attempt waits this long for the room to report ready.
+pub const VALIDATION_TIMEOUT: Duration = Duration::from_secs(120);
+/// Maestro's room validation attempts.
+pub const VALIDATION_ATTEMPTS: u32 = 3;
+
+#[workflow]
+#[derive(Default)]
+pub struct CreateNewSchedulerVersionWorkflow;
+
+/// One validation attempt: create a room of the new version, wait for it, remove it.
+/// `Ok(())` when it reported ready, else why not.
+async fn validate_once<W>(
+    ctx: &WorkflowContext<W>,
+    input: &OperationInput,
+    record: &VersionRecord,
+    attempt: u32,
+) -> Result<String, String> {
+    let scheduler = &record.scheduler;
+    let validation_id = format!("{}-validation", input.operation.id);
+    let room = room_id(&scheduler.name, &validation_id, attempt);
+    let created = ctx
+        .execute_activity(
+            RoomActivities::create_rooms,
+            CreateRoomsInput {
+                scheduler: scheduler.clone(),
+                version: record.version,
+                room_ids: vec![room.clone()],
+            },
+            activity_options(Duration::from_secs(120)),
+        )
+        .await;
+    let verdict = match created {
+        Err(e) => Err(format!("the validation room could not be created: {e}")),
+        Ok(_) => {
+            let options = ActivityOptions::with_start_to_close_timeout(
+                VALIDATION_TIMEOUT + Duration::from_secs(30),
+            )
+            .heartbeat_timeout(Duration::from_secs(30))
+            .retry_policy(retry_policy())
+            .build();
+            let readiness = ctx
+                .execute_activity(
+                    RoomActivities::await_ready,
+                    AwaitReadyInput {
+                        scheduler: scheduler.name.clone(),
+                        room_id: room.clone(),
+                        timeout_millis: u64::try_from(VALIDATION_TIMEOUT.as_millis())
+                            .unwrap_or(u64::MAX),
+                    },
+                    options,
+                )
+                .await;
+            match readiness {
+                Ok(Readiness::Ready) => Ok(room.clone()),
+                Ok(Readiness::Failed(reason)) => Err(reason),
+                Ok(Readiness::TimedOut) => Err(format!(
+                    "not ready within {}s",
+                    VALIDATION_TIMEOUT.as_secs()
+                )),
+                Err(e) => Err(format!("waiting for the validation room failed: {e}")),
+            }
+        }
+    };
+    // The validation room never serves players: it goes whatever the verdict.
+    if let Err(e) = delete_rooms(ctx, scheduler, std::slice::from_ref(&room)).await {
+        return Err(match verdict {
+            Ok(_) => format!("the validation room was ready but could not be removed: {e}"),
+            Err(reason) => format!("{reason}; removing the validation room failed: {e}"),
+        });
+    }
+    verdict
+}
+
+#[workflow_methods]
+impl CreateNewSchedulerVersionWorkflow {
+    /// Records the new version: a minor change is active at once; a major change must first
+    /// start a validation room that reports ready (3 attempts of 2 min), else the version is
+    /// recorded as failed and the active version stays.
+    #[run(name = "create_new_scheduler_version")]
+    pub async fn run(
+        ctx: &mut WorkflowContext<Self>,
+        input: OperationInput,
+    ) -> WorkflowResult<OperationOutcome> {
+        let OperationRequest::CreateNewSchedulerVersion {
+            scheduler: proposed,
+        } = &input.operation.input
+        else {
+            return Ok(wrong_input(&input));
+        };
+        let mut history = History::new();
+        let Ok(version) = proposed.spec.version.parse::<Version>() else {
+            let error = format!("no version was assigned ({:?})", proposed.spec.version);
+            return Ok(history.failed(error, now(ctx)));
+        };
+        let active = &input.scheduler;
+        let mut scheduler = (**proposed).clone();
+        scheduler.state = active.state;
+        scheduler.created_at = active.created_at;
+        let record = VersionRecord {
+            version,
+            created_at: now(ctx),
+            scheduler,
+            failed: None,
+        };
+        match classify_change(active, proposed) {
+            ChangeKind::None => {
+                history.push(
+                    ctx,
+                    format!("no changes from {}: nothing recorded", active.spec.version),
+                );
+                Ok(history.succeeded())
+            }
+            ChangeKind::Minor => {
+                history.push(
+                    ctx,
+                    format!("minor change: {version} recorded and active; rooms kept"),
+                );
+                let effect = OperationEffect::RecordVersion {
+                    record,
+                    activate: true,
+                };
+                Ok(history.succeeded_with(Some(effect)))
+            }
+            ChangeKind::Major => {
+                history.push(
+                    ctx,
+                    format!("major change: validating {version} with a validation room"),
+                );
+                let mut last_reason = String::new();
+                for attempt in 1..=VALIDATION_ATTEMPTS {
+                    match validate_once(ctx, &input, &record, attempt).await {
+                        Ok(room) => {
+                            history.push(
+                                ctx,
+                                format!("validation room {room} was ready; {version} recorded, switching to it next"),
+                            );
+                            let effect = OperationEffect::RecordVersion {
+                                record,
+                                activate: false,
+                            };
+                            return Ok(history.succeeded_with(Some(effect)));
+                        }
+                        Err(reason) => {
+                            history.push(
+                                ctx,
+                                format!(
+                                    "validation attempt {attempt} of {VALIDATION_ATTEMPTS} failed: {reason}"
+                                ),
+                            );
+                            last_reason = reason;
+                        }
+                    }
+                }
+                let error = format!("validation room failed: {last_reason}");
+                let failed = VersionRecord {
+                    failed: Some(error.clone()),
+                    ..record
+                };
+                let effect = OperationEffect::RecordFailedVersion { record: failed };
+                Ok(history.failed_with(error, now(ctx), Some(effect)))
+            }
+        }
+    }
+}
+
+#[workflow]
+#[derive(Default)]
+pub struct SwitchActiveVersionWorkflow;
+
+#[workflow_methods]
+impl SwitchActiveVersionWorkflow {
+    /// Marks the version active (the scheduler workflow checked that it exists and did not
+    /// fail). Rooms of older major versions are replaced by the health controller.
+    #[run(name = "switch_active_version")]
+    pub async fn run(
+        ctx: &mut WorkflowContext<Self>,
+        input: OperationInput,
+    ) -> WorkflowResult<OperationOutcome> {
+        let OperationRequest::SwitchActiveVersion { version } = &input.operation.input else {
+            return Ok(wrong_input(&input));
+        };
+        let mut history = History::new();
+        history.push(
+            ctx,
+            format!(
+                "{version} is the active version (was {})",
+                input.scheduler.spec.version
+            ),
+        );
+        Ok(history.succeeded_with(Some(OperationEffect::Activate { version: *version })))
+    }
+}
