@@ -247,6 +247,45 @@ async fn versions_minor_major_failed_and_switch() -> Result<()> {
     finished(&maestro, first.as_str().unwrap()).await?;
     assert_eq!(active_version(&maestro).await?, "v3.1");
 
+    // Cancel through the API: a validation waiting for a room that never pings stops and
+    // records nothing; final and unknown operations are refused.
+    let (code, body) = call(&maestro, reqwest::Method::POST, document(&["sleep", "600"])).await?;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let slow = body["operationId"].as_str().unwrap().to_string();
+    eventually(Duration::from_secs(30), "the validation to run", || async {
+        let (_, body) = maestro
+            .get(&format!("/schedulers/{NAME}/operations/{slow}"))
+            .await
+            .ok()?;
+        (body["operation"]["status"] == "in_progress").then_some(())
+    })
+    .await?;
+    let cancel = |id: String| {
+        let maestro = &maestro;
+        async move {
+            maestro
+                .post(
+                    &format!("/schedulers/{NAME}/operations/{id}/cancel"),
+                    json!({}),
+                )
+                .await
+        }
+    };
+    let (code, body) = cancel(slow.clone()).await?;
+    assert_eq!((code, body), (StatusCode::OK, json!({})));
+    let op = finished(&maestro, &slow).await?;
+    assert_eq!(op["status"], "canceled", "{op}");
+    assert_eq!(active_version(&maestro).await?, "v3.1");
+    assert_eq!(
+        room_ids(&maestro).await?,
+        rooms,
+        "no validation room left behind"
+    );
+    let (code, body) = cancel(slow).await?;
+    assert_eq!(code, StatusCode::CONFLICT, "{body}");
+    let (code, _) = cancel("no-such-operation".into()).await?;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+
     assert!(maestro.stop()?, "maestro dev stops cleanly");
     Ok(())
 }

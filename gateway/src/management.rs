@@ -30,6 +30,10 @@ pub fn router(state: GatewayState) -> Router {
         .route("/schedulers/{name}/remove-rooms", post(remove_rooms))
         .route("/schedulers/{name}/operations", get(list_operations))
         .route("/schedulers/{name}/operations/{id}", get(get_operation))
+        .route(
+            "/schedulers/{name}/operations/{id}/cancel",
+            post(cancel_operation),
+        )
         .route("/schedulers/{name}/versions", get(list_versions))
         .route("/schedulers/{name}/rooms", get(list_rooms))
         .with_state(state)
@@ -476,6 +480,16 @@ async fn get_operation(
         .find(|op| op.id == id)
         .ok_or_else(|| ApiError::not_found(format!("scheduler {name} has no operation {id}")))?;
     Ok(Json(json!({ "operation": operation })))
+}
+
+/// Cancels a pending or running operation: `{}`; 404 unknown, 409 already final.
+async fn cancel_operation(
+    State(state): State<GatewayState>,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    checked_name(&name)?;
+    state.schedulers.cancel(&name, &id).await?;
+    Ok(Json(json!({})))
 }
 
 #[derive(Serialize)]

@@ -234,6 +234,28 @@ impl SchedulerClient {
         Ok(operation)
     }
 
+    /// Cancels a pending operation (removed from the queue) or the running one (stopped at
+    /// its next heartbeat). 404 for an unknown operation, 409 for a final one.
+    pub async fn cancel(&self, name: &str, operation_id: &str) -> Result<(), ApiError> {
+        let cancel = || async {
+            // A fresh update id per try is fine: cancelling twice is harmless.
+            self.handle(name)
+                .execute_update(
+                    SchedulerWorkflow::cancel_operation,
+                    operation_id.to_string(),
+                    WorkflowExecuteUpdateOptions::default(),
+                )
+                .await
+        };
+        cancel
+            .retry(busy_backoff())
+            .when(is_retryable)
+            .await
+            .map_err(|e| update_error(name, e))?;
+        info!(scheduler = %name, operation = %operation_id, "operation cancel requested");
+        Ok(())
+    }
+
     fn query_options(&self) -> WorkflowQueryOptions {
         WorkflowQueryOptions::builder()
             .rpc_options(RpcOptions::builder().timeout(self.query_timeout).build())
@@ -301,6 +323,10 @@ fn update_error(name: &str, e: WorkflowUpdateError) -> ApiError {
                 code: RejectionCode::Conflict,
                 message,
             }) => ApiError::new(ErrorCode::FailedPrecondition, message),
+            Ok(Rejection {
+                code: RejectionCode::NotFound,
+                message,
+            }) => ApiError::not_found(message),
             // A closed workflow refuses updates: the scheduler was deleted.
             Err(_) if failure.message.contains("completed") => scheduler_not_found(name),
             Err(_) => ApiError::new(ErrorCode::Internal, failure.message),

@@ -33,6 +33,7 @@ pub use versions::{CreateNewSchedulerVersionWorkflow, SwitchActiveVersionWorkflo
 pub mod names {
     pub const SCHEDULER_WORKFLOW: &str = "scheduler";
     pub const UPDATE_SUBMIT_OPERATION: &str = "submit_operation";
+    pub const UPDATE_CANCEL_OPERATION: &str = "cancel_operation";
     pub const QUERY_SCHEDULER: &str = "get_scheduler";
     pub const QUERY_OPERATIONS: &str = "get_operations";
     pub const ACTIVITY_CREATE_ROOMS: &str = "rooms.create";
@@ -181,6 +182,8 @@ pub enum RejectionCode {
     Invalid,
     /// The scheduler's state forbids it now, e.g. it is being deleted (HTTP 409).
     Conflict,
+    /// What the request names does not exist, e.g. an unknown operation (HTTP 404).
+    NotFound,
 }
 
 impl fmt::Display for Rejection {

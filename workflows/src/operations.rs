@@ -13,7 +13,7 @@ use maestro_core::time::parse_duration;
 use maestro_core::{HistoryEntry, OperationRequest, Scheduler, Timestamp, Version};
 use temporalio_common::RetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
-use temporalio_sdk::{ActivityOptions, WorkflowContext, WorkflowResult};
+use temporalio_sdk::{ActivityOptions, WorkflowCancellationToken, WorkflowContext, WorkflowResult};
 
 use crate::{OperationEffect, OperationInput, OperationOutcome};
 
@@ -104,11 +104,22 @@ fn version_of(scheduler: &Scheduler) -> Version {
     scheduler.spec.version.parse().unwrap_or(Version::FIRST)
 }
 
+/// Whether deletions go on when the operation is cancelled.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Deletion {
+    /// The operation's own work: a cancellation stops it.
+    Work,
+    /// Undoing what the operation did: runs to the end even when the operation was
+    /// cancelled, so a cancelled operation leaves no room of its own behind.
+    Cleanup,
+}
+
 /// Deletes rooms in batches; returns how many were deleted or the first error.
 pub(crate) async fn delete_rooms<W>(
     ctx: &WorkflowContext<W>,
     scheduler: &Scheduler,
     room_ids: &[String],
+    deletion: Deletion,
 ) -> Result<usize, String> {
     let grace = grace_of(scheduler);
     let mut deleted = 0;
@@ -118,13 +129,14 @@ pub(crate) async fn delete_rooms<W>(
             room_ids: batch.to_vec(),
             grace_millis: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
         };
-        ctx.execute_activity(
-            RoomActivities::delete_rooms,
-            input,
-            activity_options(grace + Duration::from_secs(120)),
-        )
-        .await
-        .map_err(|e| format!("deleting rooms failed: {e}"))?;
+        let mut options = activity_options(grace + Duration::from_secs(120));
+        if deletion == Deletion::Cleanup {
+            // A token nobody cancels: the workflow's cancellation does not reach it.
+            options.cancellation_token = Some(WorkflowCancellationToken::new());
+        }
+        ctx.execute_activity(RoomActivities::delete_rooms, input, options)
+            .await
+            .map_err(|e| format!("deleting rooms failed: {e}"))?;
         deleted += batch.len();
     }
     Ok(deleted)
@@ -249,16 +261,20 @@ impl AddRoomsWorkflow {
                     // The failed batch may be partly created: remove it too.
                     let attempted = &ids[..created + batch.len()];
                     let error = format!("creating rooms failed: {e}");
-                    return Ok(match delete_rooms(ctx, scheduler, attempted).await {
-                        Ok(n) => {
-                            history
-                                .push(ctx, format!("removed the {n} rooms this operation created"));
-                            history.failed(error, now(ctx))
-                        }
-                        Err(cleanup) => {
-                            history.failed(format!("{error}; then {cleanup}"), now(ctx))
-                        }
-                    });
+                    return Ok(
+                        match delete_rooms(ctx, scheduler, attempted, Deletion::Cleanup).await {
+                            Ok(n) => {
+                                history.push(
+                                    ctx,
+                                    format!("removed the {n} rooms this operation created"),
+                                );
+                                history.failed(error, now(ctx))
+                            }
+                            Err(cleanup) => {
+                                history.failed(format!("{error}; then {cleanup}"), now(ctx))
+                            }
+                        },
+                    );
                 }
             }
         }
@@ -302,7 +318,7 @@ impl RemoveRoomsWorkflow {
         } else {
             rooms_ids.clone()
         };
-        match delete_rooms(ctx, scheduler, &targets).await {
+        match delete_rooms(ctx, scheduler, &targets, Deletion::Work).await {
             Ok(n) => {
                 history.push(ctx, format!("removed {n} rooms"));
                 Ok(history.succeeded())
@@ -331,7 +347,7 @@ impl DeleteSchedulerWorkflow {
             Err(e) => return Ok(history.failed(e, now(ctx))),
         };
         let ids: Vec<String> = rooms.into_iter().map(|r| r.id).collect();
-        match delete_rooms(ctx, scheduler, &ids).await {
+        match delete_rooms(ctx, scheduler, &ids, Deletion::Work).await {
             Ok(n) => history.push(ctx, format!("removed {n} rooms")),
             Err(e) => return Ok(history.failed(e, now(ctx))),
         }

@@ -14,8 +14,9 @@ use maestro_core::{
 };
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ChildWorkflowOptions, ContinueAsNewOptions, MemoValue, SyncWorkflowContext, WorkflowContext,
-    WorkflowContextView, WorkflowResult,
+    CancellableFutureWithReason, ChildWorkflowCancellationType, ChildWorkflowOptions,
+    ContinueAsNewOptions, MemoValue, SyncWorkflowContext, WorkflowContext, WorkflowContextView,
+    WorkflowResult,
 };
 
 use crate::operations::{
@@ -41,6 +42,8 @@ pub struct SchedulerWorkflow {
     /// Operations run by this run (not carried across continue-as-new).
     run_operations: u32,
     deleted: bool,
+    /// The running operation's id once a cancel was asked for it.
+    cancel_requested: Option<String>,
 }
 
 /// Workflow code changes that running workflows must replay around (`ctx.patched`).
@@ -185,14 +188,25 @@ impl SchedulerWorkflow {
     }
 
     fn finish(&mut self, mut operation: Operation, outcome: OperationOutcome, now: Timestamp) {
-        if let Some(effect) = outcome.effect.clone() {
+        // A cancel that arrived after the work was done changes nothing: it finished.
+        let cancelled = self.cancel_requested.take().as_deref() == Some(operation.id.as_str())
+            && !outcome.succeeded;
+        if !cancelled && let Some(effect) = outcome.effect.clone() {
             self.apply_effect(&operation, effect, now);
         }
         operation.status = if outcome.succeeded {
             OperationStatus::Finished
+        } else if cancelled {
+            OperationStatus::Canceled
         } else {
             OperationStatus::Error
         };
+        if cancelled {
+            operation.execution_history.push(HistoryEntry {
+                created_at: now,
+                event: "canceled while running".into(),
+            });
+        }
         operation.finished_at = Some(now);
         operation.execution_history.extend(outcome.history);
         operation.error = outcome.error;
@@ -240,6 +254,8 @@ async fn run_child(
     };
     let options = ChildWorkflowOptions::builder()
         .workflow_id(operation_workflow_id(&scheduler.name, &operation.id))
+        // Wait for a cancelled operation to finish its cleanup before the next one starts.
+        .cancel_type(ChildWorkflowCancellationType::WaitCancellationCompleted)
         .static_summary(format!(
             "{} #{} of {}",
             operation.definition_name, operation.seq, scheduler.name
@@ -285,14 +301,26 @@ where
     WD: temporalio_common::WorkflowDefinition<Output = OperationOutcome> + 'static,
     OperationInput: Into<WD::Input>,
 {
+    let operation_id = input.operation.id.clone();
     let started = ctx
         .start_child_workflow(workflow, input, options)
         .await
         .map_err(|e| format!("could not start the operation: {e}"))?;
-    started
-        .result()
+    let result = started.result();
+    let cancel = ctx.wait_condition(|s| s.cancel_requested.as_deref() == Some(&operation_id));
+    futures::pin_mut!(result, cancel);
+    temporalio_sdk::workflows::select! {
+        outcome = &mut result => {
+            return outcome.map_err(|e| format!("the operation failed: {e}"));
+        }
+        _ = &mut cancel => {}
+    }
+    // The child stops at its activities' next heartbeat and cleans up after itself; its
+    // outcome (or its cancellation) comes back here.
+    result.cancel_with_reason("cancel requested through the API".into());
+    result
         .await
-        .map_err(|e| format!("the operation failed: {e}"))
+        .map_err(|e| format!("the operation was cancelled: {e}"))
 }
 
 #[workflow_methods]
@@ -310,6 +338,7 @@ impl SchedulerWorkflow {
             generation: input.generation,
             run_operations: 0,
             deleted: false,
+            cancel_requested: None,
         };
         if this.versions.is_empty() {
             // A new scheduler: its first version and the create operation come before any
@@ -460,6 +489,77 @@ impl SchedulerWorkflow {
         }
         let request_id = Some(submit.request_id).filter(|id| !id.is_empty());
         self.enqueue(ctx.uuid4(), submit.request, request_id, now)
+    }
+
+    #[update_validator(cancel_operation)]
+    fn validate_cancel_operation(
+        &self,
+        _ctx: &WorkflowContextView,
+        operation_id: &String,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let running = self
+            .active
+            .as_ref()
+            .is_some_and(|op| &op.id == operation_id);
+        if running || self.pending.iter().any(|op| &op.id == operation_id) {
+            return Ok(());
+        }
+        let (code, message) = match self.finished.iter().find(|op| &op.id == operation_id) {
+            Some(op) => (
+                RejectionCode::Conflict,
+                format!(
+                    "operation {operation_id} is already final ({:?})",
+                    op.status
+                ),
+            ),
+            None => (
+                RejectionCode::NotFound,
+                format!(
+                    "scheduler {} has no pending or running operation {operation_id}",
+                    self.scheduler.name
+                ),
+            ),
+        };
+        Err(Box::new(Rejection { code, message }))
+    }
+
+    /// Cancels an operation: a pending one leaves the queue at once (canceled); the running
+    /// one is asked to stop and is recorded as canceled when its child workflow returns.
+    #[update(name = "cancel_operation")]
+    pub fn cancel_operation(
+        &mut self,
+        ctx: &mut SyncWorkflowContext<Self>,
+        operation_id: String,
+    ) -> Option<Operation> {
+        let now = timestamp(ctx.workflow_time());
+        if let Some(index) = self.pending.iter().position(|op| op.id == operation_id)
+            && let Some(mut op) = self.pending.remove(index)
+        {
+            op.status = OperationStatus::Canceled;
+            op.finished_at = Some(now);
+            op.execution_history.push(HistoryEntry {
+                created_at: now,
+                event: "canceled while pending".into(),
+            });
+            self.finished.push_back(op.clone());
+            while self.finished.len() > FINISHED_OPERATIONS_KEPT {
+                self.finished.pop_front();
+            }
+            return Some(op);
+        }
+        match &self.active {
+            Some(op) if op.id == operation_id => {
+                let op = op.clone();
+                self.cancel_requested = Some(operation_id);
+                Some(op)
+            }
+            // Finished between the validator and here: report it as it is.
+            _ => self
+                .finished
+                .iter()
+                .find(|op| op.id == operation_id)
+                .cloned(),
+        }
     }
 
     #[query(name = "get_scheduler")]

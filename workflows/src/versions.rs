@@ -13,7 +13,9 @@ use maestro_core::{ChangeKind, OperationRequest, Version};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{ActivityOptions, WorkflowContext, WorkflowResult};
 
-use crate::operations::{History, activity_options, delete_rooms, now, retry_policy, wrong_input};
+use crate::operations::{
+    Deletion, History, activity_options, delete_rooms, now, retry_policy, wrong_input,
+};
 use crate::{OperationEffect, OperationInput, OperationOutcome, VersionRecord};
 
 /// Maestro's room validation: each attempt waits this long for the room to report ready.
@@ -80,7 +82,14 @@ async fn validate_once<W>(
         }
     };
     // The validation room never serves players: it goes whatever the verdict.
-    if let Err(e) = delete_rooms(ctx, scheduler, std::slice::from_ref(&room)).await {
+    if let Err(e) = delete_rooms(
+        ctx,
+        scheduler,
+        std::slice::from_ref(&room),
+        Deletion::Cleanup,
+    )
+    .await
+    {
         return Err(match verdict {
             Ok(_) => format!("the validation room was ready but could not be removed: {e}"),
             Err(reason) => format!("{reason}; removing the validation room failed: {e}"),
@@ -146,6 +155,10 @@ impl CreateNewSchedulerVersionWorkflow {
                 );
                 let mut last_reason = String::new();
                 for attempt in 1..=VALIDATION_ATTEMPTS {
+                    if ctx.cancellation_token().is_cancelled() {
+                        // Cancelled: nothing is recorded; the attempt already removed its room.
+                        return Ok(history.failed("cancelled during validation".into(), now(ctx)));
+                    }
                     match validate_once(ctx, &input, &record, attempt).await {
                         Ok(room) => {
                             history.push(

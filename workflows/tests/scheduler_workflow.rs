@@ -600,3 +600,122 @@ async fn version_operations_record_switch_and_replay() -> Result<()> {
     }
     replay_all(histories).await
 }
+
+/// Cancel: a pending operation leaves the queue at once; the running one (a validation
+/// waiting for a room that never reports ready) stops at its next heartbeat, removes its
+/// validation room and records nothing; final and unknown operations are refused; the queue
+/// goes on. The history replays (stored with `MAESTRO_RECORD_HISTORIES=<tag>`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_pending_and_running_operations() -> Result<()> {
+    use maestro_workflows::{Rejection, RejectionCode};
+    let h = &harness("cancel").await?;
+    let name = &format!("cancel-{}", std::process::id());
+    let cancel = |id: String| async move {
+        h.handle(name)
+            .execute_update(
+                SchedulerWorkflow::cancel_operation,
+                id,
+                WorkflowExecuteUpdateOptions::default(),
+            )
+            .await
+    };
+    let rejection = |e: WorkflowUpdateError| match e {
+        WorkflowUpdateError::Failed(f) => f.message.parse::<Rejection>().ok().map(|r| r.code),
+        _ => None,
+    };
+    let history = h
+        .with_worker(async {
+            h.create(scheduler(name), 0).await?;
+            let mut never_ready = scheduler(name);
+            never_ready.spec.containers[0].command = vec!["sleep".into(), "601".into()];
+            let running = h
+                .submit(
+                    name,
+                    OperationRequest::CreateNewSchedulerVersion {
+                        scheduler: Box::new(never_ready),
+                    },
+                )
+                .await?;
+            let pending = h
+                .submit(name, OperationRequest::AddRooms { amount: 1 })
+                .await?;
+            eventually(Duration::from_secs(90), "the validation room", || async {
+                let rooms = h.runtime.list_rooms(name).await.ok()?;
+                (rooms.len() == 1).then_some(())
+            })
+            .await?;
+            let cancelled = cancel(pending.id.clone())
+                .await?
+                .expect("the pending operation");
+            assert_eq!(cancelled.status, OperationStatus::Canceled);
+            cancel(running.id.clone()).await?;
+            let view = h.drained(name, 3, Duration::from_secs(60)).await?;
+            let find = |id: &str| {
+                view.finished
+                    .iter()
+                    .find(|op| op.id == id)
+                    .cloned()
+                    .unwrap()
+            };
+            assert_eq!(find(&pending.id).status, OperationStatus::Canceled);
+            let stopped = find(&running.id);
+            assert_eq!(stopped.status, OperationStatus::Canceled, "{stopped:?}");
+            assert!(
+                stopped
+                    .execution_history
+                    .iter()
+                    .any(|e| e.event == "canceled while running")
+            );
+            assert!(
+                h.runtime.list_rooms(name).await?.is_empty(),
+                "validation room removed"
+            );
+            let snapshot = h.snapshot(name).await?;
+            assert_eq!(
+                snapshot.versions.len(),
+                1,
+                "a cancelled version is not recorded"
+            );
+            assert_eq!(
+                cancel(running.id.clone())
+                    .await
+                    .map_err(rejection)
+                    .unwrap_err(),
+                Some(RejectionCode::Conflict)
+            );
+            assert_eq!(
+                cancel("no-such-operation".into())
+                    .await
+                    .map_err(rejection)
+                    .unwrap_err(),
+                Some(RejectionCode::NotFound)
+            );
+            h.submit(name, OperationRequest::AddRooms { amount: 1 })
+                .await?;
+            h.drained(name, 4, Duration::from_secs(60)).await?;
+            assert_eq!(
+                h.runtime.list_rooms(name).await?.len(),
+                1,
+                "the queue goes on"
+            );
+            let history = h
+                .handle(name)
+                .fetch_history(WorkflowFetchHistoryOptions::default())
+                .to_json()
+                .await?;
+            h.submit(name, OperationRequest::DeleteScheduler).await?;
+            eventually(Duration::from_secs(60), "deletion", || async {
+                h.snapshot(name).await.ok().filter(|s| s.deleted)
+            })
+            .await?;
+            Ok(history)
+        })
+        .await?;
+    if let Ok(tag) = std::env::var("MAESTRO_RECORD_HISTORIES") {
+        std::fs::write(
+            histories_dir().join(format!("scheduler-cancel-{tag}.json")),
+            &history,
+        )?;
+    }
+    replay_all(vec![("scheduler-cancel".into(), history)]).await
+}
