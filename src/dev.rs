@@ -75,6 +75,10 @@ pub struct DevArgs {
         default_value = "127.0.0.1:9464"
     )]
     worker_metrics_addr: SocketAddr,
+    /// How often each scheduler's health controller runs (removes unhealthy rooms, replaces
+    /// old versions, converges to the desired count); set for schedulers created from now on.
+    #[arg(long, env = "MAESTRO_HEALTH_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
+    health_interval: Duration,
     /// How often the Metrics Reporter refreshes room and operation figures.
     #[arg(long, env = "MAESTRO_METRICS_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     metrics_interval: Duration,
@@ -303,7 +307,8 @@ pub async fn run(args: DevArgs) -> Result<()> {
             .build()
             .map_err(anyhow::Error::msg)?,
     )?;
-    let schedulers = SchedulerClient::new(client.clone(), &args.task_queue);
+    let schedulers = SchedulerClient::new(client.clone(), &args.task_queue)
+        .with_health_check(args.health_interval);
     let rooms_config = RoomsApiConfig {
         token_secret: Some(token_secret),
         ..RoomsApiConfig::default()

@@ -12,6 +12,7 @@
 
 use std::time::Duration;
 
+use crate::room::{GameRoom, RoomStatus};
 use crate::scheduler::Autoscaling;
 use crate::validation::{POLICY_FIXED_BUFFER, POLICY_ROOM_OCCUPANCY};
 
@@ -26,6 +27,25 @@ pub struct Fleet {
     pub occupied_rooms: u64,
     /// Matches running across rooms, plus one per allocated room.
     pub running_matches: u64,
+}
+
+impl Fleet {
+    /// The autoscaler's view of `rooms`: rooms not on their way out; an allocated room
+    /// counts as a running match.
+    pub fn of_rooms(rooms: &[GameRoom]) -> Self {
+        let mut fleet = Fleet::default();
+        for room in rooms {
+            match room.status {
+                RoomStatus::Terminating | RoomStatus::Terminated => continue,
+                RoomStatus::Occupied => fleet.occupied_rooms += 1,
+                RoomStatus::Allocated => fleet.running_matches += 1,
+                _ => {}
+            }
+            fleet.current_rooms += 1;
+            fleet.running_matches += u64::from(room.running_matches);
+        }
+        fleet
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,6 +8,7 @@
 //! called from deterministic workflow code as well as from the gateway. Callers pass `now`.
 
 pub mod autoscaling;
+pub mod health;
 pub mod naming;
 pub mod operation;
 pub mod room;

@@ -74,6 +74,16 @@ pub enum OperationRequest {
     SwitchActiveVersion {
         version: Version,
     },
+    /// The periodic health check (enqueued by the scheduler itself, never by clients).
+    HealthController {
+        /// When the scheduler last scaled down (for the autoscaler's cooldown).
+        #[serde(
+            default,
+            rename = "lastDownscaleAt",
+            skip_serializing_if = "Option::is_none"
+        )]
+        last_downscale_at: Option<Timestamp>,
+    },
     AddRooms {
         amount: u32,
     },
@@ -92,6 +102,7 @@ impl OperationRequest {
             Self::CreateScheduler => OperationKind::CreateScheduler,
             Self::CreateNewSchedulerVersion { .. } => OperationKind::CreateNewSchedulerVersion,
             Self::SwitchActiveVersion { .. } => OperationKind::SwitchActiveVersion,
+            Self::HealthController { .. } => OperationKind::HealthController,
             Self::AddRooms { .. } => OperationKind::AddRooms,
             Self::RemoveRooms { .. } => OperationKind::RemoveRooms,
             Self::DeleteScheduler => OperationKind::DeleteScheduler,
@@ -134,7 +145,10 @@ impl OperationRequest {
                     }
                 }
             }
-            Self::CreateScheduler | Self::DeleteScheduler | Self::SwitchActiveVersion { .. } => {}
+            Self::CreateScheduler
+            | Self::DeleteScheduler
+            | Self::SwitchActiveVersion { .. }
+            | Self::HealthController { .. } => {}
         }
         errs.into_result()
     }

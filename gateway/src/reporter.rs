@@ -230,25 +230,6 @@ pub struct RoomCounts {
     pub total: i64,
 }
 
-impl RoomCounts {
-    fn count(&self, status: RoomStatus) -> u64 {
-        u64::try_from(self.by_status.get(&status).copied().unwrap_or(0)).unwrap_or(0)
-    }
-
-    /// What the autoscaler sees: rooms not on their way out; an allocated room is a match.
-    pub fn fleet(&self) -> autoscaling::Fleet {
-        let leaving = self.count(RoomStatus::Terminating) + self.count(RoomStatus::Terminated);
-        autoscaling::Fleet {
-            current_rooms: u64::try_from(self.total)
-                .unwrap_or(0)
-                .saturating_sub(leaving),
-            occupied_rooms: self.count(RoomStatus::Occupied),
-            running_matches: u64::try_from(self.running_matches).unwrap_or(0)
-                + self.count(RoomStatus::Allocated),
-        }
-    }
-}
-
 pub fn count_rooms(rooms: &[maestro_core::GameRoom]) -> RoomCounts {
     let mut counts = RoomCounts::default();
     for room in rooms {
@@ -448,7 +429,8 @@ impl Reporter {
                 g.min_rooms.with_label_values(&labels).set(a.min);
                 g.max_rooms.with_label_values(&labels).set(a.max);
                 let max_matches = u64::try_from(scheduler.max_matches()).unwrap_or(1);
-                match autoscaling::decide(a, max_matches, counts.fleet(), None) {
+                let fleet = autoscaling::Fleet::of_rooms(rooms);
+                match autoscaling::decide(a, max_matches, fleet, None) {
                     Ok(decision) => g
                         .desired_rooms
                         .with_label_values(&labels)

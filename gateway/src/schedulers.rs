@@ -46,6 +46,8 @@ pub struct SchedulerClient {
     client: Client,
     task_queue: String,
     query_timeout: Duration,
+    /// Health-check interval given to schedulers created through this client.
+    health_check: Option<Duration>,
 }
 
 impl SchedulerClient {
@@ -56,7 +58,15 @@ impl SchedulerClient {
             // Long enough for a busy worker, short enough that reads fall back to the memo
             // quickly while no worker is up.
             query_timeout: Duration::from_secs(3),
+            health_check: None,
         }
+    }
+
+    /// Schedulers created from now on run their health controller every `interval`
+    /// (Maestro's default: 1 min); zero turns it off.
+    pub fn with_health_check(mut self, interval: Duration) -> Self {
+        self.health_check = Some(interval);
+        self
     }
 
     fn handle(&self, name: &str) -> WorkflowHandle<Client, SchedulerWorkflow> {
@@ -75,7 +85,12 @@ impl SchedulerClient {
             .client
             .start_workflow(
                 SchedulerWorkflow::run,
-                SchedulerWorkflowInput::new(scheduler),
+                SchedulerWorkflowInput {
+                    health_check_secs: self
+                        .health_check
+                        .map(|d| d.as_secs().max(u64::from(!d.is_zero()))),
+                    ..SchedulerWorkflowInput::new(scheduler)
+                },
                 options,
             )
             .await

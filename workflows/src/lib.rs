@@ -9,6 +9,7 @@
 //! tokio timers or spawns. Time comes from `workflow_time`, ids from the workflow's own
 //! deterministic uuid, and every side effect goes through an activity.
 
+mod health;
 mod operations;
 mod scheduler;
 mod versions;
@@ -21,6 +22,7 @@ use maestro_core::{Operation, OperationRequest, Scheduler, Timestamp, Version};
 use serde::{Deserialize, Serialize};
 pub use temporalio_sdk::WorkflowRegistrationError;
 
+pub use health::HealthControllerWorkflow;
 pub use operations::{
     AddRoomsWorkflow, CreateSchedulerWorkflow, DeleteSchedulerWorkflow, RemoveRoomsWorkflow,
 };
@@ -67,6 +69,7 @@ macro_rules! register_workflows {
             options.register_workflow::<$crate::DeleteSchedulerWorkflow>()?;
             options.register_workflow::<$crate::CreateNewSchedulerVersionWorkflow>()?;
             options.register_workflow::<$crate::SwitchActiveVersionWorkflow>()?;
+            options.register_workflow::<$crate::HealthControllerWorkflow>()?;
             Ok(())
         })()
     }};
@@ -117,7 +120,19 @@ pub struct SchedulerWorkflowInput {
     pub continue_as_new_every: u32,
     #[serde(default)]
     pub generation: u32,
+    /// Seconds between health checks; `None` is [`DEFAULT_HEALTH_CHECK_SECS`], 0 turns them off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_downscale_at: Option<Timestamp>,
+    /// When the next health check is due (carried so a continue-as-new does not run one
+    /// early).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_health_check: Option<Timestamp>,
 }
+
+/// Maestro's health controller interval.
+pub const DEFAULT_HEALTH_CHECK_SECS: u64 = 60;
 
 impl SchedulerWorkflowInput {
     pub fn new(scheduler: Scheduler) -> Self {
@@ -129,6 +144,9 @@ impl SchedulerWorkflowInput {
             next_seq: 0,
             continue_as_new_every: 0,
             generation: 0,
+            health_check_secs: None,
+            last_downscale_at: None,
+            next_health_check: None,
         }
     }
 }
@@ -238,6 +256,8 @@ pub enum OperationEffect {
     RecordFailedVersion { record: VersionRecord },
     /// Make this recorded version the active one.
     Activate { version: Version },
+    /// The health controller removed rooms to scale down (the autoscaler's cooldown starts).
+    Downscaled { at: Timestamp },
 }
 
 #[cfg(test)]

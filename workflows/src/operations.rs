@@ -142,7 +142,7 @@ pub(crate) async fn delete_rooms<W>(
     Ok(deleted)
 }
 
-async fn list_room_ids<W>(
+pub(crate) async fn list_room_ids<W>(
     ctx: &WorkflowContext<W>,
     scheduler: &Scheduler,
 ) -> Result<Vec<maestro_core::GameRoom>, String> {

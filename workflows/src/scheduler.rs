@@ -4,7 +4,7 @@
 //! acceptance order.
 
 use std::collections::VecDeque;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use maestro_core::naming::operation_workflow_id;
 use maestro_core::version::classify_change;
@@ -14,19 +14,21 @@ use maestro_core::{
 };
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    CancellableFutureWithReason, ChildWorkflowCancellationType, ChildWorkflowOptions,
-    ContinueAsNewOptions, MemoValue, SyncWorkflowContext, WorkflowContext, WorkflowContextView,
-    WorkflowResult,
+    CancellableFuture, CancellableFutureWithReason, ChildWorkflowCancellationType,
+    ChildWorkflowOptions, ContinueAsNewOptions, MemoValue, SyncWorkflowContext, WorkflowContext,
+    WorkflowContextView, WorkflowResult,
 };
 
+use crate::health::HealthControllerWorkflow;
 use crate::operations::{
     AddRoomsWorkflow, CreateSchedulerWorkflow, DeleteSchedulerWorkflow, RemoveRoomsWorkflow,
 };
 use crate::versions::{CreateNewSchedulerVersionWorkflow, SwitchActiveVersionWorkflow};
 use crate::{
-    DEFAULT_CONTINUE_AS_NEW_EVERY, FINISHED_OPERATIONS_KEPT, OperationEffect, OperationInput,
-    OperationOutcome, OperationsView, Rejection, RejectionCode, SchedulerSnapshot,
-    SchedulerWorkflowInput, SubmitOperation, VERSIONS_KEPT, VersionRecord, names,
+    DEFAULT_CONTINUE_AS_NEW_EVERY, DEFAULT_HEALTH_CHECK_SECS, FINISHED_OPERATIONS_KEPT,
+    OperationEffect, OperationInput, OperationOutcome, OperationsView, Rejection, RejectionCode,
+    SchedulerSnapshot, SchedulerWorkflowInput, SubmitOperation, VERSIONS_KEPT, VersionRecord,
+    names,
 };
 
 #[workflow]
@@ -44,11 +46,18 @@ pub struct SchedulerWorkflow {
     deleted: bool,
     /// The running operation's id once a cancel was asked for it.
     cancel_requested: Option<String>,
+    /// 0: no health checks.
+    health_check_secs: u64,
+    /// When the next health check is due.
+    next_health_check: Option<Timestamp>,
+    last_downscale_at: Option<Timestamp>,
 }
 
 /// Workflow code changes that running workflows must replay around (`ctx.patched`).
 mod patches {
     pub const MEMO_AT_START: &str = "memo-at-start";
+    /// Periodic `health_controller` operations (a timer in the run loop).
+    pub const HEALTH_CONTROLLER: &str = "health-controller";
 }
 
 fn timestamp(t: Option<SystemTime>) -> Timestamp {
@@ -126,6 +135,9 @@ impl SchedulerWorkflow {
             next_seq: self.next_seq,
             continue_as_new_every: self.continue_as_new_every,
             generation: self.generation + 1,
+            health_check_secs: Some(self.health_check_secs),
+            last_downscale_at: self.last_downscale_at,
+            next_health_check: self.next_health_check,
         }
     }
 
@@ -184,7 +196,37 @@ impl SchedulerWorkflow {
             }
             OperationEffect::RecordFailedVersion { record } => self.record_version(record),
             OperationEffect::Activate { version } => self.activate(version),
+            OperationEffect::Downscaled { at } => self.last_downscale_at = Some(at),
         }
+    }
+
+    /// Enqueues a health check when one is due and none is waiting or running; returns
+    /// how long until the next one is due.
+    fn schedule_health_check(&mut self, id: String, now: Timestamp) -> Option<Duration> {
+        if self.health_check_secs == 0 || !self.accepts_operations() {
+            return None;
+        }
+        let interval = Duration::from_secs(self.health_check_secs);
+        let due = *self.next_health_check.get_or_insert(now);
+        if now >= due {
+            let queued = self
+                .pending
+                .iter()
+                .chain(self.active.iter())
+                .any(|op| op.input.kind() == OperationKind::HealthController);
+            if !queued && self.scheduler.state == Some(SchedulerState::InSync) {
+                let request = OperationRequest::HealthController {
+                    last_downscale_at: self.last_downscale_at,
+                };
+                self.enqueue(id, request, None, now);
+            }
+            let next = Timestamp::from_unix_millis(
+                now.unix_millis() + i64::try_from(interval.as_millis()).unwrap_or(i64::MAX),
+            );
+            self.next_health_check = Some(next);
+            return Some(interval);
+        }
+        Some(due.since(now))
     }
 
     fn finish(&mut self, mut operation: Operation, outcome: OperationOutcome, now: Timestamp) {
@@ -278,10 +320,9 @@ async fn run_child(
         OperationKind::SwitchActiveVersion => {
             start_and_wait(ctx, SwitchActiveVersionWorkflow::run, input, options).await
         }
-        other => Err(format!(
-            "operation {} is not supported yet",
-            other.definition_name()
-        )),
+        OperationKind::HealthController => {
+            start_and_wait(ctx, HealthControllerWorkflow::run, input, options).await
+        }
     };
     result.unwrap_or_else(|error| OperationOutcome {
         succeeded: false,
@@ -339,6 +380,9 @@ impl SchedulerWorkflow {
             run_operations: 0,
             deleted: false,
             cancel_requested: None,
+            health_check_secs: input.health_check_secs.unwrap_or(DEFAULT_HEALTH_CHECK_SECS),
+            next_health_check: input.next_health_check,
+            last_downscale_at: input.last_downscale_at,
         };
         if this.versions.is_empty() {
             // A new scheduler: its first version and the create operation come before any
@@ -369,9 +413,31 @@ impl SchedulerWorkflow {
             let snapshot = ctx.state(|s| s.snapshot());
             ctx.upsert_memo([(names::MEMO_SNAPSHOT, Some(MemoValue::new(snapshot)))])?;
         }
+        // Patched: runs recorded before health checks existed have no timers to replay.
+        let health_checks = ctx.patched(patches::HEALTH_CONTROLLER);
         loop {
-            ctx.wait_condition(|s| !s.pending.is_empty() || s.should_continue_as_new())
-                .await?;
+            let wake_in = if health_checks {
+                let now = timestamp(ctx.workflow_time());
+                let id = ctx.uuid4();
+                ctx.state_mut(|s| s.schedule_health_check(id, now))
+            } else {
+                None
+            };
+            let work = ctx.wait_condition(|s| !s.pending.is_empty() || s.should_continue_as_new());
+            match wake_in {
+                None => work.await?,
+                Some(delay) => {
+                    let timer = ctx.timer(delay);
+                    futures::pin_mut!(work, timer);
+                    temporalio_sdk::workflows::select! {
+                        woke = &mut work => {
+                            timer.cancel();
+                            woke?;
+                        }
+                        _ = &mut timer => continue,
+                    }
+                }
+            }
             if ctx.state(|s| s.should_continue_as_new()) || ctx.continue_as_new_suggested() {
                 let next = ctx.state(|s| s.continue_as_new_input());
                 ctx.continue_as_new(next, ContinueAsNewOptions::default())?;
@@ -433,6 +499,12 @@ impl SchedulerWorkflow {
             return reject(
                 RejectionCode::Invalid,
                 "create_scheduler runs only when the scheduler is created".into(),
+            );
+        }
+        if matches!(submit.request, OperationRequest::HealthController { .. }) {
+            return reject(
+                RejectionCode::Invalid,
+                "health_controller runs by itself on the scheduler's interval".into(),
             );
         }
         if let Err(errors) = submit.request.validate() {

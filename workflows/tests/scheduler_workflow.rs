@@ -77,6 +77,11 @@ impl Harness {
     async fn create(&self, scheduler: Scheduler, continue_as_new_every: u32) -> Result<()> {
         let mut input = SchedulerWorkflowInput::new(scheduler.clone());
         input.continue_as_new_every = continue_as_new_every;
+        self.start(input).await
+    }
+
+    async fn start(&self, input: SchedulerWorkflowInput) -> Result<()> {
+        let scheduler = input.scheduler.clone();
         self.client
             .start_workflow(
                 SchedulerWorkflow::run,
@@ -718,4 +723,74 @@ async fn cancel_pending_and_running_operations() -> Result<()> {
         )?;
     }
     replay_all(vec![("scheduler-cancel".into(), history)]).await
+}
+
+/// The health controller runs on its interval (a timer in the scheduler workflow), converges
+/// to `roomsReplicas` and removes a room in error; the histories replay (stored with
+/// `MAESTRO_RECORD_HISTORIES=<tag>`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_run_on_their_interval_and_replay() -> Result<()> {
+    let h = &harness("health").await?;
+    let name = &format!("health-{}", std::process::id());
+    let histories = h
+        .with_worker(async {
+            let mut s = scheduler(name);
+            s.rooms_replicas = 2;
+            let mut input = SchedulerWorkflowInput::new(s);
+            input.health_check_secs = Some(1);
+            h.start(input).await?;
+            eventually(
+                Duration::from_secs(60),
+                "2 rooms from the health controller",
+                || async { (h.runtime.list_rooms(name).await.ok()?.len() == 2).then_some(()) },
+            )
+            .await?;
+            let view = eventually(Duration::from_secs(60), "a few health checks", || async {
+                let view = h.operations(name).await.ok()?;
+                let runs = view
+                    .finished
+                    .iter()
+                    .filter(|op| op.definition_name == "health_controller")
+                    .count();
+                (runs >= 3).then_some(view)
+            })
+            .await?;
+            let first = view
+                .finished
+                .iter()
+                .find(|op| op.definition_name == "health_controller")
+                .cloned()
+                .unwrap();
+            let mut histories = vec![(
+                "scheduler-health".to_string(),
+                h.handle(name)
+                    .fetch_history(WorkflowFetchHistoryOptions::default())
+                    .to_json()
+                    .await?,
+            )];
+            let child = h
+                .client
+                .get_workflow_handle::<SchedulerWorkflow>(operation_workflow_id(name, &first.id));
+            histories.push((
+                "health-controller".to_string(),
+                child
+                    .fetch_history(WorkflowFetchHistoryOptions::default())
+                    .to_json()
+                    .await?,
+            ));
+            h.submit(name, OperationRequest::DeleteScheduler).await?;
+            eventually(Duration::from_secs(60), "deletion", || async {
+                h.snapshot(name).await.ok().filter(|s| s.deleted)
+            })
+            .await?;
+            assert!(h.runtime.list_rooms(name).await?.is_empty());
+            Ok(histories)
+        })
+        .await?;
+    if let Ok(tag) = std::env::var("MAESTRO_RECORD_HISTORIES") {
+        for (name, json) in &histories {
+            std::fs::write(histories_dir().join(format!("{name}-{tag}.json")), json)?;
+        }
+    }
+    replay_all(histories).await
 }

@@ -1,0 +1,221 @@
+//! The health controller on the real `maestro dev` binary (health checks every second) with
+//! real `game-room` processes: converging to `roomsReplicas`, replacing a room that crashed,
+//! scaling up with the room-occupancy autoscaler, and a rolling replacement of 10 rooms with
+//! maxSurge 3 while 2 rooms are occupied — the serving count never drops below 10 and the
+//! occupied rooms go last.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use common::{Maestro, room_token};
+use maestro_testkit::{TemporalDevServer, eventually, processes_with_env};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+fn document(name: &str, replicas: u32, ports: (u16, u16), interval: &str) -> Value {
+    json!({
+        "name": name, "game": "health-game", "maxSurge": "3", "roomsReplicas": replicas,
+        "portRange": {"start": ports.0, "end": ports.1},
+        "spec": {"terminationGracePeriod": "5s", "containers": [{
+            "name": "room", "image": "local/game-room",
+            // One ping at start, then silence: the test sets statuses itself.
+            "command": [env!("CARGO_BIN_EXE_game-room"), "--ping-interval", interval],
+            "ports": [{"name": "game", "protocol": "UDP", "port": 7777}]}]}
+    })
+}
+
+/// id → (status, version) of every room.
+async fn rooms(maestro: &Maestro, name: &str) -> Result<BTreeMap<String, (String, String)>> {
+    let (code, body) = maestro.get(&format!("/schedulers/{name}/rooms")).await?;
+    anyhow::ensure!(code == StatusCode::OK, "{code} {body}");
+    Ok(body["rooms"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap_or_default().to_string(),
+                (
+                    r["status"].as_str().unwrap_or_default().to_string(),
+                    r["version"].as_str().unwrap_or_default().to_string(),
+                ),
+            )
+        })
+        .collect())
+}
+
+fn serving(rooms: &BTreeMap<String, (String, String)>) -> usize {
+    rooms
+        .values()
+        .filter(|(s, _)| matches!(s.as_str(), "ready" | "occupied" | "active" | "allocated"))
+        .count()
+}
+
+async fn occupy(maestro: &Maestro, name: &str, room: &str) -> Result<()> {
+    let response = maestro
+        .http
+        .put(format!(
+            "{}/scheduler/{name}/rooms/{room}/ping",
+            maestro.rooms_api
+        ))
+        .bearer_auth(room_token(name, room))
+        .json(&json!({"status": "occupied", "timestamp": 1, "runningMatches": 1}))
+        .send()
+        .await?;
+    anyhow::ensure!(response.status().is_success(), "{}", response.status());
+    Ok(())
+}
+
+async fn ready_rooms(maestro: &Maestro, name: &str, n: usize) -> Result<Vec<String>> {
+    eventually(Duration::from_secs(60), "ready rooms", || async {
+        let rooms = rooms(maestro, name).await.ok()?;
+        let ready: Vec<String> = rooms
+            .iter()
+            .filter(|(_, (s, _))| s == "ready")
+            .map(|(id, _)| id.clone())
+            .collect();
+        (ready.len() == n && rooms.len() == n).then_some(ready)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_controller_converges_replaces_and_scales() -> Result<()> {
+    let temporal = TemporalDevServer::start().await?;
+    let mut maestro = Maestro::start_with(&temporal, &["--health-interval", "1s"]).await?;
+
+    // Converge: no add-rooms call, the health controller creates roomsReplicas rooms.
+    let (code, body) = maestro
+        .post("/schedulers", document("healed", 3, (46800, 46849), "1h"))
+        .await?;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let ids = ready_rooms(&maestro, "healed", 3).await?;
+
+    // A room that crashes is removed and replaced.
+    let victim = &ids[0];
+    for pid in processes_with_env("MAESTRO_ROOM_ID", victim) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(pid)?),
+            nix::sys::signal::Signal::SIGKILL,
+        )?;
+    }
+    eventually(
+        Duration::from_secs(30),
+        "the crashed room replaced",
+        || async {
+            let rooms = rooms(&maestro, "healed").await.ok()?;
+            let replaced = !rooms.contains_key(victim)
+                && rooms.len() == 3
+                && rooms.values().all(|(s, _)| s == "ready");
+            replaced.then_some(())
+        },
+    )
+    .await?;
+
+    // Autoscaling (roomOccupancy, ready target 0.5): 2 occupied rooms → 4 rooms.
+    let mut auto = document("scaled", 2, (46850, 46899), "1h");
+    auto["autoscaling"] = json!({
+        "enabled": true, "min": 2, "max": 10, "cooldown": 0,
+        "policy": {"type": "roomOccupancy",
+                   "parameters": {"roomOccupancy": {"readyTarget": 0.5, "downThreshold": 0.99}}}
+    });
+    let (code, body) = maestro.post("/schedulers", auto).await?;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let ids = ready_rooms(&maestro, "scaled", 2).await?;
+    for id in &ids {
+        occupy(&maestro, "scaled", id).await?;
+    }
+    let started = Instant::now();
+    eventually(
+        Duration::from_secs(30),
+        "the autoscaler's rooms",
+        || async {
+            let rooms = rooms(&maestro, "scaled").await.ok()?;
+            (rooms.len() == 4).then_some(())
+        },
+    )
+    .await?;
+    eprintln!(
+        "autoscaler: 4 rooms requested {:?} after occupancy rose",
+        started.elapsed()
+    );
+
+    // Rolling replacement: 10 rooms, 2 occupied, maxSurge 3, then a major change.
+    let (code, body) = maestro
+        .post("/schedulers", document("rolled", 10, (46900, 46999), "1h"))
+        .await?;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let ids = ready_rooms(&maestro, "rolled", 10).await?;
+    let occupied: BTreeSet<String> = ids.iter().take(2).cloned().collect();
+    for id in &occupied {
+        occupy(&maestro, "rolled", id).await?;
+    }
+    let (code, body) = maestro
+        .call(
+            reqwest::Method::POST,
+            "/schedulers/rolled",
+            Some(document("rolled", 10, (46900, 46999), "59m")),
+        )
+        .await?;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let version_op = body["operationId"].as_str().unwrap().to_string();
+    eventually(Duration::from_secs(60), "the switch to v2.0", || async {
+        let (_, body) = maestro
+            .get(&format!(
+                "/schedulers/rolled/operations/{version_op}-switch"
+            ))
+            .await
+            .ok()?;
+        (body["operation"]["status"] == "finished").then_some(())
+    })
+    .await?;
+    let old: BTreeSet<String> = ids.iter().cloned().collect();
+    let mut min_serving = usize::MAX;
+    let mut max_total = 0;
+    let mut occupied_gone_while_ready_old_left = false;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let now = rooms(&maestro, "rolled").await?;
+        min_serving = min_serving.min(serving(&now));
+        max_total = max_total.max(now.len());
+        let old_ready_left = now
+            .iter()
+            .any(|(id, (s, _))| old.contains(id) && !occupied.contains(id) && s == "ready");
+        let occupied_left = occupied.iter().filter(|id| now.contains_key(*id)).count();
+        occupied_gone_while_ready_old_left |= occupied_left < 2 && old_ready_left;
+        let done = now.len() == 10 && now.values().all(|(s, v)| v == "v2.0" && s == "ready");
+        if done {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "rollout not done: {now:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(min_serving >= 10, "serving rooms dropped to {min_serving}");
+    assert!(
+        max_total <= 13,
+        "at most maxSurge above desired, saw {max_total}"
+    );
+    assert!(
+        !occupied_gone_while_ready_old_left,
+        "an occupied room went before the ready old rooms"
+    );
+    let (_, ops) = maestro
+        .get("/schedulers/rolled/operations?stage=final&perPage=1000")
+        .await?;
+    let health_runs = ops["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|op| op["definitionName"] == "health_controller")
+        .count();
+    assert!(
+        health_runs >= 4,
+        "a rollout takes several runs, saw {health_runs}"
+    );
+
+    assert!(maestro.stop()?, "maestro dev stops cleanly");
+    Ok(())
+}

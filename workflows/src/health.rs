@@ -1,0 +1,128 @@
+//! The `health_controller` operation: one run of the scheduler's health check — remove
+//! unhealthy rooms, replace rooms of older major versions in surges, converge the room count
+//! to `roomsReplicas` or the autoscaler's target. The plan is `core::health::plan`; this
+//! workflow only carries it out through activities and writes the history.
+
+use std::time::Duration;
+
+use maestro_activities::{CreateRoomsInput, RoomActivities};
+use maestro_core::autoscaling::{self, Fleet};
+use maestro_core::health::{self, Removal, Timeouts};
+use maestro_core::naming::room_id;
+use maestro_core::operation::ROOM_BATCH_SIZE;
+use maestro_core::validation::{MaxSurge, parse_max_surge};
+use maestro_core::{OperationRequest, Version};
+use temporalio_macros::{workflow, workflow_methods};
+use temporalio_sdk::{WorkflowContext, WorkflowResult};
+
+use crate::operations::{
+    Deletion, History, activity_options, delete_rooms, list_room_ids, now, wrong_input,
+};
+use crate::{OperationEffect, OperationInput, OperationOutcome};
+
+#[workflow]
+#[derive(Default)]
+pub struct HealthControllerWorkflow;
+
+#[workflow_methods]
+impl HealthControllerWorkflow {
+    #[run(name = "health_controller")]
+    pub async fn run(
+        ctx: &mut WorkflowContext<Self>,
+        input: OperationInput,
+    ) -> WorkflowResult<OperationOutcome> {
+        let OperationRequest::HealthController { last_downscale_at } = &input.operation.input
+        else {
+            return Ok(wrong_input(&input));
+        };
+        let scheduler = &input.scheduler;
+        let mut history = History::new();
+        let rooms = match list_room_ids(ctx, scheduler).await {
+            Ok(rooms) => rooms,
+            Err(e) => return Ok(history.failed(e, now(ctx))),
+        };
+        let at = now(ctx);
+        let live = Fleet::of_rooms(&rooms);
+        let desired = match scheduler.autoscaling.as_ref().filter(|a| a.enabled) {
+            None => u64::try_from(scheduler.rooms_replicas).unwrap_or(0),
+            Some(a) => {
+                let max_matches = u64::try_from(scheduler.max_matches()).unwrap_or(1);
+                let since = last_downscale_at.map(|t| at.since(t));
+                match autoscaling::decide(a, max_matches, live, since) {
+                    Ok(decision) => decision.target(live.current_rooms),
+                    Err(e) => {
+                        history.push(ctx, format!("autoscaling skipped: {e}"));
+                        u64::try_from(scheduler.rooms_replicas).unwrap_or(0)
+                    }
+                }
+            }
+        };
+        let version: Version = scheduler.spec.version.parse().unwrap_or(Version::FIRST);
+        let max_surge = parse_max_surge(&scheduler.max_surge).unwrap_or(MaxSurge::Absolute(1));
+        let plan = health::plan(
+            &rooms,
+            desired,
+            max_surge,
+            version.major,
+            at,
+            &Timeouts::default(),
+        );
+        if plan.is_empty() {
+            history.push(
+                ctx,
+                format!("healthy: {} rooms, {desired} desired", live.current_rooms),
+            );
+            return Ok(history.succeeded());
+        }
+        if !plan.remove.is_empty() {
+            let mut reasons = plan.remove.iter().map(|(_, r)| *r).collect::<Vec<_>>();
+            reasons.sort();
+            reasons.dedup();
+            let summary: Vec<String> = reasons
+                .iter()
+                .map(|r| format!("{} {}", plan.count(*r), r.describe()))
+                .collect();
+            let ids: Vec<String> = plan.remove.iter().map(|(id, _)| id.clone()).collect();
+            match delete_rooms(ctx, scheduler, &ids, Deletion::Work).await {
+                Ok(n) => history.push(ctx, format!("removed {n} rooms: {}", summary.join(", "))),
+                Err(e) => return Ok(history.failed(e, now(ctx))),
+            }
+        }
+        if plan.create > 0 {
+            let amount = u32::try_from(plan.create).unwrap_or(u32::MAX);
+            let ids: Vec<String> = (0..amount)
+                .map(|i| room_id(&scheduler.name, &input.operation.id, i))
+                .collect();
+            for batch in ids.chunks(ROOM_BATCH_SIZE) {
+                let created = ctx
+                    .execute_activity(
+                        RoomActivities::create_rooms,
+                        CreateRoomsInput {
+                            scheduler: scheduler.clone(),
+                            version,
+                            room_ids: batch.to_vec(),
+                        },
+                        activity_options(Duration::from_secs(300)),
+                    )
+                    .await;
+                if let Err(e) = created {
+                    // Rooms created so far are recorded; the next run counts them.
+                    return Ok(history.failed(format!("creating rooms failed: {e}"), now(ctx)));
+                }
+            }
+            history.push(
+                ctx,
+                format!("created {amount} rooms of {version} ({desired} desired)"),
+            );
+        }
+        if plan.old_left > 0 {
+            history.push(
+                ctx,
+                format!("{} rooms of older versions left to replace", plan.old_left),
+            );
+        }
+        let effect =
+            (plan.count(Removal::Surplus) > 0).then_some(OperationEffect::Downscaled { at });
+        Ok(history.succeeded_with(effect))
+    }
+}
