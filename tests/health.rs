@@ -216,6 +216,62 @@ async fn health_controller_converges_replaces_and_scales() -> Result<()> {
         "a rollout takes several runs, saw {health_runs}"
     );
 
+    // A rollout whose rooms pass validation but then crash is rolled back: v1.0 active
+    // again, the failed rooms replaced by v1.0 rooms, and the history says why.
+    let (code, body) = maestro
+        .post("/schedulers", document("rollback", 4, (47000, 47099), "1h"))
+        .await?;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    ready_rooms(&maestro, "rollback", 4).await?;
+    let mut crashing = document("rollback", 4, (47000, 47099), "1s");
+    crashing["spec"]["containers"][0]["command"] = json!([
+        env!("CARGO_BIN_EXE_game-room"),
+        "--ping-interval",
+        "1s",
+        "--exit-after",
+        "3s"
+    ]);
+    let (code, body) = maestro
+        .call(
+            reqwest::Method::POST,
+            "/schedulers/rollback",
+            Some(crashing),
+        )
+        .await?;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let reason = eventually(Duration::from_secs(90), "the rollback", || async {
+        let (_, ops) = maestro
+            .get("/schedulers/rollback/operations?stage=final&perPage=1000")
+            .await
+            .ok()?;
+        let health_runs = ops["operations"]
+            .as_array()?
+            .iter()
+            .filter(|op| op["definitionName"] == "health_controller");
+        for op in health_runs {
+            let id = op["id"].as_str()?;
+            let (_, detail) = maestro
+                .get(&format!("/schedulers/rollback/operations/{id}"))
+                .await
+                .ok()?;
+            let history = detail["operation"]["executionHistory"].to_string();
+            if history.contains("rolled back to v1.0") {
+                return Some(history);
+            }
+        }
+        None
+    })
+    .await?;
+    assert!(reason.contains("failed"), "{reason}");
+    let (_, body) = maestro.get("/schedulers/rollback").await?;
+    assert_eq!(body["scheduler"]["spec"]["version"], "v1.0");
+    eventually(Duration::from_secs(60), "v1.0 rooms back", || async {
+        let rooms = rooms(&maestro, "rollback").await.ok()?;
+        let back = rooms.len() == 4 && rooms.values().all(|(s, v)| s == "ready" && v == "v1.0");
+        back.then_some(())
+    })
+    .await?;
+
     assert!(maestro.stop()?, "maestro dev stops cleanly");
     Ok(())
 }

@@ -64,6 +64,12 @@ async fn active_version(maestro: &Maestro) -> Result<String> {
         .to_string())
 }
 
+/// How many operations have finished (dry runs must not add any).
+async fn final_operations(maestro: &Maestro) -> Result<Value> {
+    let path = format!("/schedulers/{NAME}/operations?stage=final");
+    Ok(maestro.get(&path).await?.1["total"].clone())
+}
+
 async fn room_ids(maestro: &Maestro) -> Result<Vec<String>> {
     let (_, body) = maestro.get(&format!("/schedulers/{NAME}/rooms")).await?;
     let mut ids: Vec<String> = body["rooms"]
@@ -99,6 +105,96 @@ async fn versions_minor_major_failed_and_switch() -> Result<()> {
     })
     .await?;
     let rooms = room_ids(&maestro).await?;
+
+    // Dry runs: the plan, and nothing enqueued.
+    let before = final_operations(&maestro).await?;
+    assert!(before.as_u64().is_some_and(|n| n >= 2), "{before}");
+    let dry = |method: reqwest::Method, path: String, body: Option<Value>| {
+        let maestro = &maestro;
+        async move { maestro.call(method, &path, body).await }
+    };
+    let base = format!("/schedulers/{NAME}");
+    let (code, body) = dry(
+        reqwest::Method::PATCH,
+        format!("{base}?dryRun=true"),
+        Some(json!({"roomsReplicas": 3})),
+    )
+    .await?;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(body["dryRun"], true);
+    assert_eq!(
+        (&body["plan"]["changeKind"], &body["plan"]["version"]),
+        (&json!("minor"), &json!("v1.1"))
+    );
+    let (_, body) = dry(
+        reqwest::Method::POST,
+        format!("{base}?dryRun=true"),
+        Some(document(&game_room("2s"))),
+    )
+    .await?;
+    assert_eq!(
+        (&body["plan"]["changeKind"], &body["plan"]["version"]),
+        (&json!("major"), &json!("v2.0"))
+    );
+    assert_eq!(body["plan"]["validationRoom"], true);
+    let (_, body) = dry(
+        reqwest::Method::POST,
+        format!("{base}/add-rooms?dryRun=true"),
+        Some(json!({"amount": 2})),
+    )
+    .await?;
+    assert_eq!(body["plan"]["roomsToCreate"], 2);
+    let (_, body) = dry(
+        reqwest::Method::POST,
+        format!("{base}/remove-rooms?dryRun=true"),
+        Some(json!({"amount": 1})),
+    )
+    .await?;
+    let picked = body["plan"]["roomsToRemove"].as_array().unwrap().clone();
+    assert_eq!(picked.len(), 1);
+    assert!(rooms.contains(&picked[0].as_str().unwrap().to_string()));
+    let (_, body) = dry(reqwest::Method::DELETE, format!("{base}?dryRun=true"), None).await?;
+    assert_eq!(body["plan"]["roomsToRemove"].as_array().unwrap().len(), 2);
+    let (_, body) = dry(
+        reqwest::Method::PUT,
+        format!("{base}?dryRun=true"),
+        Some(json!({"version": "v1.0"})),
+    )
+    .await?;
+    assert_eq!(body["plan"]["definitionName"], "switch_active_version");
+    let (code, _) = dry(
+        reqwest::Method::POST,
+        "/schedulers?dryRun=true".into(),
+        Some(document(&game_room("1s"))),
+    )
+    .await?;
+    assert_eq!(code, StatusCode::CONFLICT, "it exists");
+    let mut fresh = document(&game_room("1s"));
+    fresh["name"] = json!("never-created");
+    let (code, body) = dry(
+        reqwest::Method::POST,
+        "/schedulers?dryRun=true".into(),
+        Some(fresh),
+    )
+    .await?;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(body["plan"]["roomsToCreate"], 2);
+    let (code, _) = maestro.get("/schedulers/never-created").await?;
+    assert_eq!(code, StatusCode::NOT_FOUND, "a dry run creates nothing");
+    let (code, body) = dry(
+        reqwest::Method::PATCH,
+        format!("{base}?dryRun=maybe"),
+        Some(json!({"roomsReplicas": 3})),
+    )
+    .await?;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert_eq!(body["fields"][0]["field"], "dryRun");
+    assert_eq!(
+        final_operations(&maestro).await?,
+        before,
+        "nothing was enqueued"
+    );
+    assert_eq!(active_version(&maestro).await?, "v1.0");
 
     // Minor (PATCH): v1.1 at once, the same rooms.
     let (code, body) = call(

@@ -3,7 +3,8 @@
 //!
 //! 1. Unhealthy rooms go: in error; no ping for the ping timeout; pending/unready past the
 //!    initialization timeout; terminating past the deletion timeout (deleted again, forced).
-//! 2. While rooms of an older major version exist, replace them the way a Kubernetes
+//! 2. While rooms of another major version exist (older after a switch, newer after a
+//!    rollback), replace them the way a Kubernetes
 //!    deployment with `maxUnavailable: 0` does: add up to `surge = maxSurge(desired) −
 //!    (total − desired)` rooms of the active version, and remove old rooms only as far as the
 //!    serving count (ready, active, allocated, occupied) stays at or above `desired`; old rooms
@@ -65,8 +66,19 @@ impl Removal {
 pub struct Plan {
     pub remove: Vec<(String, Removal)>,
     pub create: u64,
-    /// Rooms of older major versions still left after this run.
+    /// Rooms of other major versions still left after this run.
     pub old_left: u64,
+    /// During a rollout: rooms of the active version seen, and how many of them failed.
+    pub new_seen: u64,
+    pub new_failed: u64,
+}
+
+impl Plan {
+    /// Whether the rollout should be rolled back: enough new rooms seen and too many failed.
+    pub fn should_roll_back(&self, min_rooms: u32, error_share: f64) -> bool {
+        self.new_seen >= u64::from(min_rooms.max(1))
+            && (self.new_failed as f64) >= error_share * (self.new_seen as f64)
+    }
 }
 
 impl Plan {
@@ -105,8 +117,19 @@ pub fn plan(
 ) -> Plan {
     let mut plan = Plan::default();
     let mut live: Vec<&GameRoom> = Vec::new();
+    let rollout = rooms.iter().any(|r| r.version.major != active_major);
     for room in rooms {
-        match unhealthy(room, now, timeouts) {
+        let verdict = unhealthy(room, now, timeouts);
+        if rollout && room.version.major == active_major {
+            plan.new_seen += 1;
+            if matches!(
+                verdict,
+                Some(Removal::Error | Removal::InitializationTimeout)
+            ) {
+                plan.new_failed += 1;
+            }
+        }
+        match verdict {
             Some(reason) => plan.remove.push((room.id.clone(), reason)),
             // Terminating rooms are on their way out: neither counted nor removed again yet.
             None if matches!(
@@ -119,7 +142,9 @@ pub fn plan(
     let total = live.len() as u64;
     let (old, current): (Vec<&GameRoom>, Vec<&GameRoom>) = live
         .iter()
-        .partition(|room| room.version.major < active_major);
+        // Rooms of any other major version: older ones after a switch, newer ones after a
+        // rollback.
+        .partition(|room| room.version.major != active_major);
     plan.old_left = old.len() as u64;
     if !old.is_empty() {
         let surge = max_surge.rooms(desired);
@@ -325,5 +350,49 @@ mod tests {
         assert_eq!(rooms.len(), 10);
         assert!(rooms.iter().all(|r| r.version.major == 2), "{rooms:?}");
         assert_eq!(created, 10);
+    }
+
+    /// New rooms that fail during a rollout are counted for the rollback decision.
+    #[test]
+    fn failing_new_rooms_count_toward_a_rollback() {
+        let now = t(200);
+        let mut rooms: Vec<GameRoom> = (0..4)
+            .map(|i| room(&format!("old-{i}"), 1, PingStatus::Ready))
+            .collect();
+        for i in 0..3 {
+            let mut r = room(&format!("new-{i}"), 2, PingStatus::Ready);
+            if i < 2 {
+                r.apply_instance(InstanceStatus::Error, t(150));
+            }
+            rooms.push(r);
+        }
+        let p = plan(
+            &rooms,
+            4,
+            MaxSurge::Absolute(3),
+            2,
+            now,
+            &Timeouts::default(),
+        );
+        assert_eq!((p.new_seen, p.new_failed), (3, 2));
+        assert!(p.should_roll_back(3, 0.5));
+        assert!(!p.should_roll_back(4, 0.5), "too few seen");
+        assert!(!p.should_roll_back(3, 0.9), "below the share");
+        // After the rollback the active major is 1 again: the v2 rooms are the ones replaced.
+        let back = plan(
+            &rooms,
+            4,
+            MaxSurge::Absolute(3),
+            1,
+            now,
+            &Timeouts::default(),
+        );
+        assert_eq!(ids(&back, Removal::Error), ["new-0", "new-1"]);
+        assert_eq!(
+            ids(&back, Removal::Replaced),
+            ["new-2"],
+            "4 v1 rooms still serve"
+        );
+        assert_eq!((back.old_left, back.create), (0, 0));
     }
 }

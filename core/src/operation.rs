@@ -83,6 +83,13 @@ pub enum OperationRequest {
             skip_serializing_if = "Option::is_none"
         )]
         last_downscale_at: Option<Timestamp>,
+        /// During a rollout: the version to go back to if the new one's rooms fail.
+        #[serde(
+            default,
+            rename = "rollbackTo",
+            skip_serializing_if = "Option::is_none"
+        )]
+        rollback_to: Option<Version>,
     },
     AddRooms {
         amount: u32,

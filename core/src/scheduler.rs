@@ -43,6 +43,41 @@ pub struct Scheduler {
     /// written for Maestro, which send none, keep working; a wrong token is refused anyway.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub room_token_required: bool,
+    /// Extension: roll a failing rollout back (defaults apply when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_rollback: Option<AutoRollback>,
+}
+
+/// Extension: during a rollout, when at least `minRooms` rooms of the new version have been
+/// seen and `errorShare` of them failed (error, or not ready in time), the previous version
+/// is made active again and the new rooms are replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoRollback {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default = "default_error_share")]
+    pub error_share: f64,
+    #[serde(default = "default_min_rooms")]
+    pub min_rooms: u32,
+}
+
+impl Default for AutoRollback {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            error_share: default_error_share(),
+            min_rooms: default_min_rooms(),
+        }
+    }
+}
+
+fn default_error_share() -> f64 {
+    0.5
+}
+
+fn default_min_rooms() -> u32 {
+    3
 }
 
 fn yes() -> bool {
@@ -87,6 +122,7 @@ impl Scheduler {
             labels: BTreeMap::new(),
             match_allocation: None,
             room_token_required: true,
+            auto_rollback: None,
         }
     }
 

@@ -188,6 +188,14 @@ impl Scheduler {
         if let Some(a) = &self.autoscaling {
             validate_autoscaling(a, &mut errs);
         }
+        if let Some(r) = &self.auto_rollback {
+            if !(r.error_share > 0.0 && r.error_share <= 1.0) {
+                errs.push("autoRollback.errorShare", "must be in (0, 1]");
+            }
+            if r.min_rooms < 1 {
+                errs.push("autoRollback.minRooms", "must be >= 1");
+            }
+        }
         validate_forwarders(&self.forwarders, &mut errs);
         if let Some(m) = &self.match_allocation
             && m.max_matches < 1

@@ -115,6 +115,24 @@ pub fn classify_change(current: &Scheduler, proposed: &Scheduler) -> ChangeKind 
     }
 }
 
+/// What a proposed document would become: the kind of change against the active version and
+/// the version number it gets (the latest recorded version bumped by that kind; the active
+/// version when nothing changes).
+pub fn next_version(
+    recorded: impl IntoIterator<Item = Version>,
+    active: &Scheduler,
+    proposed: &Scheduler,
+) -> (ChangeKind, Version) {
+    let latest = recorded.into_iter().max().unwrap_or(Version::FIRST);
+    match classify_change(active, proposed) {
+        ChangeKind::None => (
+            ChangeKind::None,
+            active.spec.version.parse().unwrap_or(latest),
+        ),
+        kind => (kind, latest.bump(kind)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

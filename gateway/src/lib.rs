@@ -10,6 +10,7 @@
 //! number of gateways can run side by side.
 
 pub mod directory;
+pub mod dry_run;
 pub mod error;
 pub mod forwarders;
 pub mod json;

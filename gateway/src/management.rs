@@ -5,13 +5,17 @@ use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
+use maestro_core::ChangeKind;
+use maestro_core::room::rooms_to_remove;
 use maestro_core::validation::check_scheduler_name;
+use maestro_core::version::next_version;
 use maestro_core::{Operation, OperationRequest, OperationStatus, Scheduler, Version};
 use maestro_workflows::SchedulerSnapshot;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::GatewayState;
+use crate::dry_run::{DryRun, planned};
 use crate::error::ApiError;
 use crate::json::ValidJson;
 
@@ -48,6 +52,7 @@ fn checked_name(name: &str) -> Result<(), ApiError> {
 
 async fn create_scheduler(
     State(state): State<GatewayState>,
+    DryRun(dry_run): DryRun,
     ValidJson(mut scheduler): ValidJson<Scheduler>,
 ) -> Result<Json<Value>, ApiError> {
     // Maestro owns these; a client's values are ignored, not trusted.
@@ -56,6 +61,24 @@ async fn create_scheduler(
     scheduler.spec.version.clear();
     scheduler.validate()?;
     let name = scheduler.name.clone();
+    if dry_run {
+        match state.schedulers.snapshot(&name).await {
+            Ok(_) => {
+                return Err(ApiError::new(
+                    crate::error::ErrorCode::AlreadyExists,
+                    format!("scheduler {name} already exists"),
+                ));
+            }
+            Err(e) if e.code == crate::error::ErrorCode::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        return Ok(planned(json!({
+            "definitionName": "create_scheduler",
+            "version": Version::FIRST,
+            // The health controller creates them on its first run.
+            "roomsToCreate": scheduler.rooms_replicas,
+        })));
+    }
     state.schedulers.create(scheduler.clone()).await?;
     // The workflow exists from here on: a failed read-back (no worker polling yet) must not
     // turn into an error the client would retry into a 409.
@@ -210,35 +233,65 @@ async fn submit(
     name: &str,
     headers: &HeaderMap,
     request: OperationRequest,
-) -> Result<Json<OperationAccepted>, ApiError> {
+) -> Result<Json<Value>, ApiError> {
     checked_name(name)?;
     let key = idempotency_key(headers)?;
     let operation = state.schedulers.submit(name, request, key).await?;
-    Ok(Json(operation.into()))
+    Ok(Json(json!(OperationAccepted::from(operation))))
 }
 
 async fn add_rooms(
     State(state): State<GatewayState>,
     Path(name): Path<String>,
+    DryRun(dry_run): DryRun,
     headers: HeaderMap,
     ValidJson(body): ValidJson<AmountBody>,
-) -> Result<Json<OperationAccepted>, ApiError> {
+) -> Result<Json<Value>, ApiError> {
     let request = OperationRequest::AddRooms {
         amount: body.amount,
     };
+    if dry_run {
+        checked_name(&name)?;
+        request.validate()?;
+        let snapshot = state.schedulers.snapshot(&name).await?;
+        return Ok(planned(json!({
+            "definitionName": "add_rooms",
+            "roomsToCreate": body.amount,
+            "version": snapshot.scheduler.spec.version,
+        })));
+    }
     submit(&state, &name, &headers, request).await
 }
 
 async fn remove_rooms(
     State(state): State<GatewayState>,
     Path(name): Path<String>,
+    DryRun(dry_run): DryRun,
     headers: HeaderMap,
     ValidJson(body): ValidJson<AmountBody>,
-) -> Result<Json<OperationAccepted>, ApiError> {
+) -> Result<Json<Value>, ApiError> {
     let request = OperationRequest::RemoveRooms {
         amount: body.amount,
         rooms_ids: Vec::new(),
     };
+    if dry_run {
+        checked_name(&name)?;
+        request.validate()?;
+        state.schedulers.snapshot(&name).await?;
+        let rooms = state
+            .store
+            .list(&name)
+            .await
+            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        let now = maestro_core::Timestamp::from_system_time(std::time::SystemTime::now());
+        // The same choice the operation makes, from the rooms as they are now.
+        let ping_timeout = maestro_core::health::Timeouts::default().ping;
+        let picked = rooms_to_remove(&rooms, body.amount as usize, now, ping_timeout);
+        return Ok(planned(json!({
+            "definitionName": "remove_rooms",
+            "roomsToRemove": picked,
+        })));
+    }
     submit(&state, &name, &headers, request).await
 }
 
@@ -265,7 +318,31 @@ async fn submit_version(
     name: &str,
     headers: &HeaderMap,
     scheduler: Scheduler,
-) -> Result<Json<OperationAccepted>, ApiError> {
+    dry_run: bool,
+) -> Result<Json<Value>, ApiError> {
+    if dry_run {
+        let snapshot = state.schedulers.snapshot(name).await?;
+        let (kind, version) = next_version(
+            snapshot.versions.iter().map(|r| r.version),
+            &snapshot.scheduler,
+            &scheduler,
+        );
+        let kind = match kind {
+            ChangeKind::None => "none",
+            ChangeKind::Minor => "minor",
+            ChangeKind::Major => "major",
+        };
+        return Ok(planned(json!({
+            "definitionName": "create_new_scheduler_version",
+            "changeKind": kind,
+            "version": version,
+            "from": snapshot.scheduler.spec.version,
+            // A major change is validated by a room of the new version, then switched to;
+            // the health controller then replaces the rooms in surges of maxSurge.
+            "validationRoom": kind == "major",
+            "roomsReplaced": kind == "major",
+        })));
+    }
     let request = OperationRequest::CreateNewSchedulerVersion {
         scheduler: Box::new(scheduler),
     };
@@ -276,13 +353,14 @@ async fn submit_version(
 async fn new_version(
     State(state): State<GatewayState>,
     Path(name): Path<String>,
+    DryRun(dry_run): DryRun,
     headers: HeaderMap,
     ValidJson(scheduler): ValidJson<Scheduler>,
-) -> Result<Json<OperationAccepted>, ApiError> {
+) -> Result<Json<Value>, ApiError> {
     checked_name(&name)?;
     let scheduler = prepare_version(&name, scheduler)?;
     state.schedulers.snapshot(&name).await?;
-    submit_version(&state, &name, &headers, scheduler).await
+    submit_version(&state, &name, &headers, scheduler, dry_run).await
 }
 
 /// RFC 7386 merge patch: objects merge key by key, `null` removes, anything else replaces.
@@ -310,9 +388,10 @@ fn merge_patch(target: &mut Value, patch: &Value) {
 async fn patch_scheduler(
     State(state): State<GatewayState>,
     Path(name): Path<String>,
+    DryRun(dry_run): DryRun,
     headers: HeaderMap,
     ValidJson(patch): ValidJson<Value>,
-) -> Result<Json<OperationAccepted>, ApiError> {
+) -> Result<Json<Value>, ApiError> {
     checked_name(&name)?;
     if !patch.is_object() {
         return Err(ApiError::invalid_field("body", "must be a JSON object"));
@@ -325,7 +404,7 @@ async fn patch_scheduler(
         .map_err(|e| ApiError::new(crate::error::ErrorCode::Internal, e.to_string()))?;
     let scheduler: Scheduler = crate::json::parse(&bytes)?;
     let scheduler = prepare_version(&name, scheduler)?;
-    submit_version(&state, &name, &headers, scheduler).await
+    submit_version(&state, &name, &headers, scheduler, dry_run).await
 }
 
 #[derive(Deserialize)]
@@ -338,9 +417,10 @@ struct SwitchBody {
 async fn switch_version(
     State(state): State<GatewayState>,
     Path(name): Path<String>,
+    DryRun(dry_run): DryRun,
     headers: HeaderMap,
     ValidJson(body): ValidJson<SwitchBody>,
-) -> Result<Json<OperationAccepted>, ApiError> {
+) -> Result<Json<Value>, ApiError> {
     checked_name(&name)?;
     let version: Version =
         body.version
@@ -363,6 +443,20 @@ async fn switch_version(
         }
         Some(_) => {}
     }
+    if dry_run {
+        let from: Version = snapshot
+            .scheduler
+            .spec
+            .version
+            .parse()
+            .unwrap_or(Version::FIRST);
+        return Ok(planned(json!({
+            "definitionName": "switch_active_version",
+            "version": version,
+            "from": from,
+            "roomsReplaced": from.major != version.major,
+        })));
+    }
     submit(
         &state,
         &name,
@@ -375,11 +469,24 @@ async fn switch_version(
 async fn delete_scheduler(
     State(state): State<GatewayState>,
     Path(name): Path<String>,
+    DryRun(dry_run): DryRun,
     headers: HeaderMap,
-) -> Result<Json<OperationAccepted>, ApiError> {
+) -> Result<Json<Value>, ApiError> {
     // 404 for a scheduler that never existed or is already deleted.
     checked_name(&name)?;
     state.schedulers.snapshot(&name).await?;
+    if dry_run {
+        let rooms = state
+            .store
+            .list(&name)
+            .await
+            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        let ids: Vec<String> = rooms.into_iter().map(|r| r.id).collect();
+        return Ok(planned(json!({
+            "definitionName": "delete_scheduler",
+            "roomsToRemove": ids,
+        })));
+    }
     submit(&state, &name, &headers, OperationRequest::DeleteScheduler).await
 }
 
@@ -486,8 +593,27 @@ async fn get_operation(
 async fn cancel_operation(
     State(state): State<GatewayState>,
     Path((name, id)): Path<(String, String)>,
+    DryRun(dry_run): DryRun,
 ) -> Result<Json<Value>, ApiError> {
     checked_name(&name)?;
+    if dry_run {
+        let view = state.schedulers.operations(&name).await?;
+        let pending = view.pending.iter().any(|op| op.id == id);
+        let running = view.active.as_ref().is_some_and(|op| op.id == id);
+        if !pending && !running {
+            return Err(match view.finished.iter().any(|op| op.id == id) {
+                true => ApiError::new(
+                    crate::error::ErrorCode::FailedPrecondition,
+                    format!("operation {id} is already final"),
+                ),
+                false => ApiError::not_found(format!("scheduler {name} has no operation {id}")),
+            });
+        }
+        return Ok(planned(json!({
+            "operationId": id,
+            "stops": if running { "at its next heartbeat" } else { "now (leaves the queue)" },
+        })));
+    }
     state.schedulers.cancel(&name, &id).await?;
     Ok(Json(json!({})))
 }

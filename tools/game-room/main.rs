@@ -35,6 +35,9 @@ struct Args {
     /// Consecutive "room not found" answers before the room gives up and exits.
     #[arg(long, default_value_t = 12)]
     max_not_found: u32,
+    /// Simulate a crash: exit with status 1 after this long (0s: never).
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    exit_after: Duration,
     /// How to reach the rooms API.
     #[arg(long, env = "GAME_ROOM_PROTOCOL", value_enum, default_value_t = Protocol::Http)]
     protocol: Protocol,
@@ -169,8 +172,13 @@ async fn main() -> Result<()> {
     let mut occupied = false;
     let mut next_switch = Instant::now() + args.match_every;
     let mut not_found = 0u32;
+    let crash_at = (!args.exit_after.is_zero()).then(|| Instant::now() + args.exit_after);
     loop {
         tokio::select! {
+            _ = tokio::time::sleep_until(crash_at.unwrap_or_else(Instant::now)), if crash_at.is_some() => {
+                eprintln!("simulated crash after {:?}", args.exit_after);
+                std::process::exit(1);
+            }
             _ = ticker.tick() => {}
             _ = tokio::time::sleep_until(next_switch), if matches_enabled => {
                 occupied = !occupied;

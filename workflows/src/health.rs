@@ -31,7 +31,10 @@ impl HealthControllerWorkflow {
         ctx: &mut WorkflowContext<Self>,
         input: OperationInput,
     ) -> WorkflowResult<OperationOutcome> {
-        let OperationRequest::HealthController { last_downscale_at } = &input.operation.input
+        let OperationRequest::HealthController {
+            last_downscale_at,
+            rollback_to,
+        } = &input.operation.input
         else {
             return Ok(wrong_input(&input));
         };
@@ -67,6 +70,31 @@ impl HealthControllerWorkflow {
             at,
             &Timeouts::default(),
         );
+        let rollback = scheduler.auto_rollback.unwrap_or_default();
+        if let Some(to) = rollback_to
+            && rollback.enabled
+            && plan.should_roll_back(rollback.min_rooms, rollback.error_share)
+        {
+            let reason = format!(
+                "{} of {} rooms of {version} failed (error, or not ready in time)",
+                plan.new_failed, plan.new_seen
+            );
+            let failed: Vec<String> = plan
+                .remove
+                .iter()
+                .filter(|(_, r)| matches!(r, Removal::Error | Removal::InitializationTimeout))
+                .map(|(id, _)| id.clone())
+                .collect();
+            if let Err(e) = delete_rooms(ctx, scheduler, &failed, Deletion::Work).await {
+                return Ok(history.failed(e, now(ctx)));
+            }
+            history.push(
+                ctx,
+                format!("rolled back to {to}: {reason}; its rooms replace the new ones next"),
+            );
+            let effect = OperationEffect::RollBack { to: *to, reason };
+            return Ok(history.succeeded_with(Some(effect)));
+        }
         if plan.is_empty() {
             history.push(
                 ctx,

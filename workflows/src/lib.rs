@@ -129,6 +129,10 @@ pub struct SchedulerWorkflowInput {
     /// early).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_health_check: Option<Timestamp>,
+    /// The version active before the last switch to another major version (the rollback
+    /// target while that rollout goes on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_active: Option<Version>,
 }
 
 /// Maestro's health controller interval.
@@ -147,6 +151,7 @@ impl SchedulerWorkflowInput {
             health_check_secs: None,
             last_downscale_at: None,
             next_health_check: None,
+            previous_active: None,
         }
     }
 }
@@ -258,6 +263,8 @@ pub enum OperationEffect {
     Activate { version: Version },
     /// The health controller removed rooms to scale down (the autoscaler's cooldown starts).
     Downscaled { at: Timestamp },
+    /// The rollout failed: make `to` (the version before it) active again.
+    RollBack { to: Version, reason: String },
 }
 
 #[cfg(test)]

@@ -19,8 +19,6 @@ use crate::{OperationEffect, OperationInput, OperationOutcome};
 
 /// Rooms deleted per activity call (Maestro's remove_rooms batch).
 const DELETE_BATCH_SIZE: usize = 50;
-/// A room whose last ping is older than this goes first when rooms are removed.
-const PING_TIMEOUT: Duration = Duration::from_secs(240);
 const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 
 pub(crate) fn retry_policy() -> RetryPolicy {
@@ -304,7 +302,12 @@ impl RemoveRoomsWorkflow {
                 Ok(rooms) => rooms,
                 Err(e) => return Ok(history.failed(e, now(ctx))),
             };
-            let picked = rooms_to_remove(&rooms, *amount as usize, now(ctx), PING_TIMEOUT);
+            let picked = rooms_to_remove(
+                &rooms,
+                *amount as usize,
+                now(ctx),
+                maestro_core::health::Timeouts::default().ping,
+            );
             if picked.len() < *amount as usize {
                 history.push(
                     ctx,

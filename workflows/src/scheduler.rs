@@ -7,10 +7,10 @@ use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
 
 use maestro_core::naming::operation_workflow_id;
-use maestro_core::version::classify_change;
+use maestro_core::version::next_version;
 use maestro_core::{
-    ChangeKind, HistoryEntry, Operation, OperationKind, OperationRequest, OperationStatus,
-    Scheduler, SchedulerState, Timestamp, Version,
+    HistoryEntry, Operation, OperationKind, OperationRequest, OperationStatus, Scheduler,
+    SchedulerState, Timestamp, Version,
 };
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
@@ -51,6 +51,7 @@ pub struct SchedulerWorkflow {
     /// When the next health check is due.
     next_health_check: Option<Timestamp>,
     last_downscale_at: Option<Timestamp>,
+    previous_active: Option<Version>,
 }
 
 /// Workflow code changes that running workflows must replay around (`ctx.patched`).
@@ -138,12 +139,17 @@ impl SchedulerWorkflow {
             health_check_secs: Some(self.health_check_secs),
             last_downscale_at: self.last_downscale_at,
             next_health_check: self.next_health_check,
+            previous_active: self.previous_active,
         }
     }
 
     /// Makes a recorded version active; the scheduler keeps its state and creation time.
     fn activate(&mut self, version: Version) {
+        let current: Option<Version> = self.scheduler.spec.version.parse().ok();
         if let Some(record) = self.versions.iter().find(|r| r.version == version) {
+            if current.is_some_and(|c| c.major != version.major) {
+                self.previous_active = current;
+            }
             let (state, created_at) = (self.scheduler.state, self.scheduler.created_at);
             self.scheduler = record.scheduler.clone();
             self.scheduler.state = state;
@@ -163,16 +169,12 @@ impl SchedulerWorkflow {
     /// The version a `create_new_scheduler_version` gets when it starts: the latest recorded
     /// version bumped by the kind of change against the active one.
     fn assign_version(&self, proposed: &Scheduler) -> Version {
-        let latest = self
-            .versions
-            .iter()
-            .map(|r| r.version)
-            .max()
-            .unwrap_or(Version::FIRST);
-        match classify_change(&self.scheduler, proposed) {
-            ChangeKind::None => self.scheduler.spec.version.parse().unwrap_or(latest),
-            kind => latest.bump(kind),
-        }
+        next_version(
+            self.versions.iter().map(|r| r.version),
+            &self.scheduler,
+            proposed,
+        )
+        .1
     }
 
     /// Applies what an operation asked for; a validated major version is followed by its
@@ -197,6 +199,11 @@ impl SchedulerWorkflow {
             OperationEffect::RecordFailedVersion { record } => self.record_version(record),
             OperationEffect::Activate { version } => self.activate(version),
             OperationEffect::Downscaled { at } => self.last_downscale_at = Some(at),
+            OperationEffect::RollBack { to, .. } => {
+                self.activate(to);
+                // No rollback of the rollback: the old version is what ran before.
+                self.previous_active = None;
+            }
         }
     }
 
@@ -217,6 +224,7 @@ impl SchedulerWorkflow {
             if !queued && self.scheduler.state == Some(SchedulerState::InSync) {
                 let request = OperationRequest::HealthController {
                     last_downscale_at: self.last_downscale_at,
+                    rollback_to: self.previous_active,
                 };
                 self.enqueue(id, request, None, now);
             }
@@ -383,6 +391,7 @@ impl SchedulerWorkflow {
             health_check_secs: input.health_check_secs.unwrap_or(DEFAULT_HEALTH_CHECK_SECS),
             next_health_check: input.next_health_check,
             last_downscale_at: input.last_downscale_at,
+            previous_active: input.previous_active,
         };
         if this.versions.is_empty() {
             // A new scheduler: its first version and the create operation come before any
