@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use common::{Maestro, room_token};
+use common::Maestro;
 use maestro_testkit::{TemporalDevServer, eventually, processes_with_env};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -55,17 +55,8 @@ fn serving(rooms: &BTreeMap<String, (String, String)>) -> usize {
 }
 
 async fn occupy(maestro: &Maestro, name: &str, room: &str) -> Result<()> {
-    let response = maestro
-        .http
-        .put(format!(
-            "{}/scheduler/{name}/rooms/{room}/ping",
-            maestro.rooms_api
-        ))
-        .bearer_auth(room_token(name, room))
-        .json(&json!({"status": "occupied", "timestamp": 1, "runningMatches": 1}))
-        .send()
-        .await?;
-    anyhow::ensure!(response.status().is_success(), "{}", response.status());
+    let status = maestro.ping_as(name, room, "occupied", 1).await?;
+    anyhow::ensure!(status.is_success(), "{status}");
     Ok(())
 }
 
@@ -142,6 +133,24 @@ async fn health_controller_converges_replaces_and_scales() -> Result<()> {
         "autoscaler: 4 rooms requested {:?} after occupancy rose",
         started.elapsed()
     );
+    // Matches end: back down to the minimum, 2 rooms (cooldown 0).
+    for id in &ids {
+        assert!(
+            maestro
+                .ping_as("scaled", id, "ready", 0)
+                .await?
+                .is_success()
+        );
+    }
+    eventually(
+        Duration::from_secs(30),
+        "the autoscaler to scale down",
+        || async {
+            let rooms = rooms(&maestro, "scaled").await.ok()?;
+            (rooms.len() == 2).then_some(())
+        },
+    )
+    .await?;
 
     // Rolling replacement: 10 rooms, 2 occupied, maxSurge 3, then a major change.
     let (code, body) = maestro

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use common::{Maestro, room_token};
+use common::Maestro;
 use maestro_testkit::{TemporalDevServer, eventually, python_tools_dir};
 use reqwest::StatusCode;
 use serde::Deserialize;
@@ -115,31 +115,9 @@ async fn metrics_after_a_scripted_scenario() -> Result<()> {
         )
         .await?;
     assert_eq!(code, StatusCode::OK, "{answer}");
-    let rooms: Vec<String> = eventually(Duration::from_secs(60), "4 ready rooms", || async {
-        let (_, body) = maestro
-            .get(&format!("/schedulers/{scheduler}/rooms?status=ready"))
-            .await
-            .ok()?;
-        let ids: Vec<String> = body["rooms"]
-            .as_array()?
-            .iter()
-            .filter_map(|r| r["id"].as_str().map(str::to_string))
-            .collect();
-        (ids.len() == 4).then_some(ids)
-    })
-    .await?;
-    let occupied = &rooms[0];
-    let response = maestro
-        .http
-        .put(format!(
-            "{}/scheduler/{scheduler}/rooms/{occupied}/ping",
-            maestro.rooms_api
-        ))
-        .bearer_auth(room_token(scheduler, occupied))
-        .json(&json!({"status": "occupied", "timestamp": 1, "runningMatches": 1}))
-        .send()
-        .await?;
-    assert_eq!(response.status(), StatusCode::OK);
+    let rooms = maestro.wait_ready(scheduler, 4).await?;
+    let status = maestro.ping_as(scheduler, &rooms[0], "occupied", 1).await?;
+    assert_eq!(status, StatusCode::OK);
 
     let labels = [("game", game), ("scheduler", scheduler)];
     let scraped = eventually(

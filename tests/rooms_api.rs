@@ -234,19 +234,7 @@ async fn create_with_rooms(maestro: &Maestro, body: Value) -> Result<Vec<String>
         code == StatusCode::OK,
         "add rooms to {name}: {code} {answer}"
     );
-    eventually(Duration::from_secs(60), "rooms ready", || async {
-        let (_, body) = maestro
-            .get(&format!("/schedulers/{name}/rooms?status=ready"))
-            .await
-            .ok()?;
-        let ids: Vec<String> = body["rooms"]
-            .as_array()?
-            .iter()
-            .filter_map(|r| r["id"].as_str().map(str::to_string))
-            .collect();
-        (ids.len() as u64 == rooms).then_some(ids)
-    })
-    .await
+    maestro.wait_ready(&name, usize::try_from(rooms)?).await
 }
 
 /// A rooms-API call with an optional bearer token: (status, JSON body).

@@ -189,3 +189,49 @@ pub fn scheduler_body(name: &str) -> Value {
 pub fn room_processes(scheduler: &str) -> usize {
     processes_with_env("MAESTRO_SCHEDULER_NAME", scheduler).len()
 }
+
+impl Maestro {
+    /// Ids of the scheduler's rooms in `status`.
+    pub async fn room_ids(&self, scheduler: &str, status: &str) -> Result<Vec<String>> {
+        let (code, body) = self
+            .get(&format!("/schedulers/{scheduler}/rooms?status={status}"))
+            .await?;
+        anyhow::ensure!(code == StatusCode::OK, "rooms: {code} {body}");
+        Ok(body["rooms"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["id"].as_str().map(str::to_string))
+            .collect())
+    }
+
+    /// Waits until exactly `n` rooms of the scheduler are ready; returns their ids.
+    pub async fn wait_ready(&self, scheduler: &str, n: usize) -> Result<Vec<String>> {
+        maestro_testkit::eventually(Duration::from_secs(60), "ready rooms", || async {
+            let ids = self.room_ids(scheduler, "ready").await.ok()?;
+            (ids.len() == n).then_some(ids)
+        })
+        .await
+    }
+
+    /// Sends a ping for `room` with its token, as the room would.
+    pub async fn ping_as(
+        &self,
+        scheduler: &str,
+        room: &str,
+        status: &str,
+        running_matches: u32,
+    ) -> Result<StatusCode> {
+        let response = self
+            .http
+            .put(format!(
+                "{}/scheduler/{scheduler}/rooms/{room}/ping",
+                self.rooms_api
+            ))
+            .bearer_auth(room_token(scheduler, room))
+            .json(&json!({"status": status, "timestamp": 1, "runningMatches": running_matches}))
+            .send()
+            .await?;
+        Ok(response.status())
+    }
+}

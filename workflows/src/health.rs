@@ -3,9 +3,6 @@
 //! to `roomsReplicas` or the autoscaler's target. The plan is `core::health::plan`; this
 //! workflow only carries it out through activities and writes the history.
 
-use std::time::Duration;
-
-use maestro_activities::{CreateRoomsInput, RoomActivities};
 use maestro_core::autoscaling::{self, Fleet};
 use maestro_core::health::{self, Removal, Timeouts};
 use maestro_core::naming::room_id;
@@ -16,7 +13,7 @@ use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{WorkflowContext, WorkflowResult};
 
 use crate::operations::{
-    Deletion, History, activity_options, delete_rooms, list_room_ids, now, wrong_input,
+    Deletion, History, create_batch, delete_rooms, list_room_ids, now, wrong_input,
 };
 use crate::{OperationEffect, OperationInput, OperationOutcome};
 
@@ -122,20 +119,9 @@ impl HealthControllerWorkflow {
                 .map(|i| room_id(&scheduler.name, &input.operation.id, i))
                 .collect();
             for batch in ids.chunks(ROOM_BATCH_SIZE) {
-                let created = ctx
-                    .execute_activity(
-                        RoomActivities::create_rooms,
-                        CreateRoomsInput {
-                            scheduler: scheduler.clone(),
-                            version,
-                            room_ids: batch.to_vec(),
-                        },
-                        activity_options(Duration::from_secs(300)),
-                    )
-                    .await;
-                if let Err(e) = created {
+                if let Err(e) = create_batch(ctx, scheduler, version, batch).await {
                     // Rooms created so far are recorded; the next run counts them.
-                    return Ok(history.failed(format!("creating rooms failed: {e}"), now(ctx)));
+                    return Ok(history.failed(e, now(ctx)));
                 }
             }
             history.push(

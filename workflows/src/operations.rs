@@ -140,6 +140,28 @@ pub(crate) async fn delete_rooms<W>(
     Ok(deleted)
 }
 
+/// Creates one batch of rooms of `version` (ids chosen by the caller, deterministic);
+/// returns how many, or why not.
+pub(crate) async fn create_batch<W>(
+    ctx: &WorkflowContext<W>,
+    scheduler: &Scheduler,
+    version: Version,
+    batch: &[String],
+) -> Result<usize, String> {
+    ctx.execute_activity(
+        RoomActivities::create_rooms,
+        CreateRoomsInput {
+            scheduler: scheduler.clone(),
+            version,
+            room_ids: batch.to_vec(),
+        },
+        activity_options(Duration::from_secs(300)),
+    )
+    .await
+    .map(|done| done.len())
+    .map_err(|e| format!("creating rooms failed: {e}"))
+}
+
 pub(crate) async fn list_room_ids<W>(
     ctx: &WorkflowContext<W>,
     scheduler: &Scheduler,
@@ -239,26 +261,14 @@ impl AddRoomsWorkflow {
         let mut history = History::new();
         let mut created = 0usize;
         for batch in ids.chunks(ROOM_BATCH_SIZE) {
-            let result = ctx
-                .execute_activity(
-                    RoomActivities::create_rooms,
-                    CreateRoomsInput {
-                        scheduler: scheduler.clone(),
-                        version,
-                        room_ids: batch.to_vec(),
-                    },
-                    activity_options(Duration::from_secs(300)),
-                )
-                .await;
-            match result {
+            match create_batch(ctx, scheduler, version, batch).await {
                 Ok(done) => {
-                    created += done.len();
+                    created += done;
                     history.push(ctx, format!("created {created} of {amount} rooms"));
                 }
-                Err(e) => {
+                Err(error) => {
                     // The failed batch may be partly created: remove it too.
                     let attempted = &ids[..created + batch.len()];
-                    let error = format!("creating rooms failed: {e}");
                     return Ok(
                         match delete_rooms(ctx, scheduler, attempted, Deletion::Cleanup).await {
                             Ok(n) => {
