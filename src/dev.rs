@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use maestro_activities::{MeteredRuntime, RoomActivities};
 use maestro_core::scheduler::{ContainerPort, PortRange};
 use maestro_core::{OperationRequest, RoomTokenSecret, Scheduler};
+use maestro_gateway::auth::ManagementAuth;
 use maestro_gateway::error::ErrorCode;
 use maestro_gateway::{
     GatewayState, RoomsApiConfig, SchedulerClient, internal_app, management_app, rooms_app, watcher,
@@ -82,6 +83,10 @@ pub struct DevArgs {
     /// How often the Metrics Reporter refreshes room and operation figures.
     #[arg(long, env = "MAESTRO_METRICS_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     metrics_interval: Duration,
+    /// Management API bearer tokens (comma-separated). Without any, `maestro dev` runs the
+    /// management API with no authentication and says so at start.
+    #[arg(long, env = "MAESTRO_API_TOKENS", hide_env_values = true)]
+    api_tokens: Option<String>,
     /// Room store: `memory`, or a Redis URL (`redis://127.0.0.1:6379/0`).
     #[arg(long, env = "MAESTRO_ROOM_STORE", default_value = "memory")]
     room_store: String,
@@ -277,6 +282,20 @@ pub async fn run(args: DevArgs) -> Result<()> {
         .with_context(|| format!("bind the internal API on {}", args.internal_addr))?;
 
     let store = room_store(&args.room_store)?;
+    let auth = match args
+        .api_tokens
+        .as_deref()
+        .and_then(ManagementAuth::from_list)
+    {
+        Some(auth) => auth,
+        None => {
+            warn!(
+                "INSECURE DEV MODE: the management API accepts every request without \
+                 authentication; set --api-tokens / MAESTRO_API_TOKENS to require a token"
+            );
+            ManagementAuth::Insecure
+        }
+    };
     let token_secret = room_token_secret(args.room_token_secret.as_deref(), &data_dir)?;
     let exe_dir = std::env::current_exe()?
         .parent()
@@ -326,7 +345,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
     let servers = [
         tokio::spawn(serve(
             management,
-            management_app(state.clone()),
+            management_app(state.clone(), auth.clone()),
             stop_rx.clone(),
         )),
         tokio::spawn(serve(

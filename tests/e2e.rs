@@ -17,6 +17,31 @@ async fn scheduler_lifecycle_through_the_rest_api() -> Result<()> {
     let mut maestro = Maestro::start(&temporal).await?;
     let name = "e2e-lifecycle";
 
+    // The management API wants a token; the health checks do not.
+    let unauthenticated = maestro
+        .http
+        .get(format!("{}/schedulers", maestro.api))
+        .send()
+        .await?;
+    assert_eq!(unauthenticated.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = unauthenticated.json().await?;
+    assert_eq!(body["code"], "unauthenticated");
+    let wrong = maestro
+        .http
+        .get(format!("{}/schedulers", maestro.api))
+        .bearer_auth("not-the-token")
+        .send()
+        .await?;
+    assert_eq!(wrong.status(), StatusCode::FORBIDDEN);
+    for probe in ["/healthz", "/readyz"] {
+        let response = maestro
+            .http
+            .get(format!("{}{probe}", maestro.api))
+            .send()
+            .await?;
+        assert_eq!(response.status(), StatusCode::OK, "{probe}");
+    }
+
     // Bad input: every bad field named, nothing created.
     let mut bad = scheduler_body(name);
     bad["game"] = json!("");
@@ -274,6 +299,8 @@ async fn scheduler_lifecycle_through_the_rest_api() -> Result<()> {
         maestro
             .http
             .post(format!("{}/schedulers/{burst}/add-rooms", maestro.api))
+            .bearer_auth(common::API_TOKEN)
+            .bearer_auth(common::API_TOKEN)
             .header("Idempotency-Key", "retry-me-1")
             .json(&json!({"amount": 2}))
             .send()
@@ -296,6 +323,7 @@ async fn scheduler_lifecycle_through_the_rest_api() -> Result<()> {
     let bad_key = maestro
         .http
         .post(format!("{}/schedulers/{burst}/add-rooms", maestro.api))
+        .bearer_auth(common::API_TOKEN)
         .header("Idempotency-Key", "")
         .json(&json!({"amount": 1}))
         .send()

@@ -106,6 +106,40 @@ async fn versions_minor_major_failed_and_switch() -> Result<()> {
     .await?;
     let rooms = room_ids(&maestro).await?;
 
+    // Info, one room, operations in order.
+    let (code, info) = maestro.get("/schedulers/info?game=versions-game").await?;
+    assert_eq!(code, StatusCode::OK, "{info}");
+    let entries = info["schedulers"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{info}");
+    assert_eq!(
+        (
+            &entries[0]["name"],
+            &entries[0]["roomsReady"],
+            &entries[0]["roomsReplicas"]
+        ),
+        (&json!(NAME), &json!(2), &json!(2))
+    );
+    let (_, info) = maestro.get("/schedulers/info?game=no-such-game").await?;
+    assert_eq!(info["schedulers"], json!([]));
+    let (code, room) = maestro
+        .get(&format!("/schedulers/{NAME}/rooms/{}", rooms[0]))
+        .await?;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(room["room"]["id"], json!(rooms[0]));
+    let (code, _) = maestro
+        .get(&format!("/schedulers/{NAME}/rooms/no-such-room"))
+        .await?;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    let (_, ops) = maestro
+        .get(&format!("/schedulers/{NAME}/operations?orderBy=asc"))
+        .await?;
+    assert_eq!(ops["operations"][0]["definitionName"], "create_scheduler");
+    let (code, body) = maestro
+        .get(&format!("/schedulers/{NAME}/operations?orderBy=sideways"))
+        .await?;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert_eq!(body["fields"][0]["field"], "orderBy");
+
     // Dry runs: the plan, and nothing enqueued.
     let before = final_operations(&maestro).await?;
     assert!(before.as_u64().is_some_and(|n| n >= 2), "{before}");
@@ -332,6 +366,7 @@ async fn versions_minor_major_failed_and_switch() -> Result<()> {
         let response = maestro
             .http
             .patch(format!("{}/schedulers/{NAME}", maestro.api))
+            .bearer_auth(common::API_TOKEN)
             .header("Idempotency-Key", "patch-once")
             .json(&json!({"maxSurge": "2"}))
             .send()

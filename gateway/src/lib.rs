@@ -9,6 +9,7 @@
 //! must not hold state of its own: everything lives in Temporal or the room store, so any
 //! number of gateways can run side by side.
 
+pub mod auth;
 pub mod directory;
 pub mod dry_run;
 pub mod error;
@@ -145,13 +146,15 @@ fn observed(router: Router, state: &GatewayState, api: &'static str) -> Router {
         .layer(tower_http::trace::TraceLayer::new_for_http())
 }
 
-/// The management API (Maestro serves it on :8080).
-pub fn management_app(state: GatewayState) -> Router {
-    observed(
-        management::router(state.clone()).merge(probes(state.clone())),
-        &state,
-        "management",
-    )
+/// The management API (Maestro serves it on :8080), behind `auth`.
+pub fn management_app(state: GatewayState, auth: auth::ManagementAuth) -> Router {
+    let routes = management::router(state.clone())
+        .merge(probes(state.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            auth::require_token,
+        ));
+    observed(routes, &state, "management")
 }
 
 /// The game rooms API.

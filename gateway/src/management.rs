@@ -40,6 +40,8 @@ pub fn router(state: GatewayState) -> Router {
         )
         .route("/schedulers/{name}/versions", get(list_versions))
         .route("/schedulers/{name}/rooms", get(list_rooms))
+        .route("/schedulers/{name}/rooms/{room}", get(get_room))
+        .route("/schedulers/info", get(schedulers_info))
         .with_state(state)
 }
 
@@ -496,6 +498,8 @@ struct OperationsQuery {
     stage: Option<String>,
     page: Option<u32>,
     per_page: Option<u32>,
+    /// `asc` or `desc` by creation time; by default the queue order, then newest finished.
+    order_by: Option<String>,
 }
 
 const DEFAULT_PER_PAGE: u32 = 100;
@@ -548,6 +552,15 @@ async fn list_operations(
             ));
         }
     };
+    match query.order_by.as_deref() {
+        None | Some("") => {}
+        // Acceptance order is creation order; seq breaks ties within a millisecond.
+        Some("asc") => operations.sort_by_key(|op| (op.created_at, op.seq)),
+        Some("desc") => {
+            operations.sort_by_key(|op| std::cmp::Reverse((op.created_at, op.seq)));
+        }
+        Some(_) => return Err(ApiError::invalid_field("orderBy", "must be asc or desc")),
+    }
     let total = operations.len();
     let start = ((page - 1) as usize)
         .saturating_mul(per_page as usize)
@@ -654,6 +667,65 @@ async fn list_versions(
 #[derive(Deserialize)]
 struct RoomsQuery {
     status: Option<String>,
+}
+
+/// One room of the scheduler.
+async fn get_room(
+    State(state): State<GatewayState>,
+    Path((name, room)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    checked_name(&name)?;
+    state.schedulers.snapshot(&name).await?;
+    let found = state
+        .store
+        .get(&name, &room)
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?
+        .ok_or_else(|| ApiError::not_found(format!("scheduler {name} has no room {room}")))?;
+    Ok(Json(json!({ "room": found })))
+}
+
+#[derive(Deserialize)]
+struct InfoQuery {
+    game: Option<String>,
+}
+
+/// Maestro's `GET /schedulers/info?game=`: each scheduler with its room counts.
+async fn schedulers_info(
+    State(state): State<GatewayState>,
+    Query(query): Query<InfoQuery>,
+) -> Result<Json<Value>, ApiError> {
+    use maestro_core::RoomStatus;
+    let game = query.game.filter(|g| !g.is_empty());
+    let mut infos = Vec::new();
+    for snapshot in state.schedulers.list().await? {
+        let s = snapshot.scheduler;
+        if game.as_ref().is_some_and(|g| *g != s.game) {
+            continue;
+        }
+        let counts = state
+            .store
+            .count_by_status(&s.name)
+            .await
+            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        let count = |status: RoomStatus| counts.get(&status).copied().unwrap_or(0);
+        let autoscaling = s.autoscaling.as_ref().map(
+            |a| json!({"enabled": a.enabled, "min": a.min, "max": a.max, "cooldown": a.cooldown}),
+        );
+        infos.push(json!({
+            "name": s.name,
+            "game": s.game,
+            "state": s.state,
+            "roomsReplicas": s.rooms_replicas,
+            "roomsReady": count(RoomStatus::Ready),
+            "roomsOccupied": count(RoomStatus::Occupied),
+            "roomsPending": count(RoomStatus::Pending) + count(RoomStatus::Unready),
+            "roomsTerminating": count(RoomStatus::Terminating),
+            "autoscaling": autoscaling,
+            "matchAllocation": s.match_allocation,
+        }));
+    }
+    Ok(Json(json!({ "schedulers": infos })))
 }
 
 /// Extension: the scheduler's rooms with status, version, address and last ping.

@@ -10,6 +10,9 @@ use maestro_testkit::{TemporalDevServer, free_port, processes_with_env, temp_dir
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+/// The management API token every test `maestro dev` requires.
+pub const API_TOKEN: &str = "test-management-token";
+
 /// The room-token secret every test `maestro dev` runs with, so tests can compute tokens.
 pub const ROOM_TOKEN_SECRET: &str = "rooms-api-test-secret-0123456789";
 
@@ -90,6 +93,7 @@ impl Maestro {
             .arg(&data_dir)
             .args(["--sample-rooms", "0", "--task-queue", "e2e"])
             .args(["--room-token-secret", ROOM_TOKEN_SECRET])
+            .args(["--api-tokens", API_TOKEN])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -114,7 +118,10 @@ impl Maestro {
         path: &str,
         body: Option<Value>,
     ) -> Result<(StatusCode, Value)> {
-        let mut req = self.http.request(method, format!("{}{path}", self.api));
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.api))
+            .bearer_auth(API_TOKEN);
         if let Some(body) = body {
             req = req.json(&body);
         }
