@@ -33,13 +33,17 @@ async fn scheduler_lifecycle_through_the_rest_api() -> Result<()> {
         .send()
         .await?;
     assert_eq!(wrong.status(), StatusCode::FORBIDDEN);
-    for probe in ["/healthz", "/readyz"] {
+    for probe in ["/healthz", "/readyz", "/openapi.json", "/docs"] {
         let response = maestro
             .http
             .get(format!("{}{probe}", maestro.api))
             .send()
             .await?;
         assert_eq!(response.status(), StatusCode::OK, "{probe}");
+        if probe == "/openapi.json" {
+            let doc: Value = response.json().await?;
+            assert!(doc["paths"]["/schedulers/{name}/add-rooms"]["post"].is_object());
+        }
     }
 
     // Bad input: every bad field named, nothing created.

@@ -2,6 +2,7 @@
 //! `definitionName`s), statuses, inputs and execution history.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::scheduler::Scheduler;
 use crate::time::Timestamp;
@@ -13,7 +14,9 @@ pub const MAX_ROOMS_PER_OPERATION: u32 = 1000;
 /// Rooms created per runtime activity call inside `add_rooms` (Maestro's batch).
 pub const ROOM_BATCH_SIZE: usize = 40;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum OperationKind {
     CreateScheduler,
@@ -40,7 +43,7 @@ impl OperationKind {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OperationStatus {
     Pending,
@@ -61,7 +64,7 @@ impl OperationStatus {
 }
 
 /// What a client asks for. Serialised with Maestro's `definitionName` as the tag.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "definitionName", rename_all = "snake_case")]
 pub enum OperationRequest {
     CreateScheduler,
@@ -162,7 +165,7 @@ impl OperationRequest {
 }
 
 /// One readable line of an operation's execution history.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HistoryEntry {
     pub created_at: Timestamp,
@@ -170,7 +173,7 @@ pub struct HistoryEntry {
 }
 
 /// An operation as Maestro's API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Operation {
     pub id: String,

@@ -8,11 +8,12 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::time::Timestamp;
 
 /// One kind of game room, as Maestro's API describes it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Scheduler {
     pub name: String,
@@ -51,7 +52,7 @@ pub struct Scheduler {
 /// Extension: during a rollout, when at least `minRooms` rooms of the new version have been
 /// seen and `errorShare` of them failed (error, or not ready in time), the previous version
 /// is made active again and the new rooms are replaced.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AutoRollback {
     #[serde(default = "yes")]
@@ -132,7 +133,7 @@ impl Scheduler {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum SchedulerState {
     Creating,
@@ -152,14 +153,14 @@ impl SchedulerState {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PortRange {
     pub start: i64,
     pub end: i64,
 }
 
 /// Everything under `spec`: a change here is a major version.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Spec {
     /// Computed by Maestro, never trusted from clients.
@@ -173,7 +174,7 @@ pub struct Spec {
     pub containers: Vec<Container>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Container {
     pub name: String,
@@ -192,7 +193,7 @@ pub struct Container {
     pub ports: Vec<ContainerPort>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EnvVar {
     pub name: String,
@@ -202,7 +203,7 @@ pub struct EnvVar {
     pub value_from: Option<EnvVarSource>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EnvVarSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -211,20 +212,20 @@ pub struct EnvVarSource {
     pub secret_key_ref: Option<SecretKeyRef>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FieldRef {
     pub field_path: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SecretKeyRef {
     pub name: String,
     pub key: String,
 }
 
 /// Kubernetes quantities, kept as the strings the user wrote (`"100m"`, `"20Mi"`).
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
 pub struct Resources {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<String>,
@@ -232,7 +233,7 @@ pub struct Resources {
     pub cpu: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerPort {
     pub name: String,
@@ -242,7 +243,7 @@ pub struct ContainerPort {
     pub host_port_range: Option<PortRange>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Autoscaling {
     #[serde(default)]
     pub enabled: bool,
@@ -253,7 +254,7 @@ pub struct Autoscaling {
     pub policy: AutoscalingPolicy,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AutoscalingPolicy {
     #[serde(rename = "type")]
     pub kind: String,
@@ -261,7 +262,7 @@ pub struct AutoscalingPolicy {
     pub parameters: PolicyParameters,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyParameters {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -270,7 +271,7 @@ pub struct PolicyParameters {
     pub fixed_buffer: Option<FixedBufferParams>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RoomOccupancyParams {
     pub ready_target: f64,
@@ -282,12 +283,12 @@ fn default_down_threshold() -> f64 {
     0.99
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct FixedBufferParams {
     pub amount: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Forwarder {
     pub name: String,
     #[serde(default)]
@@ -299,7 +300,7 @@ pub struct Forwarder {
     pub options: Option<ForwarderOptions>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ForwarderOptions {
     /// Milliseconds.
     #[serde(default)]
@@ -308,7 +309,7 @@ pub struct ForwarderOptions {
     pub metadata: BTreeMap<String, serde_json::Value>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MatchAllocation {
     pub max_matches: i64,

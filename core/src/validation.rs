@@ -12,7 +12,7 @@ use crate::scheduler::{
 use crate::time::parse_duration;
 
 /// One invalid field.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,

@@ -206,3 +206,16 @@ mod tests {
         }
     }
 }
+
+/// In OpenAPI documents: a string such as `v1.2`.
+impl utoipa::PartialSchema for Version {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^v[0-9]+\\.[0-9]+$"))
+            .examples(["v1.0"])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Version {}

@@ -11,8 +11,9 @@ use axum::response::{IntoResponse, Response};
 
 use crate::error::{ApiError, ErrorCode};
 
-/// Routes anyone may call: load balancers and orchestrators probe them without credentials.
-const OPEN_PATHS: &[&str] = &["/healthz", "/readyz"];
+/// Routes anyone may call: probes (load balancers call them without credentials) and the
+/// API's own documentation.
+const OPEN_PATHS: &[&str] = &["/healthz", "/readyz", "/openapi.json", "/docs"];
 
 #[derive(Clone)]
 pub enum ManagementAuth {

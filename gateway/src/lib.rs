@@ -17,6 +17,7 @@ pub mod forwarders;
 pub mod json;
 pub mod management;
 pub mod metrics;
+pub mod openapi;
 mod pbstruct;
 pub mod reporter;
 pub mod room_service;
@@ -148,8 +149,18 @@ fn observed(router: Router, state: &GatewayState, api: &'static str) -> Router {
 
 /// The management API (Maestro serves it on :8080), behind `auth`.
 pub fn management_app(state: GatewayState, auth: auth::ManagementAuth) -> Router {
+    let docs = Router::new()
+        .route(
+            "/openapi.json",
+            get(|| async { axum::Json(management::openapi()) }),
+        )
+        .route(
+            "/docs",
+            get(|| async { axum::response::Html(openapi::SWAGGER_UI) }),
+        );
     let routes = management::router(state.clone())
         .merge(probes(state.clone()))
+        .merge(docs)
         .layer(axum::middleware::from_fn_with_state(
             auth,
             auth::require_token,

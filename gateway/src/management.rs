@@ -4,7 +4,7 @@ use axum::Json;
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
-use axum::routing::{get, post};
+
 use maestro_core::ChangeKind;
 use maestro_core::room::rooms_to_remove;
 use maestro_core::validation::check_scheduler_name;
@@ -18,31 +18,53 @@ use crate::GatewayState;
 use crate::dry_run::{DryRun, planned};
 use crate::error::ApiError;
 use crate::json::ValidJson;
+use crate::openapi::{
+    BearerAuth, DryRunAnswer, OperationAcceptedDoc, OperationAnswer, OperationsPage, RoomAnswer,
+    RoomList, SchedulerAnswer, SchedulerInfoList, SchedulerList, VersionList,
+};
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// The management routes with their OpenAPI operations: registered together, so a route
+/// cannot be served without being documented.
+fn api_router() -> OpenApiRouter<GatewayState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(create_scheduler, list_schedulers))
+        .routes(routes!(schedulers_info))
+        .routes(routes!(
+            get_scheduler,
+            new_version,
+            patch_scheduler,
+            switch_version,
+            delete_scheduler
+        ))
+        .routes(routes!(add_rooms))
+        .routes(routes!(remove_rooms))
+        .routes(routes!(list_operations))
+        .routes(routes!(get_operation))
+        .routes(routes!(cancel_operation))
+        .routes(routes!(list_versions))
+        .routes(routes!(list_rooms))
+        .routes(routes!(get_room))
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "Maestro management API", description = "Schedulers, versions, rooms and operations (Maestro-compatible)."),
+    modifiers(&BearerAuth),
+    components(schemas(ApiError))
+)]
+struct ApiDoc;
 
 pub fn router(state: GatewayState) -> Router {
-    Router::new()
-        .route("/schedulers", post(create_scheduler).get(list_schedulers))
-        .route(
-            "/schedulers/{name}",
-            get(get_scheduler)
-                .post(new_version)
-                .patch(patch_scheduler)
-                .put(switch_version)
-                .delete(delete_scheduler),
-        )
-        .route("/schedulers/{name}/add-rooms", post(add_rooms))
-        .route("/schedulers/{name}/remove-rooms", post(remove_rooms))
-        .route("/schedulers/{name}/operations", get(list_operations))
-        .route("/schedulers/{name}/operations/{id}", get(get_operation))
-        .route(
-            "/schedulers/{name}/operations/{id}/cancel",
-            post(cancel_operation),
-        )
-        .route("/schedulers/{name}/versions", get(list_versions))
-        .route("/schedulers/{name}/rooms", get(list_rooms))
-        .route("/schedulers/{name}/rooms/{room}", get(get_room))
-        .route("/schedulers/info", get(schedulers_info))
-        .with_state(state)
+    let (router, _) = api_router().split_for_parts();
+    router.with_state(state)
+}
+
+/// The management API's OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_router().split_for_parts().1
 }
 
 /// Says which source answered a read: `query` (the workflow) or `memo` (no worker answered).
@@ -52,6 +74,7 @@ fn checked_name(name: &str) -> Result<(), ApiError> {
     check_scheduler_name(name).map_err(|m| ApiError::invalid_field("name", m))
 }
 
+#[utoipa::path(post, path = "/schedulers", tag = "schedulers", request_body = Scheduler, params(("dryRun" = Option<bool>, Query, description = "answer the plan, enqueue nothing")), responses((status = 200, body = SchedulerAnswer), (status = 200, body = DryRunAnswer, description = "dry run"), (status = 409, body = ApiError), (status = 400, body = ApiError, description = "invalid input, every bad field named"), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 503, body = ApiError)))]
 async fn create_scheduler(
     State(state): State<GatewayState>,
     DryRun(dry_run): DryRun,
@@ -118,6 +141,7 @@ struct SchedulerSummary {
     match_allocation: Option<maestro_core::scheduler::MatchAllocation>,
 }
 
+#[utoipa::path(get, path = "/schedulers", tag = "schedulers", params(("name" = Option<String>, Query), ("game" = Option<String>, Query), ("version" = Option<String>, Query)), responses((status = 200, body = SchedulerList), (status = 400, body = ApiError, description = "invalid input, every bad field named"), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 503, body = ApiError)))]
 async fn list_schedulers(
     State(state): State<GatewayState>,
     Query(query): Query<ListQuery>,
@@ -156,6 +180,7 @@ struct VersionQuery {
     version: Option<String>,
 }
 
+#[utoipa::path(get, path = "/schedulers/{name}", tag = "schedulers", params(("name" = String, Path, description = "scheduler name"), ("version" = Option<String>, Query)), responses((status = 200, body = SchedulerAnswer, headers(("x-maestro-read-source" = String, description = "query or memo"))), (status = 404, body = ApiError), (status = 400, body = ApiError, description = "invalid input, every bad field named"), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 503, body = ApiError)))]
 async fn get_scheduler(
     State(state): State<GatewayState>,
     Path(name): Path<String>,
@@ -187,9 +212,9 @@ async fn get_scheduler(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AmountBody {
+pub(crate) struct AmountBody {
     amount: u32,
 }
 
@@ -242,6 +267,7 @@ async fn submit(
     Ok(Json(json!(OperationAccepted::from(operation))))
 }
 
+#[utoipa::path(post, path = "/schedulers/{name}/add-rooms", tag = "rooms", request_body = AmountBody, params(("name" = String, Path, description = "scheduler name"), ("dryRun" = Option<bool>, Query, description = "answer the plan, enqueue nothing"), ("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key returns the same operation")), responses((status = 200, body = OperationAcceptedDoc), (status = 404, body = ApiError), (status = 409, body = ApiError), (status = 400, body = ApiError, description = "invalid input, every bad field named"), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 503, body = ApiError)))]
 async fn add_rooms(
     State(state): State<GatewayState>,
     Path(name): Path<String>,
@@ -265,6 +291,7 @@ async fn add_rooms(
     submit(&state, &name, &headers, request).await
 }
 
+#[utoipa::path(post, path = "/schedulers/{name}/remove-rooms", tag = "rooms", request_body = AmountBody, params(("name" = String, Path, description = "scheduler name"), ("dryRun" = Option<bool>, Query, description = "answer the plan, enqueue nothing"), ("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key returns the same operation")), responses((status = 200, body = OperationAcceptedDoc), (status = 404, body = ApiError), (status = 409, body = ApiError), (status = 400, body = ApiError, description = "invalid input, every bad field named"), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 503, body = ApiError)))]
 async fn remove_rooms(
     State(state): State<GatewayState>,
     Path(name): Path<String>,
@@ -352,6 +379,7 @@ async fn submit_version(
 }
 
 /// A new version from a whole scheduler document (Maestro: `POST /schedulers/{name}`).
+#[utoipa::path(post, path = "/schedulers/{name}", tag = "versions", request_body = Scheduler, params(("name" = String, Path, description = "scheduler name"), ("dryRun" = Option<bool>, Query, description = "answer the plan, enqueue nothing"), ("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key returns the same operation")), responses((status = 200, body = OperationAcceptedDoc), (status = 404, body = ApiError), (status = 409, body = ApiError), (status = 400, body = ApiError, description = "invalid input, every bad field named"), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 503, body = ApiError)))]
 async fn new_version(
     State(state): State<GatewayState>,
     Path(name): Path<String>,
@@ -387,6 +415,7 @@ fn merge_patch(target: &mut Value, patch: &Value) {
 
 /// A new version from the active one plus the fields sent (Maestro: `PATCH`): any subset of
 /// the scheduler's fields, nested objects merged, arrays replaced.
+#[utoipa::path(patch, path = "/schedulers/{name}", tag = "versions", request_body(content = Object, description = "any subset of the scheduler, merged (RFC 7386)"), params(("name" = String, Path, description = "scheduler name"), ("dryRun" = Option<bool>, Query, description = "answer the plan, enqueue nothing"), ("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key returns the same operation")), responses((status = 200, body = OperationAcceptedDoc), (status = 404, body = ApiError), (status = 409, body = ApiError), (status = 400, body = ApiError, description = "invalid input, every bad field named"), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 503, body = ApiError)))]
 async fn patch_scheduler(
     State(state): State<GatewayState>,
     Path(name): Path<String>,
@@ -409,13 +438,14 @@ async fn patch_scheduler(
     submit_version(&state, &name, &headers, scheduler, dry_run).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SwitchBody {
+pub(crate) struct SwitchBody {
     version: String,
 }
 
 /// Makes a recorded version active (Maestro: `PUT /schedulers/{name}` with `{version}`).
+#[utoipa::path(put, path = "/schedulers/{name}", tag = "versions", request_body = SwitchBody, params(("name" = String, Path, description = "scheduler name"), ("dryRun" = Option<bool>, Query, description = "answer the plan, enqueue nothing"), ("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key returns the same operation")), responses((status = 200, body = OperationAcceptedDoc), (status = 404, body = ApiError), (status = 409, body = ApiError), (status = 400, body = ApiError, description = "invalid input, every bad field named"), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 503, body = ApiError)))]
 async fn switch_version(
     State(state): State<GatewayState>,
     Path(name): Path<String>,
@@ -468,6 +498,7 @@ async fn switch_version(
     .await
 }
 
+#[utoipa::path(delete, path = "/schedulers/{name}", tag = "schedulers", params(("name" = String, Path, description = "scheduler name"), ("dryRun" = Option<bool>, Query, description = "answer the plan, enqueue nothing"), ("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key returns the same operation")), responses((status = 200, body = OperationAcceptedDoc), (status = 404, body = ApiError), (status = 409, body = ApiError), (status = 400, body = ApiError, description = "invalid input, every bad field named"), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 503, body = ApiError)))]
 async fn delete_scheduler(
     State(state): State<GatewayState>,
     Path(name): Path<String>,
@@ -516,6 +547,7 @@ struct OperationSummary {
     created_at: maestro_core::Timestamp,
 }
 
+#[utoipa::path(get, path = "/schedulers/{name}/operations", tag = "operations", params(("name" = String, Path, description = "scheduler name"), ("stage" = Option<String>, Query, description = "pending, active or final"), ("page" = Option<u32>, Query), ("perPage" = Option<u32>, Query), ("orderBy" = Option<String>, Query, description = "asc or desc")), responses((status = 200, body = OperationsPage), (status = 404, body = ApiError), (status = 400, body = ApiError, description = "invalid input, every bad field named"), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 503, body = ApiError)))]
 async fn list_operations(
     State(state): State<GatewayState>,
     Path(name): Path<String>,
@@ -586,6 +618,7 @@ async fn list_operations(
 
 /// One operation with its input and execution history, while the scheduler still keeps it
 /// (pending, active, or among the last 100 finished).
+#[utoipa::path(get, path = "/schedulers/{name}/operations/{id}", tag = "operations", params(("name" = String, Path, description = "scheduler name"), ("id" = String, Path)), responses((status = 200, body = OperationAnswer), (status = 404, body = ApiError), (status = 400, body = ApiError, description = "invalid input, every bad field named"), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 503, body = ApiError)))]
 async fn get_operation(
     State(state): State<GatewayState>,
     Path((name, id)): Path<(String, String)>,
@@ -603,6 +636,7 @@ async fn get_operation(
 }
 
 /// Cancels a pending or running operation: `{}`; 404 unknown, 409 already final.
+#[utoipa::path(post, path = "/schedulers/{name}/operations/{id}/cancel", tag = "operations", params(("name" = String, Path, description = "scheduler name"), ("id" = String, Path), ("dryRun" = Option<bool>, Query, description = "answer the plan, enqueue nothing")), responses((status = 200, description = "{}"), (status = 404, body = ApiError), (status = 409, body = ApiError), (status = 400, body = ApiError, description = "invalid input, every bad field named"), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 503, body = ApiError)))]
 async fn cancel_operation(
     State(state): State<GatewayState>,
     Path((name, id)): Path<(String, String)>,
@@ -643,6 +677,7 @@ struct VersionSummary {
 }
 
 /// The scheduler's versions, newest first.
+#[utoipa::path(get, path = "/schedulers/{name}/versions", tag = "versions", params(("name" = String, Path, description = "scheduler name")), responses((status = 200, body = VersionList), (status = 404, body = ApiError), (status = 400, body = ApiError, description = "invalid input, every bad field named"), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 503, body = ApiError)))]
 async fn list_versions(
     State(state): State<GatewayState>,
     Path(name): Path<String>,
@@ -670,6 +705,7 @@ struct RoomsQuery {
 }
 
 /// One room of the scheduler.
+#[utoipa::path(get, path = "/schedulers/{name}/rooms/{room}", tag = "rooms", params(("name" = String, Path, description = "scheduler name"), ("room" = String, Path)), responses((status = 200, body = RoomAnswer), (status = 404, body = ApiError), (status = 400, body = ApiError, description = "invalid input, every bad field named"), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 503, body = ApiError)))]
 async fn get_room(
     State(state): State<GatewayState>,
     Path((name, room)): Path<(String, String)>,
@@ -691,6 +727,7 @@ struct InfoQuery {
 }
 
 /// Maestro's `GET /schedulers/info?game=`: each scheduler with its room counts.
+#[utoipa::path(get, path = "/schedulers/info", tag = "schedulers", params(("game" = Option<String>, Query)), responses((status = 200, body = SchedulerInfoList), (status = 400, body = ApiError, description = "invalid input, every bad field named"), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 503, body = ApiError)))]
 async fn schedulers_info(
     State(state): State<GatewayState>,
     Query(query): Query<InfoQuery>,
@@ -729,6 +766,7 @@ async fn schedulers_info(
 }
 
 /// Extension: the scheduler's rooms with status, version, address and last ping.
+#[utoipa::path(get, path = "/schedulers/{name}/rooms", tag = "rooms", params(("name" = String, Path, description = "scheduler name"), ("status" = Option<String>, Query)), responses((status = 200, body = RoomList), (status = 404, body = ApiError), (status = 400, body = ApiError, description = "invalid input, every bad field named"), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 503, body = ApiError)))]
 async fn list_rooms(
     State(state): State<GatewayState>,
     Path(name): Path<String>,
