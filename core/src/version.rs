@@ -133,6 +133,19 @@ pub fn next_version(
     }
 }
 
+/// In OpenAPI documents: a string such as `v1.2`.
+impl utoipa::PartialSchema for Version {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^v[0-9]+\\.[0-9]+$"))
+            .examples(["v1.0"])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Version {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,16 +219,3 @@ mod tests {
         }
     }
 }
-
-/// In OpenAPI documents: a string such as `v1.2`.
-impl utoipa::PartialSchema for Version {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        utoipa::openapi::ObjectBuilder::new()
-            .schema_type(utoipa::openapi::schema::Type::String)
-            .pattern(Some("^v[0-9]+\\.[0-9]+$"))
-            .examples(["v1.0"])
-            .into()
-    }
-}
-
-impl utoipa::ToSchema for Version {}
