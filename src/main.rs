@@ -1,9 +1,11 @@
 //! `maestro`: the game-room orchestrator's command line.
 //!
 //! `maestro dev` runs the whole system in one process (Temporal dev server, worker, gateway,
-//! local process runtime, in-memory room store). Wiring and configuration live here; the
+//! local process runtime, in-memory room store); `maestro scheduler|rooms|operation` are the
+//! management API's command-line client. Wiring and configuration live here; the
 //! behaviour lives in the library crates.
 
+mod cli;
 mod dev;
 mod temporal;
 
@@ -39,7 +41,28 @@ enum LogFormat {
 enum Command {
     /// Run everything locally: Temporal dev server (started or reused), worker, management
     /// and rooms APIs, rooms as local processes, and a sample scheduler.
-    Dev(dev::DevArgs),
+    Dev(Box<dev::DevArgs>),
+    /// Schedulers: create, get, list, update, delete, switch-version.
+    Scheduler {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        #[command(subcommand)]
+        command: cli::SchedulerCommand,
+    },
+    /// Rooms of a scheduler: add, remove, list.
+    Rooms {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        #[command(subcommand)]
+        command: cli::RoomsCommand,
+    },
+    /// Operations of a scheduler: list, get, cancel.
+    Operation {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        #[command(subcommand)]
+        command: cli::OperationCommand,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -61,6 +84,9 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
-        Command::Dev(args) => dev::run(args).await,
+        Command::Dev(args) => dev::run(*args).await,
+        Command::Scheduler { client, command } => cli::scheduler(client, command).await,
+        Command::Rooms { client, command } => cli::rooms(client, command).await,
+        Command::Operation { client, command } => cli::operation(client, command).await,
     }
 }

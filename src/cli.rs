@@ -1,0 +1,402 @@
+//! The `maestro` client commands: the management API from the terminal (and from CI).
+//! Specs come from YAML or JSON files; answers print as tables, or as JSON/YAML with `-o`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use comfy_table::Table;
+use serde_json::{Value, json};
+
+#[derive(clap::Args)]
+pub struct ClientArgs {
+    /// The management API.
+    #[arg(
+        long,
+        env = "MAESTRO_SERVER",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    server: String,
+    /// Bearer token for the management API.
+    #[arg(long, env = "MAESTRO_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// Output: a table, or the API's answer as JSON or YAML.
+    #[arg(short, long, value_enum, default_value_t = Output::Table, global = true)]
+    output: Output,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum, PartialEq, Eq)]
+pub enum Output {
+    Table,
+    Json,
+    Yaml,
+}
+
+#[derive(clap::Subcommand)]
+pub enum SchedulerCommand {
+    /// Create a scheduler from a YAML or JSON file.
+    Create { file: PathBuf },
+    /// Show a scheduler (the active version, or `--version`).
+    Get {
+        name: String,
+        #[arg(long)]
+        version: Option<String>,
+    },
+    /// List schedulers.
+    List {
+        #[arg(long)]
+        game: Option<String>,
+    },
+    /// New version: a whole document from a file, or `--patch` to merge the file's fields.
+    Update {
+        name: String,
+        file: PathBuf,
+        #[arg(long)]
+        patch: bool,
+    },
+    /// Delete a scheduler and all its rooms.
+    Delete { name: String },
+    /// Make a recorded version the active one.
+    SwitchVersion { name: String, version: String },
+}
+
+#[derive(clap::Subcommand)]
+pub enum RoomsCommand {
+    Add {
+        scheduler: String,
+        amount: u32,
+    },
+    Remove {
+        scheduler: String,
+        amount: u32,
+    },
+    List {
+        scheduler: String,
+        #[arg(long)]
+        status: Option<String>,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum OperationCommand {
+    List {
+        scheduler: String,
+        /// pending, active or final.
+        #[arg(long)]
+        stage: Option<String>,
+    },
+    Get {
+        scheduler: String,
+        id: String,
+    },
+    Cancel {
+        scheduler: String,
+        id: String,
+    },
+}
+
+struct Client {
+    http: reqwest::Client,
+    args: ClientArgs,
+}
+
+impl Client {
+    fn new(args: ClientArgs) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()?;
+        Ok(Self { http, args })
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value> {
+        let url = format!("{}{path}", self.args.server.trim_end_matches('/'));
+        let mut request = self.http.request(method, &url);
+        if let Some(token) = &self.args.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
+        let status = response.status();
+        let text = response.text().await?;
+        let answer: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if !status.is_success() {
+            let mut message = format!(
+                "{status}: {}",
+                answer["message"].as_str().unwrap_or(&answer.to_string())
+            );
+            for field in answer["fields"].as_array().into_iter().flatten() {
+                message.push_str(&format!(
+                    "\n  {}: {}",
+                    field["field"].as_str().unwrap_or("?"),
+                    field["message"].as_str().unwrap_or("?")
+                ));
+            }
+            bail!(message);
+        }
+        Ok(answer)
+    }
+
+    /// Prints `answer` as asked; `table` renders the table form.
+    fn print(&self, answer: &Value, table: impl FnOnce(&Value) -> Table) -> Result<()> {
+        match self.args.output {
+            Output::Json => println!("{}", serde_json::to_string_pretty(answer)?),
+            Output::Yaml => print!("{}", serde_yaml_ng::to_string(answer)?),
+            Output::Table => println!("{}", table(answer)),
+        }
+        Ok(())
+    }
+}
+
+/// A spec file: YAML or JSON (JSON is YAML, but JSON errors read better from the JSON parser).
+fn read_document(file: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
+    let is_json = file.extension().is_some_and(|e| e == "json");
+    if is_json {
+        serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", file.display()))
+    } else {
+        serde_yaml_ng::from_str(&text)
+            .with_context(|| format!("{} is not valid YAML", file.display()))
+    }
+}
+
+fn table(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> Table {
+    let mut table = Table::new();
+    table.load_style(comfy_table::presets::NOTHING);
+    table.set_header(header.to_vec());
+    for row in rows {
+        table.add_row(row);
+    }
+    table
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn operation_table(answer: &Value) -> Table {
+    table(
+        &["OPERATION", "STATUS"],
+        [vec![text(&answer["operationId"]), "accepted".into()]],
+    )
+}
+
+fn query(pairs: &[(&str, Option<&str>)]) -> String {
+    let set: Vec<String> = pairs
+        .iter()
+        .filter_map(|(k, v)| {
+            v.map(|v| {
+                format!(
+                    "{k}={}",
+                    url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>()
+                )
+            })
+        })
+        .collect();
+    if set.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", set.join("&"))
+    }
+}
+
+pub async fn scheduler(args: ClientArgs, command: SchedulerCommand) -> Result<()> {
+    let client = Client::new(args)?;
+    use reqwest::Method;
+    match command {
+        SchedulerCommand::Create { file } => {
+            let answer = client
+                .call(Method::POST, "/schedulers", Some(read_document(&file)?))
+                .await?;
+            client.print(&answer, |a| scheduler_table(&a["scheduler"]))
+        }
+        SchedulerCommand::Get { name, version } => {
+            let path = format!(
+                "/schedulers/{name}{}",
+                query(&[("version", version.as_deref())])
+            );
+            let answer = client.call(Method::GET, &path, None).await?;
+            client.print(&answer, |a| scheduler_table(&a["scheduler"]))
+        }
+        SchedulerCommand::List { game } => {
+            let path = format!("/schedulers{}", query(&[("game", game.as_deref())]));
+            let answer = client.call(Method::GET, &path, None).await?;
+            client.print(&answer, |a| {
+                table(
+                    &["NAME", "GAME", "STATE", "VERSION", "REPLICAS"],
+                    a["schedulers"].as_array().into_iter().flatten().map(|s| {
+                        vec![
+                            text(&s["name"]),
+                            text(&s["game"]),
+                            text(&s["state"]),
+                            text(&s["version"]),
+                            text(&s["roomsReplicas"]),
+                        ]
+                    }),
+                )
+            })
+        }
+        SchedulerCommand::Update { name, file, patch } => {
+            let method = if patch { Method::PATCH } else { Method::POST };
+            let answer = client
+                .call(
+                    method,
+                    &format!("/schedulers/{name}"),
+                    Some(read_document(&file)?),
+                )
+                .await?;
+            client.print(&answer, operation_table)
+        }
+        SchedulerCommand::Delete { name } => {
+            let answer = client
+                .call(Method::DELETE, &format!("/schedulers/{name}"), None)
+                .await?;
+            client.print(&answer, operation_table)
+        }
+        SchedulerCommand::SwitchVersion { name, version } => {
+            let answer = client
+                .call(
+                    Method::PUT,
+                    &format!("/schedulers/{name}"),
+                    Some(json!({ "version": version })),
+                )
+                .await?;
+            client.print(&answer, operation_table)
+        }
+    }
+}
+
+fn scheduler_table(s: &Value) -> Table {
+    table(
+        &["NAME", "GAME", "STATE", "VERSION", "REPLICAS", "MAX SURGE"],
+        [vec![
+            text(&s["name"]),
+            text(&s["game"]),
+            text(&s["state"]),
+            text(&s["spec"]["version"]),
+            text(&s["roomsReplicas"]),
+            text(&s["maxSurge"]),
+        ]],
+    )
+}
+
+pub async fn rooms(args: ClientArgs, command: RoomsCommand) -> Result<()> {
+    let client = Client::new(args)?;
+    use reqwest::Method;
+    match command {
+        RoomsCommand::Add { scheduler, amount } | RoomsCommand::Remove { scheduler, amount }
+            if amount == 0 =>
+        {
+            bail!("amount must be at least 1 (scheduler {scheduler})")
+        }
+        RoomsCommand::Add { scheduler, amount } => {
+            let path = format!("/schedulers/{scheduler}/add-rooms");
+            let answer = client
+                .call(Method::POST, &path, Some(json!({ "amount": amount })))
+                .await?;
+            client.print(&answer, operation_table)
+        }
+        RoomsCommand::Remove { scheduler, amount } => {
+            let path = format!("/schedulers/{scheduler}/remove-rooms");
+            let answer = client
+                .call(Method::POST, &path, Some(json!({ "amount": amount })))
+                .await?;
+            client.print(&answer, operation_table)
+        }
+        RoomsCommand::List { scheduler, status } => {
+            let path = format!(
+                "/schedulers/{scheduler}/rooms{}",
+                query(&[("status", status.as_deref())])
+            );
+            let answer = client.call(Method::GET, &path, None).await?;
+            client.print(&answer, |a| {
+                table(
+                    &["ROOM", "STATUS", "VERSION", "LAST PING"],
+                    a["rooms"].as_array().into_iter().flatten().map(|r| {
+                        vec![
+                            text(&r["id"]),
+                            text(&r["status"]),
+                            text(&r["version"]),
+                            text(&r["lastPingAt"]),
+                        ]
+                    }),
+                )
+            })
+        }
+    }
+}
+
+pub async fn operation(args: ClientArgs, command: OperationCommand) -> Result<()> {
+    let client = Client::new(args)?;
+    use reqwest::Method;
+    match command {
+        OperationCommand::List { scheduler, stage } => {
+            let path = format!(
+                "/schedulers/{scheduler}/operations{}",
+                query(&[("stage", stage.as_deref())])
+            );
+            let answer = client.call(Method::GET, &path, None).await?;
+            client.print(&answer, |a| {
+                table(
+                    &["OPERATION", "KIND", "STATUS", "CREATED"],
+                    a["operations"].as_array().into_iter().flatten().map(|o| {
+                        vec![
+                            text(&o["id"]),
+                            text(&o["definitionName"]),
+                            text(&o["status"]),
+                            text(&o["createdAt"]),
+                        ]
+                    }),
+                )
+            })
+        }
+        OperationCommand::Get { scheduler, id } => {
+            let path = format!("/schedulers/{scheduler}/operations/{id}");
+            let answer = client.call(Method::GET, &path, None).await?;
+            client.print(&answer, |a| {
+                let o = &a["operation"];
+                let mut t = table(
+                    &["OPERATION", "KIND", "STATUS", "ERROR"],
+                    [vec![
+                        text(&o["id"]),
+                        text(&o["definitionName"]),
+                        text(&o["status"]),
+                        text(&o["error"]),
+                    ]],
+                );
+                for entry in o["executionHistory"].as_array().into_iter().flatten() {
+                    t.add_row(vec![
+                        String::new(),
+                        text(&entry["createdAt"]),
+                        text(&entry["event"]),
+                        String::new(),
+                    ]);
+                }
+                t
+            })
+        }
+        OperationCommand::Cancel { scheduler, id } => {
+            let path = format!("/schedulers/{scheduler}/operations/{id}/cancel");
+            let answer = client.call(Method::POST, &path, Some(json!({}))).await?;
+            client.print(&answer, |_| {
+                table(
+                    &["OPERATION", "CANCEL"],
+                    [vec![id.clone(), "requested".into()]],
+                )
+            })
+        }
+    }
+}

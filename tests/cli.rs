@@ -1,0 +1,157 @@
+//! The `maestro` command-line client through the real binary, against `maestro dev`: specs
+//! from YAML and JSON files, tables by default, `-o json|yaml`, errors with the bad fields
+//! and a non-zero exit.
+
+mod common;
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use anyhow::Result;
+use common::{API_TOKEN, Maestro};
+use maestro_testkit::{TemporalDevServer, eventually, temp_dir};
+use serde_json::Value;
+
+fn maestro_cli(maestro: &Maestro, token: Option<&str>, args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_maestro"));
+    command.args(args).env("MAESTRO_SERVER", &maestro.api);
+    match token {
+        Some(token) => command.env("MAESTRO_TOKEN", token),
+        None => command.env_remove("MAESTRO_TOKEN"),
+    };
+    command.output().expect("run the maestro binary")
+}
+
+fn ok(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn json_of(output: &Output) -> Value {
+    serde_json::from_str(&ok(output)).expect("JSON output")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_drives_the_management_api() -> Result<()> {
+    let temporal = TemporalDevServer::start().await?;
+    let maestro = Maestro::start(&temporal).await?;
+    let dir = temp_dir("cli");
+    let spec = dir.join("scheduler.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name: cli-sched\ngame: cli-game\nmaxSurge: \"1\"\nroomsReplicas: 2\n\
+             portRange: {{start: 47100, end: 47199}}\n\
+             spec:\n  terminationGracePeriod: 5s\n  containers:\n  - name: room\n    image: local\n    \
+             command: [\"{}\", \"--ping-interval\", \"1s\"]\n",
+            env!("CARGO_BIN_EXE_game-room")
+        ),
+    )?;
+    let cli = |args: &[&str]| maestro_cli(&maestro, Some(API_TOKEN), args);
+
+    let created = ok(&cli(&["scheduler", "create", spec.to_str().unwrap()]));
+    assert!(
+        created.contains("cli-sched") && created.contains("NAME"),
+        "{created}"
+    );
+    let got = json_of(&cli(&["scheduler", "get", "cli-sched", "-o", "json"]));
+    assert_eq!(got["scheduler"]["spec"]["version"], "v1.0");
+    let listed = ok(&cli(&["scheduler", "list", "--game", "cli-game"]));
+    assert!(listed.contains("cli-sched"), "{listed}");
+
+    let added = json_of(&cli(&["rooms", "add", "cli-sched", "2", "-o", "json"]));
+    let add_id = added["operationId"].as_str().unwrap().to_string();
+    eventually(Duration::from_secs(60), "2 ready rooms", || async {
+        let out = cli(&[
+            "rooms",
+            "list",
+            "cli-sched",
+            "--status",
+            "ready",
+            "-o",
+            "yaml",
+        ]);
+        let rooms: Value = serde_yaml_ng::from_slice(&out.stdout).ok()?;
+        (rooms["rooms"].as_array()?.len() == 2).then_some(())
+    })
+    .await?;
+    let table = ok(&cli(&["rooms", "list", "cli-sched"]));
+    assert!(table.contains("ready") && table.contains("v1.0"), "{table}");
+    let ops = ok(&cli(&[
+        "operation",
+        "list",
+        "cli-sched",
+        "--stage",
+        "final",
+    ]));
+    assert!(ops.contains("add_rooms") && ops.contains(&add_id), "{ops}");
+    let op = json_of(&cli(&[
+        "operation",
+        "get",
+        "cli-sched",
+        &add_id,
+        "-o",
+        "json",
+    ]));
+    assert_eq!(op["operation"]["status"], "finished");
+
+    // A new version from a JSON patch file, then back to v1.0.
+    let patch = dir.join("patch.json");
+    std::fs::write(&patch, r#"{"roomsReplicas": 3}"#)?;
+    let updated = json_of(&cli(&[
+        "scheduler",
+        "update",
+        "cli-sched",
+        patch.to_str().unwrap(),
+        "--patch",
+        "-o",
+        "json",
+    ]));
+    assert!(updated["operationId"].is_string());
+    eventually(Duration::from_secs(30), "v1.1 active", || async {
+        let got = json_of(&cli(&["scheduler", "get", "cli-sched", "-o", "json"]));
+        (got["scheduler"]["spec"]["version"] == "v1.1").then_some(())
+    })
+    .await?;
+    ok(&cli(&["scheduler", "switch-version", "cli-sched", "v1.0"]));
+    eventually(Duration::from_secs(30), "v1.0 active again", || async {
+        let got = json_of(&cli(&["scheduler", "get", "cli-sched", "-o", "json"]));
+        (got["scheduler"]["spec"]["version"] == "v1.0").then_some(())
+    })
+    .await?;
+
+    // Errors: a non-zero exit and the API's reason, with the bad fields.
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "name: cli-bad\ngame: \"\"\nmaxSurge: lots\nspec: {terminationGracePeriod: 5s, containers: []}\n",
+    )?;
+    let refused = cli(&["scheduler", "create", bad.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("400") && stderr.contains("maxSurge") && stderr.contains("game"),
+        "{stderr}"
+    );
+    let final_cancel = cli(&["operation", "cancel", "cli-sched", &add_id]);
+    assert!(!final_cancel.status.success());
+    assert!(String::from_utf8_lossy(&final_cancel.stderr).contains("409"));
+    let anonymous = maestro_cli(&maestro, None, &["scheduler", "list"]);
+    assert!(!anonymous.status.success());
+    assert!(String::from_utf8_lossy(&anonymous.stderr).contains("401"));
+
+    let deleted = ok(&cli(&["scheduler", "delete", "cli-sched"]));
+    assert!(deleted.contains("OPERATION"), "{deleted}");
+    eventually(Duration::from_secs(60), "the scheduler gone", || async {
+        let out = cli(&["scheduler", "get", "cli-sched"]);
+        (!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("404"))
+            .then_some(())
+    })
+    .await?;
+    Ok(())
+}
