@@ -83,10 +83,13 @@ pub struct DevArgs {
     /// How often the Metrics Reporter refreshes room and operation figures.
     #[arg(long, env = "MAESTRO_METRICS_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     metrics_interval: Duration,
-    /// Management API bearer tokens (comma-separated). Without any, `maestro dev` runs the
-    /// management API with no authentication and says so at start.
+    /// Management API bearer tokens (comma-separated).
     #[arg(long, env = "MAESTRO_API_TOKENS", hide_env_values = true)]
     api_tokens: Option<String>,
+    /// Run the management API without authentication (development only; said loudly at
+    /// start). Without it, `--api-tokens` is required.
+    #[arg(long, env = "MAESTRO_INSECURE_NO_AUTH")]
+    insecure_no_auth: bool,
     /// Room store: `memory`, or a Redis URL (`redis://127.0.0.1:6379/0`).
     #[arg(long, env = "MAESTRO_ROOM_STORE", default_value = "memory")]
     room_store: String,
@@ -202,6 +205,28 @@ async fn serve_grpc(
     }
 }
 
+/// Tokens when given; no authentication only when asked for explicitly.
+fn management_auth(args: &DevArgs) -> Result<ManagementAuth> {
+    if let Some(auth) = args
+        .api_tokens
+        .as_deref()
+        .and_then(ManagementAuth::from_list)
+    {
+        return Ok(auth);
+    }
+    if !args.insecure_no_auth {
+        anyhow::bail!(
+            "the management API needs tokens (--api-tokens or MAESTRO_API_TOKENS), or \
+             --insecure-no-auth to run it open on a developer machine"
+        );
+    }
+    warn!(
+        "INSECURE DEV MODE: the management API accepts every request without \
+         authentication (--insecure-no-auth); set --api-tokens to require a token"
+    );
+    Ok(ManagementAuth::Insecure)
+}
+
 /// `memory` or a Redis URL.
 fn room_store(spec: &str) -> Result<Arc<dyn RoomStore>> {
     if spec == "memory" {
@@ -237,6 +262,7 @@ fn room_token_secret(given: Option<&str>, data_dir: &std::path::Path) -> Result<
 }
 
 pub async fn run(args: DevArgs) -> Result<()> {
+    let auth = management_auth(&args)?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("create {}", args.data_dir.display()))?;
     let data_dir = std::fs::canonicalize(&args.data_dir)?;
@@ -282,20 +308,6 @@ pub async fn run(args: DevArgs) -> Result<()> {
         .with_context(|| format!("bind the internal API on {}", args.internal_addr))?;
 
     let store = room_store(&args.room_store)?;
-    let auth = match args
-        .api_tokens
-        .as_deref()
-        .and_then(ManagementAuth::from_list)
-    {
-        Some(auth) => auth,
-        None => {
-            warn!(
-                "INSECURE DEV MODE: the management API accepts every request without \
-                 authentication; set --api-tokens / MAESTRO_API_TOKENS to require a token"
-            );
-            ManagementAuth::Insecure
-        }
-    };
     let token_secret = room_token_secret(args.room_token_secret.as_deref(), &data_dir)?;
     let exe_dir = std::env::current_exe()?
         .parent()

@@ -155,3 +155,22 @@ async fn the_cli_drives_the_management_api() -> Result<()> {
     .await?;
     Ok(())
 }
+
+/// `maestro dev` with neither tokens nor `--insecure-no-auth` refuses to start (before it
+/// touches Temporal or a port), naming both ways out.
+#[test]
+fn maestro_dev_refuses_an_open_management_api_unless_asked() {
+    let out = Command::new(env!("CARGO_BIN_EXE_maestro"))
+        .args(["dev", "--data-dir"])
+        .arg(temp_dir("no-auth"))
+        .env_remove("MAESTRO_API_TOKENS")
+        .env_remove("MAESTRO_INSECURE_NO_AUTH")
+        .output()
+        .expect("run the maestro binary");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--api-tokens") && stderr.contains("--insecure-no-auth"),
+        "{stderr}"
+    );
+}
