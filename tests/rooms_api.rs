@@ -499,6 +499,20 @@ async fn tokens_pings_events_and_forwarders() -> Result<()> {
         forwarder.calls("room_event").pop().unwrap().kind,
         "grpcEvent"
     );
+    // Every gRPC method is counted, events included.
+    let metrics = maestro
+        .http
+        .get(format!("{}/metrics", maestro.internal))
+        .send()
+        .await?
+        .text()
+        .await?;
+    for line in [
+        r#"maestro_grpc_requests_total{code="Ok",method="ForwardRoomEvent"} 1"#,
+        r#"maestro_grpc_requests_total{code="PermissionDenied",method="UpdateRoomWithPing"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "missing {line} in\n{metrics}");
+    }
 
     // Rooms that speak gRPC become ready with their own tokens.
     create_with_rooms(

@@ -123,12 +123,12 @@ impl RoomsService for RoomsGrpc {
     ) -> Result<Response<ForwardEventResponse>, Status> {
         let token = token(&request);
         let r = request.into_inner();
-        self.event(
+        let call = self.event(
             token,
             (r.scheduler_name, r.room_name, r.event, r.metadata),
             false,
-        )
-        .await
+        );
+        self.observed("ForwardRoomEvent", call).await
     }
 
     async fn forward_player_event(
@@ -137,12 +137,12 @@ impl RoomsService for RoomsGrpc {
     ) -> Result<Response<ForwardEventResponse>, Status> {
         let token = token(&request);
         let r = request.into_inner();
-        self.event(
+        let call = self.event(
             token,
             (r.scheduler_name, r.room_name, r.event, r.metadata),
             true,
-        )
-        .await
+        );
+        self.observed("ForwardPlayerEvent", call).await
     }
 
     async fn get_room_address(
