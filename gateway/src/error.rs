@@ -75,6 +75,19 @@ impl From<ValidationErrors> for ApiError {
     }
 }
 
+/// Room-store failures, the same way on every API: an unknown room is 404, an unreachable
+/// store 503 (retry), an unreadable record 500.
+impl From<maestro_runtime::StoreError> for ApiError {
+    fn from(e: maestro_runtime::StoreError) -> Self {
+        use maestro_runtime::StoreError;
+        match e {
+            StoreError::RoomNotFound { .. } => Self::not_found(e.to_string()),
+            StoreError::Unavailable(_) => Self::unavailable(e.to_string()),
+            StoreError::Corrupt(_) => Self::new(ErrorCode::Internal, e.to_string()),
+        }
+    }
+}
+
 /// The same error for gRPC callers: the status code that means the same, the message, and
 /// the bad fields (as `field: message` lines) for validation errors.
 impl From<ApiError> for tonic::Status {

@@ -122,11 +122,7 @@ async fn healthz() -> &'static str {
 /// The process can serve: Temporal and the room store answer.
 async fn readyz(State(state): State<GatewayState>) -> Result<&'static str, error::ApiError> {
     state.schedulers.temporal_ready().await?;
-    state
-        .store
-        .health()
-        .await
-        .map_err(|e| error::ApiError::unavailable(e.to_string()))?;
+    state.store.health().await?;
     Ok("ok")
 }
 

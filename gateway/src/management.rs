@@ -307,11 +307,7 @@ async fn remove_rooms(
         checked_name(&name)?;
         request.validate()?;
         state.schedulers.snapshot(&name).await?;
-        let rooms = state
-            .store
-            .list(&name)
-            .await
-            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        let rooms = state.store.list(&name).await?;
         let now = maestro_core::Timestamp::from_system_time(std::time::SystemTime::now());
         // The same choice the operation makes, from the rooms as they are now.
         let ping_timeout = maestro_core::health::Timeouts::default().ping;
@@ -509,11 +505,7 @@ async fn delete_scheduler(
     checked_name(&name)?;
     state.schedulers.snapshot(&name).await?;
     if dry_run {
-        let rooms = state
-            .store
-            .list(&name)
-            .await
-            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        let rooms = state.store.list(&name).await?;
         let ids: Vec<String> = rooms.into_iter().map(|r| r.id).collect();
         return Ok(planned(json!({
             "definitionName": "delete_scheduler",
@@ -715,8 +707,7 @@ async fn get_room(
     let found = state
         .store
         .get(&name, &room)
-        .await
-        .map_err(|e| ApiError::unavailable(e.to_string()))?
+        .await?
         .ok_or_else(|| ApiError::not_found(format!("scheduler {name} has no room {room}")))?;
     Ok(Json(json!({ "room": found })))
 }
@@ -740,11 +731,7 @@ async fn schedulers_info(
         if game.as_ref().is_some_and(|g| *g != s.game) {
             continue;
         }
-        let counts = state
-            .store
-            .count_by_status(&s.name)
-            .await
-            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        let counts = state.store.count_by_status(&s.name).await?;
         let count = |status: RoomStatus| counts.get(&status).copied().unwrap_or(0);
         let autoscaling = s.autoscaling.as_ref().map(
             |a| json!({"enabled": a.enabled, "min": a.min, "max": a.max, "cooldown": a.cooldown}),
@@ -783,8 +770,7 @@ async fn list_rooms(
     let rooms: Vec<_> = state
         .store
         .list(&name)
-        .await
-        .map_err(|e| ApiError::unavailable(e.to_string()))?
+        .await?
         .into_iter()
         .filter(|r| wanted.is_none_or(|w| r.status == w))
         .collect();

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use maestro_core::room::{ALLOCATION_TTL, RoomAddress};
 use maestro_core::{GameRoom, PingStatus, RoomTokenSecret, Timestamp};
-use maestro_runtime::{PingUpdate, RoomStore, StoreError};
+use maestro_runtime::{PingUpdate, RoomStore};
 use serde_json::Value;
 use tracing::{debug, info};
 
@@ -56,14 +56,6 @@ pub struct RoomService {
     metrics: Metrics,
 }
 
-fn store_error(e: StoreError) -> ApiError {
-    match e {
-        StoreError::RoomNotFound { .. } => ApiError::not_found(e.to_string()),
-        StoreError::Unavailable(_) => ApiError::unavailable(e.to_string()),
-        StoreError::Corrupt(_) => ApiError::new(ErrorCode::Internal, e.to_string()),
-    }
-}
-
 fn now() -> Timestamp {
     Timestamp::from_system_time(SystemTime::now())
 }
@@ -103,13 +95,9 @@ impl RoomService {
     }
 
     async fn room(&self, scheduler: &str, room: &str) -> Result<GameRoom, ApiError> {
-        self.store
-            .get(scheduler, room)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(|| {
-                ApiError::not_found(format!("room {room} of scheduler {scheduler} not found"))
-            })
+        self.store.get(scheduler, room).await?.ok_or_else(|| {
+            ApiError::not_found(format!("room {room} of scheduler {scheduler} not found"))
+        })
     }
 
     /// A message for `room` must carry that room's token: a wrong one is refused (403)
@@ -153,8 +141,7 @@ impl RoomService {
         let change = self
             .store
             .apply_ping(scheduler, room, update, now())
-            .await
-            .map_err(store_error)?;
+            .await?;
         if change.changed() {
             info!(scheduler = %scheduler, room = %room, from = change.previous.as_str(), to = change.room.status.as_str(), "room status changed");
             // The ping is recorded whatever the forwarders say; their failures are logged
@@ -270,11 +257,7 @@ impl RoomService {
             now.unix_millis()
                 .saturating_add(i64::try_from(self.allocation_ttl.as_millis()).unwrap_or(i64::MAX)),
         );
-        let room = self
-            .store
-            .allocate(scheduler, selector, until, now)
-            .await
-            .map_err(store_error)?;
+        let room = self.store.allocate(scheduler, selector, until, now).await?;
         Ok(room.map(|room| {
             info!(scheduler = %scheduler, room = %room.id, "room allocated");
             Allocation {

@@ -237,6 +237,14 @@ impl SchedulerWorkflow {
         Some(due.since(now))
     }
 
+    /// Keeps a final operation among the last [`FINISHED_OPERATIONS_KEPT`].
+    fn record_finished(&mut self, operation: Operation) {
+        self.finished.push_back(operation);
+        while self.finished.len() > FINISHED_OPERATIONS_KEPT {
+            self.finished.pop_front();
+        }
+    }
+
     fn finish(&mut self, mut operation: Operation, outcome: OperationOutcome, now: Timestamp) {
         // A cancel that arrived after the work was done changes nothing: it finished.
         let cancelled = self.cancel_requested.take().as_deref() == Some(operation.id.as_str())
@@ -275,10 +283,7 @@ impl SchedulerWorkflow {
             _ => {}
         }
         self.active = None;
-        self.finished.push_back(operation);
-        while self.finished.len() > FINISHED_OPERATIONS_KEPT {
-            self.finished.pop_front();
-        }
+        self.record_finished(operation);
         self.run_operations += 1;
     }
 
@@ -622,10 +627,7 @@ impl SchedulerWorkflow {
                 created_at: now,
                 event: "canceled while pending".into(),
             });
-            self.finished.push_back(op.clone());
-            while self.finished.len() > FINISHED_OPERATIONS_KEPT {
-                self.finished.pop_front();
-            }
+            self.record_finished(op.clone());
             return Some(op);
         }
         match &self.active {
