@@ -1,12 +1,14 @@
 //! `maestro`: the game-room orchestrator's command line.
 //!
 //! `maestro dev` runs the whole system in one process (Temporal dev server, worker, gateway,
-//! local process runtime, in-memory room store); `maestro scheduler|rooms|operation` are the
+//! local process runtime, in-memory room store); `maestro serve --role worker|gateway` runs
+//! one role against an existing Temporal (production); `maestro scheduler|rooms|operation` are the
 //! management API's command-line client. Wiring and configuration live here; the
 //! behaviour lives in the library crates.
 
 mod cli;
 mod dev;
+mod serve;
 mod temporal;
 
 use clap::{Parser, Subcommand};
@@ -42,6 +44,9 @@ enum Command {
     /// Run everything locally: Temporal dev server (started or reused), worker, management
     /// and rooms APIs, rooms as local processes, and a sample scheduler.
     Dev(Box<dev::DevArgs>),
+    /// Run the worker and/or the gateway against an existing Temporal (production: one
+    /// role per Deployment; see deploy/kubernetes).
+    Serve(Box<serve::ServeCommand>),
     /// Schedulers: create, get, list, update, delete, switch-version.
     Scheduler {
         #[command(flatten)]
@@ -85,6 +90,7 @@ async fn main() -> anyhow::Result<()> {
     init_logging(cli.log_format);
     match cli.command {
         Command::Dev(args) => dev::run(*args).await,
+        Command::Serve(command) => serve::run(*command).await,
         Command::Scheduler { client, command } => cli::scheduler(client, command).await,
         Command::Rooms { client, command } => cli::rooms(client, command).await,
         Command::Operation { client, command } => cli::operation(client, command).await,

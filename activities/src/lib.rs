@@ -166,6 +166,10 @@ impl RoomActivities {
         let operation = operation_id(&ctx);
         let scheduler = &input.scheduler;
         let max_matches = u32::try_from(scheduler.max_matches()).unwrap_or(1);
+        self.runtime
+            .refresh_room_allocations(&scheduler.name)
+            .await
+            .map_err(runtime_failure)?;
         for (index, room_id) in input.room_ids.iter().enumerate().skip(done) {
             if ctx.is_cancelled() {
                 return Err(ActivityError::cancelled());

@@ -74,6 +74,20 @@ impl Runtime for MeteredRuntime {
         result
     }
 
+    async fn refresh_room_allocations(&self, scheduler: &str) -> Result<(), RuntimeError> {
+        let started = Instant::now();
+        let result = self.inner.refresh_room_allocations(scheduler).await;
+        self.observe("refresh_room_allocations", started, &result);
+        result
+    }
+
+    async fn guard_disruptions(&self, scheduler: &str, occupied: u32) -> Result<(), RuntimeError> {
+        let started = Instant::now();
+        let result = self.inner.guard_disruptions(scheduler, occupied).await;
+        self.observe("guard_disruptions", started, &result);
+        result
+    }
+
     async fn create_room(
         &self,
         scheduler: &Scheduler,

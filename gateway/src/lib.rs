@@ -3,14 +3,17 @@
 //! Owns the management REST API (schedulers and operations, backed by the scheduler
 //! workflows through a Temporal client), the game rooms API over HTTP and gRPC (room tokens,
 //! pings into the room store, allocation, events to the schedulers' forwarders), and the
-//! runtime watcher (runtime events into the room store).
+//! runtime watcher (runtime events into the room store), and the disruption guard (how many
+//! busy rooms the runtime must keep from eviction).
 //!
-//! Must not change the runtime (only the worker's activities create or delete rooms), and
+//! Must not create or delete rooms (only the worker's activities do; the guard's budget is
+//! its one write to the runtime), and
 //! must not hold state of its own: everything lives in Temporal or the room store, so any
 //! number of gateways can run side by side.
 
 pub mod auth;
 pub mod directory;
+pub mod disruption;
 pub mod dry_run;
 pub mod error;
 pub mod forwarders;

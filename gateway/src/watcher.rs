@@ -34,15 +34,45 @@ async fn resync(runtime: &dyn Runtime, store: &dyn RoomStore) {
     }
 }
 
+/// How often the watcher checks that the room store answers: when it comes back after an
+/// outage (maybe empty, after a Redis restart), every room is listed into it again.
+const STORE_CHECK_EVERY: Duration = Duration::from_secs(2);
+/// A full resync this often anyway, in case a store restart fell between two checks.
+const RESYNC_EVERY: Duration = Duration::from_secs(300);
+
 /// Runs until the runtime's event stream ends, then restarts it after a pause. Counts every
 /// event it processes in `maestro_watcher_events_total{kind}`.
 pub async fn run(runtime: Arc<dyn Runtime>, store: Arc<dyn RoomStore>, metrics: Metrics) {
     let count = |kind: &str| metrics.watcher_events.with_label_values(&[kind]).inc();
+    let mut store_check = tokio::time::interval(STORE_CHECK_EVERY);
+    let mut resync_timer = tokio::time::interval(RESYNC_EVERY);
+    resync_timer.reset();
+    let mut store_was_up = true;
     loop {
         let mut events = runtime.watch();
         count("resync");
         resync(runtime.as_ref(), store.as_ref()).await;
-        while let Some(event) = events.next().await {
+        loop {
+            let event = tokio::select! {
+                event = events.next() => match event {
+                    Some(event) => event,
+                    None => break,
+                },
+                _ = store_check.tick() => {
+                    let up = store.health().await.is_ok();
+                    if up && !store_was_up {
+                        info!("room store is back; listing every room into it again");
+                        RuntimeEvent::Resync
+                    } else {
+                        if !up && store_was_up {
+                            warn!("room store unavailable; the watcher will resync when it is back");
+                        }
+                        store_was_up = up;
+                        continue;
+                    }
+                }
+                _ = resync_timer.tick() => RuntimeEvent::Resync,
+            };
             count(match &event {
                 RuntimeEvent::Upserted(_) => "upserted",
                 RuntimeEvent::Deleted { .. } => "deleted",
@@ -55,7 +85,10 @@ pub async fn run(runtime: Arc<dyn Runtime>, store: Arc<dyn RoomStore>, metrics: 
                         warn!(scheduler = %scheduler, room = %room_id, error = %e, "could not remove room");
                     }
                 }
-                RuntimeEvent::Resync => resync(runtime.as_ref(), store.as_ref()).await,
+                RuntimeEvent::Resync => {
+                    resync(runtime.as_ref(), store.as_ref()).await;
+                    store_was_up = store.health().await.is_ok();
+                }
             }
         }
         warn!("runtime event stream ended; watching again");

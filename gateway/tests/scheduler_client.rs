@@ -54,10 +54,12 @@ async fn submissions_past_the_in_flight_update_limit_are_retried() -> Result<()>
     });
     let submitted = tokio::spawn(join_all(submissions));
     let runtime = Arc::new(ProcessRuntime::new(ProcessRuntimeConfig {
-        rooms_api_url: "http://127.0.0.1:9".into(),
+        rooms_api: maestro_runtime::RoomsApiEndpoints {
+            http_url: "http://127.0.0.1:9".into(),
+            ..Default::default()
+        },
         extra_path: vec![],
         log_dir: temp_dir("gateway-burst"),
-        ..Default::default()
     }));
     let activities = RoomActivities::new(runtime, Arc::new(MemoryRoomStore::new()));
     let temporal = TemporalRuntime::from_current_tokio(Default::default())?;
@@ -96,10 +98,12 @@ async fn submissions_past_the_in_flight_update_limit_are_retried() -> Result<()>
 
 fn worker(client: &Client, queue: &str, temporal: &TemporalRuntime) -> Result<Worker> {
     let runtime = Arc::new(ProcessRuntime::new(ProcessRuntimeConfig {
-        rooms_api_url: "http://127.0.0.1:9".into(),
+        rooms_api: maestro_runtime::RoomsApiEndpoints {
+            http_url: "http://127.0.0.1:9".into(),
+            ..Default::default()
+        },
         extra_path: vec![],
         log_dir: temp_dir("gateway-reads"),
-        ..Default::default()
     }));
     let activities = RoomActivities::new(runtime, Arc::new(MemoryRoomStore::new()));
     let options = maestro_workflows::worker_options(queue, activities)?;

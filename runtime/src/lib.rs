@@ -1,13 +1,16 @@
 //! `maestro-runtime`: where rooms run and where their state is kept.
 //!
 //! Owns the [`Runtime`] trait (create/delete/list/watch room instances) with the `process`
-//! backend (each room a local OS process: the embedded default), and the [`RoomStore`] trait
+//! backend (each room a local OS process: the embedded default) and the `kubernetes` backend
+//! (kube-rs: a namespace per scheduler, a Pod per room), and the [`RoomStore`] trait
 //! (rooms' composed status, pings, metadata, allocation) with in-memory and Redis backends.
 //!
 //! Must not decide policy (how many rooms, which to remove: that is `core` and the
 //! workflows) and must not talk to Temporal.
 
+pub mod kubernetes;
 pub mod process;
+pub mod room_env;
 pub mod store;
 
 use std::time::Duration;
@@ -17,7 +20,9 @@ use futures::stream::BoxStream;
 use maestro_core::room::RoomAddress;
 use maestro_core::{InstanceStatus, Scheduler, Version};
 
+pub use kubernetes::{KubernetesRuntime, KubernetesRuntimeConfig};
 pub use process::{ProcessRuntime, ProcessRuntimeConfig};
+pub use room_env::RoomsApiEndpoints;
 pub use store::{
     MemoryRoomStore, PingUpdate, RedisRoomStore, RedisStoreConfig, RoomStore, StoreError,
 };
@@ -67,6 +72,21 @@ pub trait Runtime: Send + Sync + 'static {
     async fn create_scheduler(&self, scheduler: &str) -> Result<(), RuntimeError>;
     /// Removes per-scheduler resources; rooms must already be gone.
     async fn delete_scheduler(&self, scheduler: &str) -> Result<(), RuntimeError>;
+    /// Rereads what the runtime needs to place new rooms of this scheduler (the host ports
+    /// live rooms hold); called before each batch of creations, which may run on another
+    /// worker than the previous batch.
+    async fn refresh_room_allocations(&self, _scheduler: &str) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+    /// Keeps `occupied` busy rooms (plus a margin) from voluntary eviction (spec §8); a
+    /// no-op where nothing evicts rooms.
+    async fn guard_disruptions(
+        &self,
+        _scheduler: &str,
+        _occupied: u32,
+    ) -> Result<(), RuntimeError> {
+        Ok(())
+    }
     async fn create_room(
         &self,
         scheduler: &Scheduler,

@@ -1,5 +1,6 @@
 //! Test support shared by the workspace's integration tests: a real Temporal dev server on
-//! free loopback ports, a real Redis server, and a scan for leftover room processes.
+//! free loopback ports, a real Redis server, an in-test Kubernetes API server
+//! ([`fake_kube`]), and a scan for leftover room processes.
 //! Test-only: never a dependency of product code.
 
 use std::net::{Ipv4Addr, TcpListener};
@@ -9,6 +10,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+
+pub mod fake_kube;
 
 /// A free TCP port on 127.0.0.1 (the OS picks it; a tiny race with other binders remains).
 pub fn free_port() -> u16 {
@@ -62,6 +65,9 @@ enum StartFailure {
 pub struct TemporalDevServer {
     child: Child,
     port: u16,
+    http_port: u16,
+    metrics_port: u16,
+    dynamic_config: Vec<String>,
     pub db_file: PathBuf,
 }
 
@@ -83,7 +89,8 @@ impl TemporalDevServer {
     pub async fn start_with(db_file: PathBuf, dynamic_config: &[&str]) -> Result<Self> {
         const ATTEMPTS: u32 = 3;
         for attempt in 1..=ATTEMPTS {
-            let mut server = Self::spawn(&db_file, dynamic_config)?;
+            let ports = (free_port(), free_port(), free_port());
+            let mut server = Self::spawn(&db_file, dynamic_config, ports)?;
             match server.wait_ready(Duration::from_secs(60)).await {
                 Ok(()) => return Ok(server),
                 Err(StartFailure::Exited) if attempt < ATTEMPTS => {
@@ -102,10 +109,11 @@ impl TemporalDevServer {
         unreachable!("the loop returns on its last attempt")
     }
 
-    fn spawn(db_file: &Path, dynamic_config: &[&str]) -> Result<Self> {
-        let port = free_port();
-        let http_port = free_port();
-        let metrics_port = free_port();
+    fn spawn(
+        db_file: &Path,
+        dynamic_config: &[&str],
+        (port, http_port, metrics_port): (u16, u16, u16),
+    ) -> Result<Self> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -131,6 +139,9 @@ impl TemporalDevServer {
         Ok(Self {
             child,
             port,
+            http_port,
+            metrics_port,
+            dynamic_config: dynamic_config.iter().map(|v| v.to_string()).collect(),
             db_file: db_file.to_path_buf(),
         })
     }
@@ -181,6 +192,33 @@ impl TemporalDevServer {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same ports and database (after [`Self::kill`]), as a
+    /// supervisor restarting a crashed server would.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.kill();
+        let config: Vec<&str> = self.dynamic_config.iter().map(String::as_str).collect();
+        let ports = (self.port, self.http_port, self.metrics_port);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            // The old process's ports can take a moment to be free again.
+            let mut fresh = Self::spawn(&self.db_file, &config, ports)?;
+            match fresh.wait_ready(Duration::from_secs(60)).await {
+                Ok(()) => {
+                    std::mem::swap(self, &mut fresh);
+                    // `fresh` now holds the dead child; dropping it kills nothing alive.
+                    return Ok(());
+                }
+                Err(StartFailure::Exited) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(StartFailure::Exited) => {
+                    bail!("Temporal dev server did not restart on its ports")
+                }
+                Err(StartFailure::Other(e)) => return Err(e),
+            }
+        }
     }
 }
 
@@ -318,6 +356,26 @@ impl RedisServer {
         }
     }
 
+    /// SIGSTOP: Redis holds its connections but answers nothing (a network partition),
+    /// until [`RedisServer::resume`].
+    pub fn pause(&self) {
+        self.signal(nix_signal::SIGSTOP);
+    }
+
+    /// SIGCONT after [`RedisServer::pause`]: everything it held is still there.
+    pub fn resume(&self) {
+        self.signal(nix_signal::SIGCONT);
+    }
+
+    fn signal(&self, signal: i32) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .arg(format!("-{signal}"))
+                .arg(child.id().to_string())
+                .status();
+        }
+    }
+
     /// Starts again on the same port (empty: no persistence).
     pub async fn restart(&mut self) -> Result<()> {
         self.stop();
@@ -330,8 +388,15 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
+        self.resume();
         self.stop();
     }
+}
+
+/// Signal numbers for `kill -N` (Linux).
+mod nix_signal {
+    pub const SIGCONT: i32 = 18;
+    pub const SIGSTOP: i32 = 19;
 }
 
 /// Where the README's test command installs the Python packages tests use

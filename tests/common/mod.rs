@@ -25,6 +25,10 @@ pub fn room_token(scheduler: &str, room: &str) -> String {
 
 pub struct Maestro {
     child: Child,
+    /// The command line and environment it was started with (for [`Maestro::restart`]).
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    log: std::path::PathBuf,
     pub api: String,
     pub rooms_api: String,
     pub rooms_grpc: String,
@@ -44,63 +48,119 @@ impl Maestro {
 
     /// Like [`Maestro::start`], with extra `maestro dev` arguments.
     pub async fn start_with(temporal: &TemporalDevServer, extra: &[&str]) -> Result<Self> {
-        for _ in 0..3 {
-            let mut maestro = Self::spawn(temporal, extra)?;
-            let deadline = std::time::Instant::now() + Duration::from_secs(60);
-            let up = loop {
-                if maestro.child.try_wait()?.is_some() {
-                    break false;
-                }
-                let health = maestro
-                    .http
-                    .get(format!("{}/healthz", maestro.api))
-                    .send()
-                    .await;
-                if health.is_ok_and(|r| r.status().is_success()) {
-                    break true;
-                }
-                anyhow::ensure!(
-                    std::time::Instant::now() < deadline,
-                    "maestro dev not up after 60 s"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            };
-            if up {
-                return Ok(maestro);
-            }
-            eprintln!("maestro dev exited while starting (port taken?); retrying");
-        }
-        anyhow::bail!("maestro dev kept exiting while starting")
+        Self::start_with_env(temporal, extra, &[]).await
     }
 
-    fn spawn(temporal: &TemporalDevServer, extra: &[&str]) -> Result<Self> {
+    /// Like [`Maestro::start_with`], with extra environment variables.
+    pub async fn start_with_env(
+        temporal: &TemporalDevServer,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
+        let data_dir = temp_dir("e2e");
+        let dev = [
+            "dev".to_string(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--sample-rooms".into(),
+            "0".into(),
+        ];
+        Self::launch_retrying(&dev, &temporal.address(), extra, env, &data_dir).await
+    }
+
+    /// Starts `maestro serve --role {role}` (production wiring) against `temporal_address`.
+    pub async fn serve(
+        role: &str,
+        temporal_address: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
+        let dir = temp_dir(&format!("serve-{role}"));
+        let serve = ["serve".to_string(), "--role".into(), role.to_string()];
+        Self::launch_retrying(&serve, temporal_address, extra, env, &dir).await
+    }
+
+    async fn launch_retrying(
+        command: &[String],
+        temporal_address: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        dir: &std::path::Path,
+    ) -> Result<Self> {
+        for _ in 0..3 {
+            let mut maestro = Self::spawn(command, temporal_address, extra, env, dir)?;
+            if maestro.wait_up().await? {
+                return Ok(maestro);
+            }
+            eprintln!("maestro exited while starting (port taken?); retrying");
+        }
+        anyhow::bail!("maestro kept exiting while starting")
+    }
+
+    /// Waits for `/healthz` on the internal API (every role serves it); false if the
+    /// process exited first.
+    async fn wait_up(&mut self) -> Result<bool> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if self.child.try_wait()?.is_some() {
+                return Ok(false);
+            }
+            let health = self
+                .http
+                .get(format!("{}/healthz", self.internal))
+                .send()
+                .await;
+            if health.is_ok_and(|r| r.status().is_success()) {
+                return Ok(true);
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "maestro not up after 60 s (log: {})",
+                self.log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn spawn(
+        command: &[String],
+        temporal_address: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        dir: &std::path::Path,
+    ) -> Result<Self> {
         let (api_port, rooms_port, grpc_port) = (free_port(), free_port(), free_port());
         let (internal_port, worker_metrics_port) = (free_port(), free_port());
-        let data_dir = temp_dir("e2e");
-        let log = std::fs::File::create(data_dir.join("maestro.log"))?;
-        let child = Command::new(env!("CARGO_BIN_EXE_maestro"))
-            .arg("dev")
-            .args(["--temporal-address", &temporal.address()])
-            .args(["--management-addr", &format!("127.0.0.1:{api_port}")])
-            .args(["--rooms-addr", &format!("127.0.0.1:{rooms_port}")])
-            .args(["--rooms-grpc-addr", &format!("127.0.0.1:{grpc_port}")])
-            .args(["--internal-addr", &format!("127.0.0.1:{internal_port}")])
-            .args([
+        let mut args: Vec<String> = command.to_vec();
+        for (flag, value) in [
+            ("--temporal-address", temporal_address.to_string()),
+            ("--management-addr", format!("127.0.0.1:{api_port}")),
+            ("--rooms-addr", format!("127.0.0.1:{rooms_port}")),
+            ("--rooms-grpc-addr", format!("127.0.0.1:{grpc_port}")),
+            ("--internal-addr", format!("127.0.0.1:{internal_port}")),
+            (
                 "--worker-metrics-addr",
-                &format!("127.0.0.1:{worker_metrics_port}"),
-            ])
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .args(["--sample-rooms", "0", "--task-queue", "e2e"])
-            .args(["--room-token-secret", ROOM_TOKEN_SECRET])
-            .args(["--api-tokens", API_TOKEN])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
+                format!("127.0.0.1:{worker_metrics_port}"),
+            ),
+            ("--task-queue", "e2e".to_string()),
+            ("--room-token-secret", ROOM_TOKEN_SECRET.to_string()),
+            ("--api-tokens", API_TOKEN.to_string()),
+        ] {
+            args.push(flag.into());
+            args.push(value);
+        }
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let log = dir.join("maestro.log");
+        let child = Self::launch(&args, &env, &log)?;
         Ok(Self {
             child,
+            args,
+            env,
+            log,
             api: format!("http://127.0.0.1:{api_port}"),
             rooms_api: format!("http://127.0.0.1:{rooms_port}"),
             rooms_grpc: format!("http://127.0.0.1:{grpc_port}"),
@@ -110,6 +170,45 @@ impl Maestro {
                 .timeout(Duration::from_secs(30))
                 .build()?,
         })
+    }
+
+    fn launch(args: &[String], env: &[(String, String)], log: &std::path::Path) -> Result<Child> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
+        Ok(Command::new(env!("CARGO_BIN_EXE_maestro"))
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?)
+    }
+
+    /// SIGKILL, as a crash would: no graceful shutdown of anything.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the same command again on the same ports (a supervisor's restart).
+    pub async fn restart(&mut self) -> Result<()> {
+        self.kill9();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            self.child = Self::launch(&self.args, &self.env, &self.log)?;
+            if self.wait_up().await? {
+                return Ok(());
+            }
+            // The dead process's ports may take a moment to be free.
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "maestro did not restart on its ports (log: {})",
+                self.log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 
     pub async fn call(

@@ -46,10 +46,12 @@ async fn harness(label: &str) -> Result<Harness> {
     .await?;
     let client = Client::new(conn, ClientOptions::new("default").build())?;
     let runtime = Arc::new(ProcessRuntime::new(ProcessRuntimeConfig {
-        rooms_api_url: "http://127.0.0.1:9".into(),
+        rooms_api: maestro_runtime::RoomsApiEndpoints {
+            http_url: "http://127.0.0.1:9".into(),
+            ..Default::default()
+        },
         extra_path: vec![],
         log_dir: temp_dir(label),
-        ..Default::default()
     }));
     Ok(Harness {
         _server: server,

@@ -12,23 +12,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
 use maestro_core::room::{RoomAddress, RoomPort};
-use maestro_core::scheduler::{Container, PortRange};
-use maestro_core::{InstanceStatus, RoomTokenSecret, Scheduler, Version};
+
+use maestro_core::scheduler::Container;
+use maestro_core::{InstanceStatus, Scheduler, Version};
 use tokio::process::{Child, Command};
 use tokio::sync::{broadcast, oneshot, watch};
 use tracing::{info, warn};
 
+use crate::room_env::{RoomsApiEndpoints, allocate_ports, maestro_env};
 use crate::{RoomInstance, Runtime, RuntimeError, RuntimeEvent};
-
-/// Environment variables every room gets, like a pod's.
-pub const ENV_SCHEDULER: &str = "MAESTRO_SCHEDULER_NAME";
-pub const ENV_ROOM_ID: &str = "MAESTRO_ROOM_ID";
-pub const ENV_ROOMS_API: &str = "MAESTRO_ROOMS_API_URL";
-pub const ENV_VERSION: &str = "MAESTRO_ROOM_VERSION";
-pub const ENV_ROOMS_GRPC: &str = "MAESTRO_ROOMS_GRPC_URL";
-pub const ENV_ROOM_TOKEN: &str = "MAESTRO_ROOM_TOKEN";
-/// Prefix of one variable per named port: `MAESTRO_PORT_GAME=40001`.
-pub const ENV_PORT_PREFIX: &str = "MAESTRO_PORT_";
 
 const LOCALHOST: &str = "127.0.0.1";
 /// A crashed room's stop request cannot wait for an exit that already happened.
@@ -36,12 +28,8 @@ const EXIT_WAIT_SLACK: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Default)]
 pub struct ProcessRuntimeConfig {
-    /// Base URL of the rooms API the rooms ping (`http://127.0.0.1:8070`).
-    pub rooms_api_url: String,
-    /// The rooms API's gRPC address (`http://127.0.0.1:8071`), for rooms that speak gRPC.
-    pub rooms_grpc_url: Option<String>,
-    /// Gives each room its token (`MAESTRO_ROOM_TOKEN`); `None` when tokens are off.
-    pub room_token_secret: Option<RoomTokenSecret>,
+    /// How rooms reach the rooms API (URLs, token secret).
+    pub rooms_api: RoomsApiEndpoints,
     /// Folders searched first for a room's program (where `game-room` was built).
     pub extra_path: Vec<PathBuf>,
     /// Where each room's stdout/stderr go: `{log_dir}/{scheduler}/{room}.log`.
@@ -180,22 +168,13 @@ impl ProcessRuntime {
                 ),
             }
         }
-        cmd.env(ENV_SCHEDULER, &scheduler.name)
-            .env(ENV_ROOM_ID, room_id)
-            .env(ENV_VERSION, version.to_string())
-            .env(ENV_ROOMS_API, &self.config.rooms_api_url);
-        if let Some(url) = &self.config.rooms_grpc_url {
-            cmd.env(ENV_ROOMS_GRPC, url);
-        }
-        if let Some(secret) = &self.config.room_token_secret {
-            cmd.env(ENV_ROOM_TOKEN, secret.token(&scheduler.name, room_id));
-        }
-        for port in ports {
-            cmd.env(
-                format!("{ENV_PORT_PREFIX}{}", env_suffix(&port.name)),
-                port.port.to_string(),
-            );
-        }
+        cmd.envs(maestro_env(
+            &self.config.rooms_api,
+            &scheduler.name,
+            version,
+            room_id,
+            ports,
+        ));
         Ok(cmd)
     }
 
@@ -210,52 +189,6 @@ impl ProcessRuntime {
             .open(&path)
             .map_err(|e| RuntimeError::Unavailable(format!("log file {}: {e}", path.display())))
     }
-}
-
-fn env_suffix(port_name: &str) -> String {
-    port_name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
-/// Lowest free host port per named port, avoiding every port live rooms hold.
-fn allocate_ports(
-    scheduler: &Scheduler,
-    container: &Container,
-    used: &BTreeSet<u16>,
-) -> Result<Vec<RoomPort>, RuntimeError> {
-    let mut taken = used.clone();
-    let mut ports = Vec::with_capacity(container.ports.len());
-    for port in &container.ports {
-        let range: PortRange = port
-            .host_port_range
-            .or(scheduler.port_range)
-            .ok_or_else(|| {
-                RuntimeError::Invalid(format!("port {} has no port range", port.name))
-            })?;
-        let lo = u16::try_from(range.start.max(1)).unwrap_or(u16::MAX);
-        let hi = u16::try_from(range.end.min(65535)).unwrap_or(u16::MAX);
-        let free = (lo..=hi).find(|p| !taken.contains(p)).ok_or_else(|| {
-            RuntimeError::Unavailable(format!(
-                "no free host port in {}-{} for port {}",
-                range.start, range.end, port.name
-            ))
-        })?;
-        taken.insert(free);
-        ports.push(RoomPort {
-            name: port.name.clone(),
-            protocol: port.protocol.clone(),
-            port: free,
-        });
-    }
-    Ok(ports)
 }
 
 /// Waits for the room to exit by itself or to be told to stop; reports what happened.
@@ -349,7 +282,7 @@ impl Runtime for ProcessRuntime {
                     .flat_map(|a| a.ports.iter().map(|p| p.port))
             })
             .collect();
-        let ports = allocate_ports(scheduler, container, &used)?;
+        let ports = allocate_ports(scheduler, &container.ports, &used)?;
         let mut cmd = self.build_command(scheduler, version, room_id, container, &ports)?;
         let log = self.log_file(&scheduler.name, room_id)?;
         let log_err = log

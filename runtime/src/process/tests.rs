@@ -1,5 +1,6 @@
 use super::*;
-use maestro_core::scheduler::ContainerPort;
+use crate::room_env::ENV_ROOMS_API;
+use maestro_core::scheduler::{ContainerPort, PortRange};
 use std::path::Path;
 
 fn scheduler(name: &str, command: &[&str]) -> Scheduler {
@@ -20,10 +21,12 @@ fn scheduler(name: &str, command: &[&str]) -> Scheduler {
 
 fn runtime(dir: &Path) -> ProcessRuntime {
     ProcessRuntime::new(ProcessRuntimeConfig {
-        rooms_api_url: "http://127.0.0.1:1".into(),
+        rooms_api: crate::RoomsApiEndpoints {
+            http_url: "http://127.0.0.1:1".into(),
+            ..Default::default()
+        },
         extra_path: vec![],
         log_dir: dir.to_path_buf(),
-        ..Default::default()
     })
 }
 

@@ -1,0 +1,554 @@
+//! The Kubernetes runtime (kube-rs): a namespace per scheduler, a Pod per room named after
+//! the room, host ports from the scheduler's range, the room address from the node.
+//!
+//! Every call is idempotent: "already exists" on create and "not found" on delete are
+//! success, a conflict on update is retried from a fresh read, and 429/5xx/transport errors
+//! are retried with exponential backoff before the caller (an activity, which has its own
+//! retries) sees them.
+
+pub mod pod;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use backon::{ExponentialBuilder, Retryable};
+use futures::stream::{self, BoxStream, StreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::Client;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use maestro_core::{Scheduler, Version};
+use tracing::{debug, info, warn};
+
+use crate::room_env::{RoomsApiEndpoints, allocate_ports};
+use crate::{RoomInstance, Runtime, RuntimeError, RuntimeEvent};
+
+/// How long a node's address is trusted before it is read again.
+const NODE_ADDRESS_TTL: Duration = Duration::from_secs(300);
+/// Extra wait for a deleted pod to disappear beyond its grace period.
+const DELETE_SLACK: Duration = Duration::from_secs(10);
+/// Reads of a disruption budget before giving up on conflicting writers.
+const CONFLICT_RETRIES: usize = 5;
+
+#[derive(Debug, Clone)]
+pub struct KubernetesRuntimeConfig {
+    /// How rooms reach the rooms API (URLs as seen from inside the cluster, token secret).
+    pub rooms_api: RoomsApiEndpoints,
+    /// Retries of one API call on 429/5xx/transport errors, after the first try.
+    pub api_retries: usize,
+    /// First pause between those retries (doubling, with jitter).
+    pub api_retry_delay: Duration,
+}
+
+impl Default for KubernetesRuntimeConfig {
+    fn default() -> Self {
+        Self {
+            rooms_api: RoomsApiEndpoints::default(),
+            api_retries: 4,
+            api_retry_delay: Duration::from_millis(200),
+        }
+    }
+}
+
+pub struct KubernetesRuntime {
+    client: Client,
+    config: KubernetesRuntimeConfig,
+    /// Host ports held by live rooms, per scheduler. Creations of one scheduler are
+    /// serialized (one operation at a time, rooms created one after another), and
+    /// [`Runtime::refresh_room_allocations`] rereads the truth before each batch, so a
+    /// batch run by another worker replica is never missed.
+    port_books: Mutex<HashMap<String, Arc<tokio::sync::Mutex<PortBook>>>>,
+    nodes: Arc<NodeAddresses>,
+}
+
+#[derive(Default)]
+struct PortBook {
+    loaded: bool,
+    used: BTreeSet<u16>,
+}
+
+impl KubernetesRuntime {
+    pub fn new(client: Client, config: KubernetesRuntimeConfig) -> Self {
+        Self {
+            nodes: Arc::new(NodeAddresses::new(client.clone())),
+            client,
+            config,
+            port_books: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A runtime using the ambient configuration: `KUBECONFIG`/`~/.kube/config`, else the
+    /// in-cluster service account.
+    pub async fn from_environment(config: KubernetesRuntimeConfig) -> Result<Self, RuntimeError> {
+        let client = Client::try_default()
+            .await
+            .map_err(|e| RuntimeError::Invalid(format!("no Kubernetes configuration: {e}")))?;
+        Ok(Self::new(client, config))
+    }
+
+    fn pods(&self, scheduler: &str) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), scheduler)
+    }
+
+    fn port_book(&self, scheduler: &str) -> Arc<tokio::sync::Mutex<PortBook>> {
+        let mut books = self.port_books.lock().unwrap_or_else(|p| p.into_inner());
+        books.entry(scheduler.to_string()).or_default().clone()
+    }
+
+    /// Runs one API call, retrying what may succeed later (429, 5xx, transport errors).
+    async fn call<T, F, Fut>(&self, what: &str, call: F) -> Result<T, kube::Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, kube::Error>>,
+    {
+        call.retry(
+            ExponentialBuilder::default()
+                .with_min_delay(self.config.api_retry_delay)
+                .with_max_delay(Duration::from_secs(5))
+                .with_max_times(self.config.api_retries)
+                .with_jitter(),
+        )
+        .when(is_transient)
+        .notify(|e, pause| warn!(call = what, error = %e, ?pause, "Kubernetes API call failed; retrying"))
+        .await
+    }
+
+    async fn load_ports(&self, scheduler: &str, book: &mut PortBook) -> Result<(), RuntimeError> {
+        let (api, params) = (self.pods(scheduler), managed());
+        let pods = self
+            .call("list pods", || api.list(&params))
+            .await
+            .map_err(|e| failure("list pods", e))?;
+        book.used = pods.items.iter().flat_map(pod::host_ports).collect();
+        book.loaded = true;
+        Ok(())
+    }
+
+    async fn instance(&self, pod: &Pod) -> Option<RoomInstance> {
+        let address = match pod::node_name(pod) {
+            Some(node) => self.nodes.address(node).await,
+            None => None,
+        };
+        pod::room_instance(pod, address)
+    }
+
+    async fn instances(&self, pods: Vec<Pod>) -> Vec<RoomInstance> {
+        let mut rooms = Vec::with_capacity(pods.len());
+        for pod in &pods {
+            if let Some(room) = self.instance(pod).await {
+                rooms.push(room);
+            }
+        }
+        rooms
+    }
+
+    /// Waits until the pod is gone, polling with a growing pause.
+    async fn await_gone(
+        &self,
+        scheduler: &str,
+        room_id: &str,
+        limit: Duration,
+    ) -> Result<(), RuntimeError> {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(100);
+        let api = self.pods(scheduler);
+        loop {
+            match self.call("get pod", || api.get_opt(room_id)).await {
+                Ok(None) => return Ok(()),
+                Ok(Some(_)) => {}
+                Err(e) => return Err(failure("get pod", e)),
+            }
+            if started.elapsed() >= limit {
+                return Err(RuntimeError::Unavailable(format!(
+                    "pod {scheduler}/{room_id} still exists {limit:?} after its deletion"
+                )));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
+    }
+}
+
+/// Only Maestro's pods.
+fn managed() -> ListParams {
+    ListParams::default().labels(pod::MANAGED_SELECTOR)
+}
+
+fn is_transient(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(status) => status.code == 429 || status.code >= 500,
+        kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::ReadEvents(_) => true,
+        _ => false,
+    }
+}
+
+fn status_code(e: &kube::Error) -> Option<u16> {
+    match e {
+        kube::Error::Api(status) => Some(status.code),
+        _ => None,
+    }
+}
+
+/// Requests Kubernetes refuses as given (bad spec) fail the operation; everything else
+/// (including missing permissions, which an operator can fix) is worth retrying later.
+fn failure(what: &str, e: kube::Error) -> RuntimeError {
+    match status_code(&e) {
+        Some(400 | 422) => RuntimeError::Invalid(format!("{what}: {e}")),
+        _ => RuntimeError::Unavailable(format!("{what}: {e}")),
+    }
+}
+
+#[async_trait]
+impl Runtime for KubernetesRuntime {
+    async fn create_scheduler(&self, scheduler: &str) -> Result<(), RuntimeError> {
+        let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        let (params, wanted) = (PostParams::default(), pod::namespace(scheduler));
+        let created = self
+            .call("create namespace", || namespaces.create(&params, &wanted))
+            .await;
+        match created {
+            Ok(_) => info!(scheduler, "namespace created"),
+            Err(e) if status_code(&e) == Some(409) => debug!(scheduler, "namespace already exists"),
+            Err(e) => return Err(failure("create namespace", e)),
+        }
+        self.guard_disruptions(scheduler, 0).await
+    }
+
+    async fn delete_scheduler(&self, scheduler: &str) -> Result<(), RuntimeError> {
+        let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        let params = DeleteParams::default();
+        match self
+            .call("delete namespace", || namespaces.delete(scheduler, &params))
+            .await
+        {
+            Ok(_) => info!(scheduler, "namespace deletion requested"),
+            Err(e) if status_code(&e) == Some(404) => debug!(scheduler, "namespace already gone"),
+            Err(e) => return Err(failure("delete namespace", e)),
+        }
+        self.port_books
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(scheduler);
+        Ok(())
+    }
+
+    async fn refresh_room_allocations(&self, scheduler: &str) -> Result<(), RuntimeError> {
+        let book = self.port_book(scheduler);
+        let mut book = book.lock().await;
+        self.load_ports(scheduler, &mut book).await
+    }
+
+    async fn create_room(
+        &self,
+        scheduler: &Scheduler,
+        version: Version,
+        room_id: &str,
+    ) -> Result<RoomInstance, RuntimeError> {
+        let book = self.port_book(&scheduler.name);
+        let mut book = book.lock().await;
+        if !book.loaded {
+            self.load_ports(&scheduler.name, &mut book).await?;
+        }
+        let (api, params) = (self.pods(&scheduler.name), PostParams::default());
+        let ports = match allocate_ports(scheduler, pod::container_ports(scheduler), &book.used) {
+            Ok(ports) => ports,
+            // A retried creation finds every port taken, its own among them.
+            Err(full) => {
+                let existing = self
+                    .call("get pod", || api.get_opt(room_id))
+                    .await
+                    .map_err(|e| failure("get pod", e))?;
+                drop(book);
+                return match existing {
+                    Some(pod) => self.instance(&pod).await.ok_or(full),
+                    None => Err(full),
+                };
+            }
+        };
+        let wanted = pod::room_pod(scheduler, version, room_id, &ports, &self.config.rooms_api);
+        let created = match self
+            .call("create pod", || api.create(&params, &wanted))
+            .await
+        {
+            Ok(pod) => {
+                info!(scheduler = %scheduler.name, room = room_id, ports = ?ports.iter().map(|p| p.port).collect::<Vec<_>>(), "pod created");
+                pod
+            }
+            // A retry of a creation that reached the API: the room exists, keep it as it is.
+            Err(e) if status_code(&e) == Some(409) => {
+                let existing = self
+                    .call("get pod", || api.get(room_id))
+                    .await
+                    .map_err(|e| failure("get pod", e))?;
+                debug!(scheduler = %scheduler.name, room = room_id, "pod already exists");
+                existing
+            }
+            Err(e) => return Err(failure("create pod", e)),
+        };
+        book.used.extend(pod::host_ports(&created));
+        drop(book);
+        self.instance(&created)
+            .await
+            .ok_or_else(|| RuntimeError::Invalid(format!("pod {room_id} lost Maestro's labels")))
+    }
+
+    async fn delete_room(
+        &self,
+        scheduler: &str,
+        room_id: &str,
+        grace: Duration,
+    ) -> Result<(), RuntimeError> {
+        let api = self.pods(scheduler);
+        let params = DeleteParams {
+            grace_period_seconds: Some(u32::try_from(grace.as_secs()).unwrap_or(u32::MAX)),
+            ..DeleteParams::default()
+        };
+        let freed = match self
+            .call("delete pod", || api.delete(room_id, &params))
+            .await
+        {
+            Ok(either) => either.left().map(|pod| pod::host_ports(&pod)),
+            Err(e) if status_code(&e) == Some(404) => return Ok(()),
+            Err(e) => return Err(failure("delete pod", e)),
+        };
+        self.await_gone(scheduler, room_id, grace + DELETE_SLACK)
+            .await?;
+        if let Some(freed) = freed {
+            let book = self.port_book(scheduler);
+            let mut book = book.lock().await;
+            book.used.retain(|p| !freed.contains(p));
+        }
+        info!(scheduler, room = room_id, "pod deleted");
+        Ok(())
+    }
+
+    async fn list_rooms(&self, scheduler: &str) -> Result<Vec<RoomInstance>, RuntimeError> {
+        let (api, params) = (self.pods(scheduler), managed());
+        let pods = self
+            .call("list pods", || api.list(&params))
+            .await
+            .map_err(|e| failure("list pods", e))?;
+        Ok(self.instances(pods.items).await)
+    }
+
+    async fn list_all_rooms(&self) -> Result<Vec<RoomInstance>, RuntimeError> {
+        let (api, params): (Api<Pod>, _) = (Api::all(self.client.clone()), managed());
+        let pods = self
+            .call("list pods", || api.list(&params))
+            .await
+            .map_err(|e| failure("list pods", e))?;
+        Ok(self.instances(pods.items).await)
+    }
+
+    async fn guard_disruptions(&self, scheduler: &str, occupied: u32) -> Result<(), RuntimeError> {
+        let api: Api<PodDisruptionBudget> = Api::namespaced(self.client.clone(), scheduler);
+        let min_available = pod::protected_rooms(occupied);
+        let params = PostParams::default();
+        for _ in 0..CONFLICT_RETRIES {
+            let current = self
+                .call("get disruption budget", || {
+                    api.get_opt(pod::DISRUPTION_BUDGET_NAME)
+                })
+                .await
+                .map_err(|e| failure("get disruption budget", e))?;
+            let mut wanted = pod::disruption_budget(scheduler, min_available);
+            let result = match current {
+                None => {
+                    self.call("create disruption budget", || api.create(&params, &wanted))
+                        .await
+                }
+                Some(current) => {
+                    let now = current.spec.as_ref().and_then(|s| s.min_available.clone());
+                    if now == Some(IntOrString::Int(min_available)) {
+                        return Ok(());
+                    }
+                    // Replace only what we read: a concurrent writer makes this a 409.
+                    wanted.metadata.resource_version = current.metadata.resource_version.clone();
+                    self.call("replace disruption budget", || {
+                        api.replace(pod::DISRUPTION_BUDGET_NAME, &params, &wanted)
+                    })
+                    .await
+                }
+            };
+            match result {
+                Ok(_) => {
+                    debug!(scheduler, min_available, "disruption budget set");
+                    return Ok(());
+                }
+                Err(e) if status_code(&e) == Some(409) => {
+                    debug!(
+                        scheduler,
+                        "disruption budget changed meanwhile; reading it again"
+                    );
+                }
+                Err(e) => return Err(failure("write disruption budget", e)),
+            }
+        }
+        Err(RuntimeError::Unavailable(format!(
+            "disruption budget of {scheduler} kept changing under {CONFLICT_RETRIES} attempts"
+        )))
+    }
+
+    fn watch(&self) -> BoxStream<'static, RuntimeEvent> {
+        let api: Api<Pod> = Api::all(self.client.clone());
+        let config = watcher::Config::default().labels(pod::MANAGED_SELECTOR);
+        let nodes = self.nodes.clone();
+        watcher::watcher(api, config)
+            .default_backoff()
+            .scan(Relist::default(), |relist, event| {
+                let changes = match event {
+                    Ok(event) => relist.apply(event),
+                    Err(e) => {
+                        warn!(error = %e, "pod watch failed; kube's watcher relists and resumes");
+                        Vec::new()
+                    }
+                };
+                futures::future::ready(Some(changes))
+            })
+            .flat_map(stream::iter)
+            .then(move |change| {
+                let nodes = nodes.clone();
+                async move {
+                    match change {
+                        PodChange::Upserted(pod) => {
+                            let address = match pod::node_name(&pod) {
+                                Some(node) => nodes.address(node).await,
+                                None => None,
+                            };
+                            let (_, reason) = pod::instance_status(&pod);
+                            let room = pod::room_instance(&pod, address)?;
+                            if let Some(reason) = reason {
+                                warn!(scheduler = %room.scheduler, room = %room.room_id, reason, "room instance is in error");
+                            }
+                            Some(RuntimeEvent::Upserted(room))
+                        }
+                        PodChange::Deleted { scheduler, room_id } => {
+                            Some(RuntimeEvent::Deleted { scheduler, room_id })
+                        }
+                    }
+                }
+            })
+            .filter_map(futures::future::ready)
+            .boxed()
+    }
+}
+
+enum PodChange {
+    Upserted(Box<Pod>),
+    Deleted { scheduler: String, room_id: String },
+}
+
+/// Turns kube's watcher events into room changes. A relist (after a watch expired with 410
+/// Gone, or the apiserver restarted) replays every live pod; pods seen before and missing
+/// from the relist were deleted while nobody watched, and are reported so.
+#[derive(Default)]
+struct Relist {
+    known: BTreeSet<(String, String)>,
+    relisting: Option<BTreeSet<(String, String)>>,
+}
+
+fn key(pod: &Pod) -> Option<(String, String)> {
+    let scheduler = pod
+        .metadata
+        .labels
+        .as_ref()?
+        .get(pod::LABEL_SCHEDULER)?
+        .clone();
+    Some((scheduler, pod.metadata.name.clone()?))
+}
+
+impl Relist {
+    fn apply(&mut self, event: Event<Pod>) -> Vec<PodChange> {
+        match event {
+            Event::Apply(pod) => {
+                if let Some(k) = key(&pod) {
+                    self.known.insert(k);
+                }
+                vec![PodChange::Upserted(Box::new(pod))]
+            }
+            Event::Delete(pod) => match key(&pod) {
+                Some(k) => {
+                    self.known.remove(&k);
+                    vec![PodChange::Deleted {
+                        scheduler: k.0,
+                        room_id: k.1,
+                    }]
+                }
+                None => Vec::new(),
+            },
+            Event::Init => {
+                self.relisting = Some(BTreeSet::new());
+                Vec::new()
+            }
+            Event::InitApply(pod) => {
+                if let (Some(k), Some(seen)) = (key(&pod), self.relisting.as_mut()) {
+                    seen.insert(k);
+                }
+                vec![PodChange::Upserted(Box::new(pod))]
+            }
+            Event::InitDone => {
+                let seen = self.relisting.take().unwrap_or_default();
+                let gone: Vec<PodChange> = self
+                    .known
+                    .difference(&seen)
+                    .map(|(scheduler, room_id)| PodChange::Deleted {
+                        scheduler: scheduler.clone(),
+                        room_id: room_id.clone(),
+                    })
+                    .collect();
+                self.known = seen;
+                gone
+            }
+        }
+    }
+}
+
+/// Node addresses, read once per node and kept for [`NODE_ADDRESS_TTL`].
+struct NodeAddresses {
+    client: Client,
+    cache: Mutex<BTreeMap<String, (String, Instant)>>,
+}
+
+impl NodeAddresses {
+    fn new(client: Client) -> Self {
+        Self {
+            client,
+            cache: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    async fn address(&self, node: &str) -> Option<String> {
+        {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((address, read_at)) = cache.get(node)
+                && read_at.elapsed() < NODE_ADDRESS_TTL
+            {
+                return Some(address.clone());
+            }
+        }
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        match nodes.get(node).await {
+            Ok(found) => {
+                let address = pod::node_address(&found)?;
+                self.cache
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(node.to_string(), (address.clone(), Instant::now()));
+                Some(address)
+            }
+            Err(e) => {
+                warn!(node, error = %e, "cannot read the node's address; the room has none yet");
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
