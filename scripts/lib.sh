@@ -40,14 +40,17 @@ ensure_redis() {
 
 # Python packages the tests use (the OpenMetrics parser of prometheus_client), into .tools/.
 PROMETHEUS_CLIENT_VERSION="0.21.1"
+SCHEMATHESIS_VERSION="4.32.5"
 export MAESTRO_PYTHONPATH="$TOOLS_DIR/python"
 ensure_python_tools() {
-  if [ -f "$MAESTRO_PYTHONPATH/.prometheus_client-$PROMETHEUS_CLIENT_VERSION" ]; then return; fi
-  log "installing prometheus_client $PROMETHEUS_CLIENT_VERSION (PyPI) into .tools/python"
+  local marker="$MAESTRO_PYTHONPATH/.tools-prometheus_client-$PROMETHEUS_CLIENT_VERSION-schemathesis-$SCHEMATHESIS_VERSION"
+  if [ -f "$marker" ]; then return; fi
+  log "installing prometheus_client $PROMETHEUS_CLIENT_VERSION and schemathesis $SCHEMATHESIS_VERSION (PyPI) into .tools/python"
   if ! python3 -m pip --version >/dev/null 2>&1; then
     apt_install python3-pip
   fi
   python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
-    --target "$MAESTRO_PYTHONPATH" "prometheus_client==$PROMETHEUS_CLIENT_VERSION"
-  touch "$MAESTRO_PYTHONPATH/.prometheus_client-$PROMETHEUS_CLIENT_VERSION"
+    --target "$MAESTRO_PYTHONPATH" "prometheus_client==$PROMETHEUS_CLIENT_VERSION" \
+    "schemathesis==$SCHEMATHESIS_VERSION"
+  touch "$marker"
 }

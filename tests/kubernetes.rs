@@ -145,6 +145,22 @@ async fn rooms_run_as_pods_and_pod_events_reach_room_statuses() -> anyhow::Resul
     })
     .await?;
 
+    // No secret reached the log: management token, room-token secret, any room's token.
+    let log = maestro.log_text();
+    assert!(
+        log.contains("pod created"),
+        "the log is not the one we think"
+    );
+    for secret in [
+        common::API_TOKEN.to_string(),
+        common::ROOM_TOKEN_SECRET.to_string(),
+    ]
+    .into_iter()
+    .chain(ids.iter().map(|room| room_token(name, room)))
+    {
+        assert!(!log.contains(&secret), "a secret is in the log");
+    }
+
     // Every call Maestro made is allowed by the ClusterRole it is deployed with.
     let allowed = cluster_role_rules()?;
     for request in fake.requests() {

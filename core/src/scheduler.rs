@@ -14,6 +14,7 @@ use crate::time::Timestamp;
 
 /// One kind of game room, as Maestro's API describes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct Scheduler {
     pub name: String,
@@ -53,6 +54,7 @@ pub struct Scheduler {
 /// seen and `errorShare` of them failed (error, or not ready in time), the previous version
 /// is made active again and the new rooms are replaced.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct AutoRollback {
     #[serde(default = "yes")]
@@ -154,6 +156,7 @@ impl SchedulerState {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PortRange {
     pub start: i64,
     pub end: i64,
@@ -161,6 +164,7 @@ pub struct PortRange {
 
 /// Everything under `spec`: a change here is a major version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct Spec {
     /// Computed by Maestro, never trusted from clients.
@@ -175,6 +179,7 @@ pub struct Spec {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct Container {
     pub name: String,
@@ -194,6 +199,7 @@ pub struct Container {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct EnvVar {
     pub name: String,
@@ -204,6 +210,7 @@ pub struct EnvVar {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct EnvVarSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -213,12 +220,14 @@ pub struct EnvVarSource {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct FieldRef {
     pub field_path: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SecretKeyRef {
     pub name: String,
     pub key: String,
@@ -226,6 +235,7 @@ pub struct SecretKeyRef {
 
 /// Kubernetes quantities, kept as the strings the user wrote (`"100m"`, `"20Mi"`).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Resources {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<String>,
@@ -234,6 +244,7 @@ pub struct Resources {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerPort {
     pub name: String,
@@ -244,6 +255,7 @@ pub struct ContainerPort {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Autoscaling {
     #[serde(default)]
     pub enabled: bool,
@@ -255,6 +267,7 @@ pub struct Autoscaling {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AutoscalingPolicy {
     #[serde(rename = "type")]
     pub kind: String,
@@ -263,6 +276,7 @@ pub struct AutoscalingPolicy {
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyParameters {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -272,6 +286,7 @@ pub struct PolicyParameters {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct RoomOccupancyParams {
     pub ready_target: f64,
@@ -284,11 +299,13 @@ fn default_down_threshold() -> f64 {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct FixedBufferParams {
     pub amount: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Forwarder {
     pub name: String,
     #[serde(default)]
@@ -301,6 +318,7 @@ pub struct Forwarder {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ForwarderOptions {
     /// Milliseconds.
     #[serde(default)]
@@ -310,6 +328,7 @@ pub struct ForwarderOptions {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct MatchAllocation {
     pub max_matches: i64,

@@ -16,6 +16,10 @@ pub enum ErrorCode {
     NotFound,
     AlreadyExists,
     FailedPrecondition,
+    /// The body is larger than the API accepts.
+    PayloadTooLarge,
+    /// The body is not JSON by its `Content-Type`.
+    UnsupportedMediaType,
     Unavailable,
     Internal,
 }
@@ -28,6 +32,8 @@ impl ErrorCode {
             Self::PermissionDenied => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::AlreadyExists | Self::FailedPrecondition => StatusCode::CONFLICT,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -54,6 +60,19 @@ impl ApiError {
 
     pub fn invalid_field(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self::from(ValidationErrors::single(field, message))
+    }
+
+    /// An error about one field (`body`, `Content-Type`) with its own code.
+    pub fn field(code: ErrorCode, field: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        Self {
+            code,
+            message: format!("{field}: {message}"),
+            fields: vec![maestro_core::FieldError {
+                field: field.to_string(),
+                message,
+            }],
+        }
     }
 
     pub fn not_found(what: impl Into<String>) -> Self {
@@ -94,7 +113,9 @@ impl From<ApiError> for tonic::Status {
     fn from(error: ApiError) -> Self {
         use tonic::Code;
         let code = match error.code {
-            ErrorCode::InvalidArgument => Code::InvalidArgument,
+            ErrorCode::InvalidArgument
+            | ErrorCode::PayloadTooLarge
+            | ErrorCode::UnsupportedMediaType => Code::InvalidArgument,
             ErrorCode::Unauthenticated => Code::Unauthenticated,
             ErrorCode::PermissionDenied => Code::PermissionDenied,
             ErrorCode::NotFound => Code::NotFound,

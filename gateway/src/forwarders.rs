@@ -20,7 +20,7 @@ use tokio::sync::Semaphore;
 use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, warn};
 
-use crate::pbstruct::to_struct;
+use maestro_proto::pbstruct::to_struct;
 
 /// Maestro's default when a forwarder sets no timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);

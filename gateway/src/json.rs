@@ -6,7 +6,9 @@ use axum::extract::{FromRequest, Request};
 use axum::http::header::CONTENT_TYPE;
 use serde::de::DeserializeOwned;
 
-use crate::error::ApiError;
+use axum::http::StatusCode;
+
+use crate::error::{ApiError, ErrorCode};
 
 pub struct ValidJson<T>(pub T);
 
@@ -21,14 +23,23 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ValidJson<T> {
             .map(|v| v.split(';').next().unwrap_or("").trim())
             .is_none_or(|v| v == "application/json" || v.ends_with("+json"));
         if !json_content {
-            return Err(ApiError::invalid_field(
+            return Err(ApiError::field(
+                ErrorCode::UnsupportedMediaType,
                 "Content-Type",
                 "must be application/json",
             ));
         }
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::invalid_field("body", e.body_text()))?;
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::field(
+                    ErrorCode::PayloadTooLarge,
+                    "body",
+                    "larger than this API accepts",
+                )
+            } else {
+                ApiError::invalid_field("body", e.body_text())
+            }
+        })?;
         parse(&bytes).map(ValidJson)
     }
 }
@@ -45,6 +56,33 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         };
         ApiError::invalid_field(field, e.into_inner().to_string())
     })
+}
+
+/// Query parameters whose errors are JSON naming the parameter, like every other error of
+/// the API (axum's own rejection is plain text).
+pub struct ValidQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for ValidQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(url::form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de)
+            .map(ValidQuery)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let field = if path == "." || path.is_empty() {
+                    "query".to_string()
+                } else {
+                    path
+                };
+                ApiError::invalid_field(field, e.into_inner().to_string())
+            })
+    }
 }
 
 #[cfg(test)]

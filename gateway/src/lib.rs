@@ -11,6 +11,8 @@
 //! must not hold state of its own: everything lives in Temporal or the room store, so any
 //! number of gateways can run side by side.
 
+use std::time::Duration;
+
 pub mod auth;
 pub mod directory;
 pub mod disruption;
@@ -21,7 +23,6 @@ pub mod json;
 pub mod management;
 pub mod metrics;
 pub mod openapi;
-mod pbstruct;
 pub mod reporter;
 pub mod room_service;
 pub mod rooms;
@@ -147,6 +148,23 @@ fn observed(router: Router, state: &GatewayState, api: &'static str) -> Router {
 }
 
 /// The management API (Maestro serves it on :8080), behind `auth`.
+/// Largest request body the management API reads (a scheduler document is a few KiB).
+pub const MANAGEMENT_BODY_LIMIT: usize = 1 << 20;
+/// Largest request body the rooms API reads (pings and events with their metadata).
+pub const ROOMS_BODY_LIMIT: usize = 256 << 10;
+/// A request still unanswered after this gets 503: no handler waits forever on Temporal or
+/// the store, and a slow client cannot hold a connection's handler open.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn bounded(router: Router, body_limit: usize) -> Router {
+    router
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
+        ))
+}
+
 pub fn management_app(state: GatewayState, auth: auth::ManagementAuth) -> Router {
     let docs = Router::new()
         .route(
@@ -164,13 +182,16 @@ pub fn management_app(state: GatewayState, auth: auth::ManagementAuth) -> Router
             auth,
             auth::require_token,
         ));
-    observed(routes, &state, "management")
+    observed(bounded(routes, MANAGEMENT_BODY_LIMIT), &state, "management")
 }
 
 /// The game rooms API.
 pub fn rooms_app(state: GatewayState) -> Router {
     observed(
-        rooms::router(state.clone()).merge(probes(state.clone())),
+        bounded(
+            rooms::router(state.clone()).merge(probes(state.clone())),
+            ROOMS_BODY_LIMIT,
+        ),
         &state,
         "rooms",
     )

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 
 use maestro_core::ChangeKind;
@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use crate::GatewayState;
 use crate::dry_run::{DryRun, planned};
 use crate::error::ApiError;
-use crate::json::ValidJson;
+use crate::json::{ValidJson, ValidQuery};
 use crate::openapi::{
     BearerAuth, DryRunAnswer, OperationAcceptedDoc, OperationAnswer, OperationsPage, RoomAnswer,
     RoomList, SchedulerAnswer, SchedulerInfoList, SchedulerList, VersionList,
@@ -144,7 +144,7 @@ struct SchedulerSummary {
 #[utoipa::path(get, path = "/schedulers", tag = "schedulers", params(("name" = Option<String>, Query), ("game" = Option<String>, Query), ("version" = Option<String>, Query)), responses((status = 200, body = SchedulerList), (status = 400, body = ApiError, description = "invalid input, every bad field named"), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 503, body = ApiError)))]
 async fn list_schedulers(
     State(state): State<GatewayState>,
-    Query(query): Query<ListQuery>,
+    ValidQuery(query): ValidQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let wanted = |filter: &Option<String>, value: &str| {
         filter.as_deref().is_none_or(|f| f.is_empty() || f == value)
@@ -184,7 +184,7 @@ struct VersionQuery {
 async fn get_scheduler(
     State(state): State<GatewayState>,
     Path(name): Path<String>,
-    Query(query): Query<VersionQuery>,
+    ValidQuery(query): ValidQuery<VersionQuery>,
 ) -> Result<([(&'static str, &'static str); 1], Json<Value>), ApiError> {
     checked_name(&name)?;
     let (snapshot, source) = state.schedulers.read_snapshot(&name).await?;
@@ -543,7 +543,7 @@ struct OperationSummary {
 async fn list_operations(
     State(state): State<GatewayState>,
     Path(name): Path<String>,
-    Query(query): Query<OperationsQuery>,
+    ValidQuery(query): ValidQuery<OperationsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     checked_name(&name)?;
     let page = query.page.unwrap_or(1);
@@ -721,7 +721,7 @@ struct InfoQuery {
 #[utoipa::path(get, path = "/schedulers/info", tag = "schedulers", params(("game" = Option<String>, Query)), responses((status = 200, body = SchedulerInfoList), (status = 400, body = ApiError, description = "invalid input, every bad field named"), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 503, body = ApiError)))]
 async fn schedulers_info(
     State(state): State<GatewayState>,
-    Query(query): Query<InfoQuery>,
+    ValidQuery(query): ValidQuery<InfoQuery>,
 ) -> Result<Json<Value>, ApiError> {
     use maestro_core::RoomStatus;
     let game = query.game.filter(|g| !g.is_empty());
@@ -757,7 +757,7 @@ async fn schedulers_info(
 async fn list_rooms(
     State(state): State<GatewayState>,
     Path(name): Path<String>,
-    Query(query): Query<RoomsQuery>,
+    ValidQuery(query): ValidQuery<RoomsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     checked_name(&name)?;
     let wanted = match query.status.as_deref() {

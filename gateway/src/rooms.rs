@@ -1,8 +1,6 @@
 //! The game rooms API over HTTP, with Maestro's paths and JSON. Behaviour lives in
 //! [`RoomService`]; this module only decodes and encodes.
 
-use std::collections::BTreeMap;
-
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
@@ -10,13 +8,13 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::routing::{get, post, put};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::GatewayState;
 use crate::error::ApiError;
 use crate::json::ValidJson;
 use crate::room_service::{EventMessage, PingMessage};
+use maestro_proto::http::{AllocateRequest, EventRequest, PingRequest};
 
 pub fn router(state: GatewayState) -> Router {
     Router::new()
@@ -45,20 +43,6 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-/// Maestro's ping/status message. `timestamp` is the room's clock (unix seconds); Maestro
-/// records its own receive time, and so do we.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PingRequest {
-    pub status: String,
-    #[serde(default)]
-    pub timestamp: i64,
-    #[serde(default)]
-    pub running_matches: i64,
-    #[serde(default)]
-    pub metadata: Option<BTreeMap<String, Value>>,
-}
-
 async fn ping(
     State(state): State<GatewayState>,
     Path((scheduler, room)): Path<(String, String)>,
@@ -75,16 +59,6 @@ async fn ping(
         .ping(&scheduler, &room, bearer(&headers), message)
         .await?;
     Ok(Json(json!({ "success": true })))
-}
-
-/// Maestro's room/player event message.
-#[derive(Debug, Deserialize)]
-pub struct EventRequest {
-    pub event: String,
-    #[serde(default)]
-    pub timestamp: i64,
-    #[serde(default)]
-    pub metadata: BTreeMap<String, Value>,
 }
 
 async fn room_event(
@@ -136,14 +110,6 @@ async fn address(
         .address(&scheduler, &room, bearer(&headers))
         .await?;
     Ok(Json(json!(address)))
-}
-
-/// Maestro's allocate body is `{}`; `metadataSelector` is our extension.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AllocateRequest {
-    #[serde(default)]
-    pub metadata_selector: BTreeMap<String, String>,
 }
 
 async fn allocate(

@@ -11,8 +11,8 @@ use maestro_proto::rooms::{
     UpdateRoomWithPingRequest, UpdateRoomWithPingResponse,
 };
 
-use crate::pbstruct::from_struct;
 use crate::room_service::{EventMessage, PingMessage, RoomService};
+use maestro_proto::pbstruct::from_struct;
 
 pub struct RoomsGrpc {
     service: RoomService,

@@ -3,14 +3,21 @@
 //! Owns the rooms API service (`maestro.rooms.v1.RoomsService`: the same messages as the
 //! HTTP rooms routes) and Maestro's event forwarder interface (`eventforwarder.GRPCForwarder`).
 //!
-//! Must not contain behaviour: only generated types, clients and server traits.
+//! Also owns the rooms API's HTTP JSON messages ([`http`]) and the JSON ↔
+//! `google.protobuf.Struct` conversion for metadata ([`pbstruct`]): decoding what rooms send,
+//! over either transport, lives here so it can be fuzzed on its own.
+//!
+//! Must not contain behaviour beyond decoding: no I/O, no room logic.
 
-#![allow(clippy::all, clippy::pedantic)]
+pub mod http;
+pub mod pbstruct;
 
+#[allow(clippy::all, clippy::pedantic)]
 pub mod rooms {
     tonic::include_proto!("maestro.rooms.v1");
 }
 
+#[allow(clippy::all, clippy::pedantic)]
 pub mod eventforwarder {
     tonic::include_proto!("eventforwarder");
 }

@@ -186,6 +186,11 @@ impl Maestro {
             .spawn()?)
     }
 
+    /// Everything the process logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// SIGKILL, as a crash would: no graceful shutdown of anything.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();

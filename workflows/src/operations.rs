@@ -13,6 +13,7 @@ use maestro_core::time::parse_duration;
 use maestro_core::{HistoryEntry, OperationRequest, Scheduler, Timestamp, Version};
 use temporalio_common::RetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
+use temporalio_sdk::error::ActivityExecutionError;
 use temporalio_sdk::{ActivityOptions, WorkflowCancellationToken, WorkflowContext, WorkflowResult};
 
 use crate::{OperationEffect, OperationInput, OperationOutcome};
@@ -28,6 +29,24 @@ pub(crate) fn retry_policy() -> RetryPolicy {
         .maximum_interval(Duration::from_secs(30))
         .maximum_attempts(5)
         .build()
+}
+
+/// Why an activity failed, down to the runtime's own words: the top failure only says
+/// "Activity task failed"; its causes say what the Kubernetes API or the store answered.
+pub(crate) fn why(e: &ActivityExecutionError) -> String {
+    let mut messages = Vec::new();
+    let mut failure = e.failure();
+    while let Some(f) = failure {
+        if !f.message.is_empty() && messages.last() != Some(&f.message) {
+            messages.push(f.message.clone());
+        }
+        failure = f.cause.as_deref();
+    }
+    if messages.is_empty() {
+        e.to_string()
+    } else {
+        messages.join(": ")
+    }
 }
 
 pub(crate) fn activity_options(start_to_close: Duration) -> ActivityOptions {
@@ -134,7 +153,7 @@ pub(crate) async fn delete_rooms<W>(
         }
         ctx.execute_activity(RoomActivities::delete_rooms, input, options)
             .await
-            .map_err(|e| format!("deleting rooms failed: {e}"))?;
+            .map_err(|e| format!("deleting rooms failed: {}", why(&e)))?;
         deleted += batch.len();
     }
     Ok(deleted)
@@ -159,7 +178,7 @@ pub(crate) async fn create_batch<W>(
     )
     .await
     .map(|done| done.len())
-    .map_err(|e| format!("creating rooms failed: {e}"))
+    .map_err(|e| format!("creating rooms failed: {}", why(&e)))
 }
 
 pub(crate) async fn list_room_ids<W>(
@@ -174,7 +193,7 @@ pub(crate) async fn list_room_ids<W>(
         activity_options(Duration::from_secs(60)),
     )
     .await
-    .map_err(|e| format!("listing rooms failed: {e}"))
+    .map_err(|e| format!("listing rooms failed: {}", why(&e)))
 }
 
 pub(crate) fn wrong_input(input: &OperationInput) -> OperationOutcome {
@@ -224,7 +243,10 @@ impl CreateSchedulerWorkflow {
             if cleanup.is_ok() {
                 history.push(ctx, "removed the partly created runtime resources");
             }
-            return Ok(history.failed(format!("creating runtime resources failed: {e}"), now(ctx)));
+            return Ok(history.failed(
+                format!("creating runtime resources failed: {}", why(&e)),
+                now(ctx),
+            ));
         }
         history.push(
             ctx,
@@ -374,7 +396,10 @@ impl DeleteSchedulerWorkflow {
             )
             .await;
         if let Err(e) = removed {
-            return Ok(history.failed(format!("removing runtime resources failed: {e}"), now(ctx)));
+            return Ok(history.failed(
+                format!("removing runtime resources failed: {}", why(&e)),
+                now(ctx),
+            ));
         }
         history.push(ctx, "removed the scheduler's runtime resources");
         Ok(history.succeeded())

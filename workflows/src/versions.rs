@@ -14,7 +14,7 @@ use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{ActivityOptions, WorkflowContext, WorkflowResult};
 
 use crate::operations::{
-    Deletion, History, activity_options, delete_rooms, now, retry_policy, wrong_input,
+    Deletion, History, activity_options, delete_rooms, now, retry_policy, why, wrong_input,
 };
 use crate::{OperationEffect, OperationInput, OperationOutcome, VersionRecord};
 
@@ -50,7 +50,10 @@ async fn validate_once<W>(
         )
         .await;
     let verdict = match created {
-        Err(e) => Err(format!("the validation room could not be created: {e}")),
+        Err(e) => Err(format!(
+            "the validation room could not be created: {}",
+            why(&e)
+        )),
         Ok(_) => {
             let options = ActivityOptions::with_start_to_close_timeout(
                 VALIDATION_TIMEOUT + Duration::from_secs(30),
@@ -77,7 +80,10 @@ async fn validate_once<W>(
                     "not ready within {}s",
                     VALIDATION_TIMEOUT.as_secs()
                 )),
-                Err(e) => Err(format!("waiting for the validation room failed: {e}")),
+                Err(e) => Err(format!(
+                    "waiting for the validation room failed: {}",
+                    why(&e)
+                )),
             }
         }
     };

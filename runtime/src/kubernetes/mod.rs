@@ -198,9 +198,17 @@ fn status_code(e: &kube::Error) -> Option<u16> {
 /// Requests Kubernetes refuses as given (bad spec) fail the operation; everything else
 /// (including missing permissions, which an operator can fix) is worth retrying later.
 fn failure(what: &str, e: kube::Error) -> RuntimeError {
+    // kube's own Display of an API error appends the whole Status struct; keep the words.
+    let said = match &e {
+        kube::Error::Api(status) => format!(
+            "Kubernetes answered {} {}: {}",
+            status.code, status.reason, status.message
+        ),
+        other => other.to_string(),
+    };
     match status_code(&e) {
-        Some(400 | 422) => RuntimeError::Invalid(format!("{what}: {e}")),
-        _ => RuntimeError::Unavailable(format!("{what}: {e}")),
+        Some(400 | 422) => RuntimeError::Invalid(format!("{what}: {said}")),
+        _ => RuntimeError::Unavailable(format!("{what}: {said}")),
     }
 }
 

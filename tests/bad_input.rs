@@ -1,0 +1,271 @@
+//! Bad input on the real binary: oversized bodies, wrong content types, unknown fields, huge
+//! numbers, unicode names, broken JSON. Every answer is a 4xx whose message or fields name
+//! what is wrong; nothing is a 5xx.
+
+mod common;
+
+use common::{API_TOKEN, Maestro, room_token, scheduler_body};
+use maestro_testkit::TemporalDevServer;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+async fn send(
+    maestro: &Maestro,
+    url: String,
+    content_type: &str,
+    body: Vec<u8>,
+    token: &str,
+) -> anyhow::Result<(StatusCode, Value)> {
+    let response = maestro
+        .http
+        .post(url)
+        .bearer_auth(token)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await?;
+    let status = response.status();
+    let text = response.text().await?;
+    Ok((
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    ))
+}
+
+/// Sends a request over a raw connection and reads whatever answer arrives: a server that
+/// refuses an oversized body answers before reading it all and closes, which an HTTP client
+/// may report as a broken connection even though the answer was sent.
+async fn raw(
+    url: &str,
+    method: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> anyhow::Result<(u16, Value)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let url = url::Url::parse(url)?;
+    let addr = format!(
+        "{}:{}",
+        url.host_str().unwrap_or_default(),
+        url.port().unwrap_or(80)
+    );
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let mut head = format!(
+        "{method} {} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        url.path(),
+        url.host_str().unwrap_or_default(),
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await?;
+    let _ = stream.write_all(body).await;
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    let text = String::from_utf8_lossy(&answer);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let json = text
+        .split_once("\r\n\r\n")
+        .and_then(|(_, b)| serde_json::from_str(b).ok())
+        .unwrap_or(Value::Null);
+    Ok((status, json))
+}
+
+/// The answer names `what` in its message or its fields.
+fn names(body: &Value, what: &str) -> bool {
+    body["message"].as_str().is_some_and(|m| m.contains(what))
+        || body["fields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|f| f["field"].as_str().is_some_and(|f| f.contains(what)))
+}
+
+#[tokio::test]
+async fn bad_requests_get_4xx_answers_that_name_the_problem() -> anyhow::Result<()> {
+    let temporal = TemporalDevServer::start().await?;
+    let maestro = Maestro::start(&temporal).await?;
+    let create = format!("{}/schedulers", maestro.api);
+    let json_body = |v: &Value| serde_json::to_vec(v).unwrap_or_default();
+
+    // Oversized: 413 before anything is parsed.
+    let mut huge = scheduler_body("huge");
+    huge["annotations"] = json!({"padding": "x".repeat(3 << 20)});
+    let auth = format!("Bearer {API_TOKEN}");
+    let (code, body) = raw(
+        &create,
+        "POST",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        &json_body(&huge),
+    )
+    .await?;
+    assert_eq!(code, 413, "{body}");
+    assert!(names(&body, "body"), "{body}");
+
+    // Not JSON by its content type: 415 naming the header.
+    let (code, body) = send(
+        &maestro,
+        create.clone(),
+        "text/plain",
+        json_body(&scheduler_body("plain")),
+        API_TOKEN,
+    )
+    .await?;
+    assert_eq!(code, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{body}");
+    assert!(names(&body, "Content-Type"), "{body}");
+
+    // Broken JSON: 400.
+    let (code, body) = send(
+        &maestro,
+        create.clone(),
+        "application/json",
+        b"{\"name\": ".to_vec(),
+        API_TOKEN,
+    )
+    .await?;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+
+    // Unknown fields, top level and nested: 400 naming them.
+    let mut unknown = scheduler_body("unknown-field");
+    unknown["roomReplicas"] = json!(3);
+    let (code, body) = send(
+        &maestro,
+        create.clone(),
+        "application/json",
+        json_body(&unknown),
+        API_TOKEN,
+    )
+    .await?;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+    assert!(names(&body, "roomReplicas"), "{body}");
+    let mut nested = scheduler_body("unknown-nested");
+    nested["spec"]["containers"][0]["imagePullPolcy"] = json!("Always");
+    let (code, body) = send(
+        &maestro,
+        create.clone(),
+        "application/json",
+        json_body(&nested),
+        API_TOKEN,
+    )
+    .await?;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+    assert!(names(&body, "imagePullPolcy"), "{body}");
+
+    // Huge numbers: 400 naming the field, never an overflow.
+    for (field, value) in [
+        ("roomsReplicas", "1e300"),
+        ("roomsReplicas", "99999999999999999999999"),
+        ("roomsReplicas", "-5"),
+    ] {
+        let text = serde_json::to_string(&scheduler_body("huge-number"))?
+            .replace("\"roomsReplicas\":3", &format!("\"roomsReplicas\":{value}"));
+        let (code, body) = send(
+            &maestro,
+            create.clone(),
+            "application/json",
+            text.into_bytes(),
+            API_TOKEN,
+        )
+        .await?;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{value}: {body}");
+        assert!(names(&body, field), "{value}: {body}");
+    }
+    let mut ports = scheduler_body("huge-port");
+    ports["portRange"] = json!({"start": 1, "end": 4_294_967_296_i64});
+    let (code, body) = send(
+        &maestro,
+        create.clone(),
+        "application/json",
+        json_body(&ports),
+        API_TOKEN,
+    )
+    .await?;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+    assert!(names(&body, "portRange"), "{body}");
+
+    // Unicode and other names a namespace cannot have: 400 naming `name`.
+    for name in [
+        "ゲーム",
+        "Game",
+        "a b",
+        "-dash",
+        &"x".repeat(64),
+        "emoji-🎮",
+    ] {
+        let (code, body) = send(
+            &maestro,
+            create.clone(),
+            "application/json",
+            json_body(&scheduler_body(name)),
+            API_TOKEN,
+        )
+        .await?;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{name}: {body}");
+        assert!(names(&body, "name"), "{name}: {body}");
+    }
+    // A unicode game name is fine (it is only a label value in metrics).
+    let mut unicode_game = scheduler_body("unicode-game");
+    unicode_game["game"] = json!("ゲーム");
+    let (code, body) = send(
+        &maestro,
+        create.clone(),
+        "application/json",
+        json_body(&unicode_game),
+        API_TOKEN,
+    )
+    .await?;
+    assert!(
+        code == StatusCode::OK || code == StatusCode::BAD_REQUEST,
+        "{body}"
+    );
+
+    // Rooms API: the same limits on pings.
+    let (code, body) = maestro
+        .post("/schedulers", scheduler_body("rooms-input"))
+        .await?;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let ping = format!("{}/scheduler/rooms-input/rooms/r1/ping", maestro.rooms_api);
+    let token = room_token("rooms-input", "r1");
+    let big_ping =
+        json!({"status": "ready", "timestamp": 1, "metadata": {"pad": "x".repeat(1 << 20)}});
+    let auth = format!("Bearer {token}");
+    let (code, body) = raw(
+        &ping,
+        "PUT",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        &json_body(&big_ping),
+    )
+    .await?;
+    assert_eq!(code, 413, "{body}");
+    let response = maestro
+        .http
+        .put(&ping)
+        .bearer_auth(&token)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("status=ready")
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let response = maestro
+        .http
+        .put(&ping)
+        .bearer_auth(&token)
+        .json(&json!({"status": "dancing", "timestamp": 1}))
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await?;
+    assert!(names(&body, "status"), "{body}");
+    Ok(())
+}
