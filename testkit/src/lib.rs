@@ -13,12 +13,34 @@ use anyhow::{Context, Result, bail};
 
 pub mod fake_kube;
 
-/// A free TCP port on 127.0.0.1 (the OS picks it; a tiny race with other binders remains).
+/// Where [`free_port`] picks from: below Linux's ephemeral range (32768–60999). The
+/// Temporal dev server gives its internal services ports the OS picks from the ephemeral
+/// range; a port we had picked there but not bound yet was handed to it too, and the server
+/// died after starting (seen in CI: "bind: address already in use" for its worker service).
+const TEST_PORTS: std::ops::Range<u16> = 20000..32000;
+
+/// A free TCP port on 127.0.0.1 outside the ephemeral range (a tiny race with other test
+/// processes picking the same port remains; harnesses retry on a failed start).
 pub fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral port on 127.0.0.1")
+    static PICKS: AtomicU32 = AtomicU32::new(0);
+    let span = u32::from(TEST_PORTS.end - TEST_PORTS.start);
+    let seed = std::process::id().wrapping_mul(2_654_435_761).wrapping_add(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default(),
+    );
+    for _ in 0..1000 {
+        let pick = PICKS.fetch_add(1, Ordering::Relaxed);
+        // A multiplicative step that is odd, hence coprime with most spans: consecutive picks
+        // of one process spread over the range instead of probing neighbours.
+        let offset = seed.wrapping_add(pick.wrapping_mul(7919)) % span;
+        let port = TEST_PORTS.start + u16::try_from(offset).unwrap_or(0);
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1 in {TEST_PORTS:?}")
 }
 
 /// The workspace root (this crate lives one level below it).
