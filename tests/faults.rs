@@ -105,6 +105,53 @@ fn scheduler(name: &str, rooms: i64) -> Value {
     body
 }
 
+/// `maestro dev` (worker, gateway, in-memory or given room store) on the fake Kubernetes
+/// API server with a kubelet, against its own Temporal dev server.
+struct KubeDev {
+    _temporal: TemporalDevServer,
+    fake: FakeKube,
+    maestro: Maestro,
+}
+
+impl KubeDev {
+    async fn start(extra: &[&str]) -> anyhow::Result<Self> {
+        let temporal = TemporalDevServer::start().await?;
+        let fake = FakeKube::start_with_kubelet(Kubelet::default()).await?;
+        let kubeconfig = kubeconfig(&fake)?;
+        let mut args = vec!["--runtime", "kubernetes", "--health-interval", "1h"];
+        args.extend_from_slice(extra);
+        let maestro = Maestro::start_with_env(
+            &temporal,
+            &args,
+            &[("KUBECONFIG", kubeconfig.to_str().unwrap_or_default())],
+        )
+        .await?;
+        Ok(Self {
+            _temporal: temporal,
+            fake,
+            maestro,
+        })
+    }
+}
+
+/// Creates `name` wanting `rooms` rooms; with `add`, adds them and waits for it.
+async fn create_scheduler(
+    maestro: &Maestro,
+    name: &str,
+    rooms: i64,
+    add: bool,
+) -> anyhow::Result<()> {
+    let (code, body) = maestro.post("/schedulers", scheduler(name, rooms)).await?;
+    anyhow::ensure!(code == StatusCode::OK, "{body}");
+    if add {
+        let path = format!("/schedulers/{name}/add-rooms");
+        let id = submit(maestro, &path, json!({"amount": rooms}), "initial").await?;
+        let op = finished(maestro, name, &id).await?;
+        anyhow::ensure!(op["status"] == "finished", "{op}");
+    }
+    Ok(())
+}
+
 /// What is killed with SIGKILL (and restarted a second later).
 #[derive(Clone, Copy)]
 enum Crash {
@@ -302,27 +349,14 @@ async fn ping_loop(rooms_api: String, scheduler: String, room: String, count: us
 #[tokio::test]
 async fn a_gateway_killed_under_load_rebuilds_room_state_and_accepts_each_key_once()
 -> anyhow::Result<()> {
-    let temporal = TemporalDevServer::start().await?;
-    let fake = FakeKube::start_with_kubelet(Kubelet::default()).await?;
-    let kubeconfig = kubeconfig(&fake)?;
     // Worker, gateway and an in-memory room store in one process: the kill loses the store.
-    let mut maestro = Maestro::start_with_env(
-        &temporal,
-        &["--runtime", "kubernetes", "--health-interval", "1h"],
-        &[("KUBECONFIG", kubeconfig.to_str().unwrap_or_default())],
-    )
-    .await?;
+    let KubeDev {
+        _temporal,
+        fake,
+        mut maestro,
+    } = KubeDev::start(&[]).await?;
     let name = "gateway-crash";
-    let (code, body) = maestro.post("/schedulers", scheduler(name, 5)).await?;
-    assert_eq!(code, StatusCode::OK, "{body}");
-    let add = submit(
-        &maestro,
-        &format!("/schedulers/{name}/add-rooms"),
-        json!({"amount": 5}),
-        "first-5",
-    )
-    .await?;
-    assert_eq!(finished(&maestro, name, &add).await?["status"], "finished");
+    create_scheduler(&maestro, name, 5, true).await?;
     let rooms = live_pods(&fake, name);
     assert_eq!(rooms.len(), 5);
     // Pings make a room ready once its pod is (the kubelet and the watcher take a moment).
@@ -431,35 +465,15 @@ async fn a_gateway_killed_under_load_rebuilds_room_state_and_accepts_each_key_on
 
 #[tokio::test]
 async fn redis_outages_answer_503_and_recover_by_themselves() -> anyhow::Result<()> {
-    let temporal = TemporalDevServer::start().await?;
     let mut redis = RedisServer::start().await?;
-    let fake = FakeKube::start_with_kubelet(Kubelet::default()).await?;
-    let kubeconfig = kubeconfig(&fake)?;
     let store = redis.url();
-    let maestro = Maestro::start_with_env(
-        &temporal,
-        &[
-            "--runtime",
-            "kubernetes",
-            "--room-store",
-            &store,
-            "--health-interval",
-            "1h",
-        ],
-        &[("KUBECONFIG", kubeconfig.to_str().unwrap_or_default())],
-    )
-    .await?;
+    let KubeDev {
+        _temporal,
+        fake,
+        maestro,
+    } = KubeDev::start(&["--room-store", &store]).await?;
     let name = "redis-outage";
-    let (code, body) = maestro.post("/schedulers", scheduler(name, 2)).await?;
-    assert_eq!(code, StatusCode::OK, "{body}");
-    let add = submit(
-        &maestro,
-        &format!("/schedulers/{name}/add-rooms"),
-        json!({"amount": 2}),
-        "add-2",
-    )
-    .await?;
-    assert_eq!(finished(&maestro, name, &add).await?["status"], "finished");
+    create_scheduler(&maestro, name, 2, true).await?;
     let room = live_pods(&fake, name).remove(0);
     assert_eq!(
         maestro.ping_as(name, &room, "ready", 0).await?,
@@ -502,18 +516,13 @@ async fn redis_outages_answer_503_and_recover_by_themselves() -> anyhow::Result<
 #[tokio::test]
 async fn kubernetes_api_errors_fail_the_operation_with_a_reason_and_the_queue_goes_on()
 -> anyhow::Result<()> {
-    let temporal = TemporalDevServer::start().await?;
-    let fake = FakeKube::start_with_kubelet(Kubelet::default()).await?;
-    let kubeconfig = kubeconfig(&fake)?;
-    let maestro = Maestro::start_with_env(
-        &temporal,
-        &["--runtime", "kubernetes", "--health-interval", "1h"],
-        &[("KUBECONFIG", kubeconfig.to_str().unwrap_or_default())],
-    )
-    .await?;
+    let KubeDev {
+        _temporal,
+        fake,
+        maestro,
+    } = KubeDev::start(&[]).await?;
     let name = "api-errors";
-    let (code, body) = maestro.post("/schedulers", scheduler(name, 3)).await?;
-    assert_eq!(code, StatusCode::OK, "{body}");
+    create_scheduler(&maestro, name, 3, false).await?;
 
     // A few 429s and 500s are absorbed by the retries.
     fake.fail_next(Method::POST, "/pods", 429, 3);
