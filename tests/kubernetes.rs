@@ -209,19 +209,28 @@ fn permission(request: &str) -> (String, String, String) {
     (group.to_string(), resource.to_string(), verb.to_string())
 }
 
-/// The ClusterRole's rules in deploy/kubernetes/maestro.yaml, flattened.
-fn cluster_role_rules() -> anyhow::Result<Vec<(String, String, String)>> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/deploy/kubernetes/maestro.yaml"
-    );
-    let text = std::fs::read_to_string(path)?;
-    let mut rules = Vec::new();
+const MANIFEST: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/deploy/kubernetes/maestro.yaml"
+);
+
+/// The objects of deploy/kubernetes/maestro.yaml whose kind is one of `kinds`.
+fn manifest_objects(kinds: &[&str]) -> anyhow::Result<Vec<Value>> {
+    let text = std::fs::read_to_string(MANIFEST)?;
+    let mut objects = Vec::new();
     for document in serde_yaml_ng::Deserializer::from_str(&text) {
         let doc: Value = serde::Deserialize::deserialize(document)?;
-        if doc["kind"] != "ClusterRole" {
-            continue;
+        if kinds.iter().any(|kind| doc["kind"] == *kind) {
+            objects.push(doc);
         }
+    }
+    Ok(objects)
+}
+
+/// The ClusterRole's rules in deploy/kubernetes/maestro.yaml, flattened.
+fn cluster_role_rules() -> anyhow::Result<Vec<(String, String, String)>> {
+    let mut rules = Vec::new();
+    for doc in manifest_objects(&["ClusterRole"])? {
         for rule in doc["rules"].as_array().into_iter().flatten() {
             let strings = |key: &str| -> Vec<String> {
                 rule[key]
@@ -240,7 +249,7 @@ fn cluster_role_rules() -> anyhow::Result<Vec<(String, String, String)>> {
             }
         }
     }
-    anyhow::ensure!(!rules.is_empty(), "no ClusterRole in {path}");
+    anyhow::ensure!(!rules.is_empty(), "no ClusterRole in {MANIFEST}");
     Ok(rules)
 }
 
@@ -250,17 +259,8 @@ fn every_setting_in_the_manifests_is_one_maestro_serve_reads() -> anyhow::Result
         .args(["serve", "--help"])
         .output()?;
     let help = String::from_utf8(help.stdout)?;
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/deploy/kubernetes/maestro.yaml"
-    );
-    let text = std::fs::read_to_string(path)?;
     let mut checked = 0;
-    for document in serde_yaml_ng::Deserializer::from_str(&text) {
-        let doc: Value = serde::Deserialize::deserialize(document)?;
-        if doc["kind"] != "ConfigMap" && doc["kind"] != "Secret" {
-            continue;
-        }
+    for doc in manifest_objects(&["ConfigMap", "Secret"])? {
         let data = if doc["kind"] == "Secret" {
             &doc["stringData"]
         } else {

@@ -64,14 +64,9 @@ impl ApiError {
 
     /// An error about one field (`body`, `Content-Type`) with its own code.
     pub fn field(code: ErrorCode, field: &str, message: impl Into<String>) -> Self {
-        let message = message.into();
         Self {
             code,
-            message: format!("{field}: {message}"),
-            fields: vec![maestro_core::FieldError {
-                field: field.to_string(),
-                message,
-            }],
+            ..Self::invalid_field(field, message)
         }
     }
 

@@ -47,15 +47,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ValidJson<T> {
 /// Parses JSON, reporting the path of the first field that does not fit.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        // "." is the document itself; "?" an unknown position (a truncated body).
-        let field = match path.as_str() {
-            "." | "?" | "" => "body".to_string(),
-            _ => path,
-        };
-        ApiError::invalid_field(field, e.into_inner().to_string())
-    })
+    serde_path_to_error::deserialize(de).map_err(|e| field_error(e, "body"))
+}
+
+/// A deserialization error as an API error naming the field; `whole` names the input itself.
+fn field_error<E: std::fmt::Display>(e: serde_path_to_error::Error<E>, whole: &str) -> ApiError {
+    let path = e.path().to_string();
+    // "." is the document itself; "?" an unknown position (a truncated body).
+    let field = match path.as_str() {
+        "." | "?" | "" => whole.to_string(),
+        _ => path,
+    };
+    ApiError::invalid_field(field, e.into_inner().to_string())
 }
 
 /// Query parameters whose errors are JSON naming the parameter, like every other error of
@@ -73,15 +76,7 @@ impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for
         let de = serde_urlencoded::Deserializer::new(url::form_urlencoded::parse(query.as_bytes()));
         serde_path_to_error::deserialize(de)
             .map(ValidQuery)
-            .map_err(|e| {
-                let path = e.path().to_string();
-                let field = if path == "." || path.is_empty() {
-                    "query".to_string()
-                } else {
-                    path
-                };
-                ApiError::invalid_field(field, e.into_inner().to_string())
-            })
+            .map_err(|e| field_error(e, "query"))
     }
 }
 

@@ -60,16 +60,16 @@ pub async fn run(runtime: Arc<dyn Runtime>, store: Arc<dyn RoomStore>, metrics: 
                 },
                 _ = store_check.tick() => {
                     let up = store.health().await.is_ok();
-                    if up && !store_was_up {
-                        info!("room store is back; listing every room into it again");
-                        RuntimeEvent::Resync
-                    } else {
-                        if !up && store_was_up {
-                            warn!("room store unavailable; the watcher will resync when it is back");
-                        }
-                        store_was_up = up;
+                    let came_back = up && !store_was_up;
+                    if !up && store_was_up {
+                        warn!("room store unavailable; the watcher will resync when it is back");
+                    }
+                    store_was_up = up;
+                    if !came_back {
                         continue;
                     }
+                    info!("room store is back; listing every room into it again");
+                    RuntimeEvent::Resync
                 }
                 _ = resync_timer.tick() => RuntimeEvent::Resync,
             };
@@ -85,10 +85,7 @@ pub async fn run(runtime: Arc<dyn Runtime>, store: Arc<dyn RoomStore>, metrics: 
                         warn!(scheduler = %scheduler, room = %room_id, error = %e, "could not remove room");
                     }
                 }
-                RuntimeEvent::Resync => {
-                    resync(runtime.as_ref(), store.as_ref()).await;
-                    store_was_up = store.health().await.is_ok();
-                }
+                RuntimeEvent::Resync => resync(runtime.as_ref(), store.as_ref()).await,
             }
         }
         warn!("runtime event stream ended; watching again");

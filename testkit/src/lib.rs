@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use nix::sys::signal::Signal;
 
 pub mod fake_kube;
 
@@ -381,20 +382,17 @@ impl RedisServer {
     /// SIGSTOP: Redis holds its connections but answers nothing (a network partition),
     /// until [`RedisServer::resume`].
     pub fn pause(&self) {
-        self.signal(nix_signal::SIGSTOP);
+        self.signal(Signal::SIGSTOP);
     }
 
     /// SIGCONT after [`RedisServer::pause`]: everything it held is still there.
     pub fn resume(&self) {
-        self.signal(nix_signal::SIGCONT);
+        self.signal(Signal::SIGCONT);
     }
 
-    fn signal(&self, signal: i32) {
-        if let Some(child) = &self.child {
-            let _ = Command::new("kill")
-                .arg(format!("-{signal}"))
-                .arg(child.id().to_string())
-                .status();
+    fn signal(&self, signal: Signal) {
+        if let Some(pid) = self.child.as_ref().and_then(|c| i32::try_from(c.id()).ok()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
         }
     }
 
@@ -413,12 +411,6 @@ impl Drop for RedisServer {
         self.resume();
         self.stop();
     }
-}
-
-/// Signal numbers for `kill -N` (Linux).
-mod nix_signal {
-    pub const SIGCONT: i32 = 18;
-    pub const SIGSTOP: i32 = 19;
 }
 
 /// Where the README's test command installs the Python packages tests use

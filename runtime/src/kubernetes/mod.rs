@@ -23,7 +23,7 @@ use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
-use maestro_core::{Scheduler, Version};
+use maestro_core::{InstanceStatus, Scheduler, Version};
 use tracing::{debug, info, warn};
 
 use crate::room_env::{RoomsApiEndpoints, allocate_ports};
@@ -131,11 +131,7 @@ impl KubernetesRuntime {
     }
 
     async fn instance(&self, pod: &Pod) -> Option<RoomInstance> {
-        let address = match pod::node_name(pod) {
-            Some(node) => self.nodes.address(node).await,
-            None => None,
-        };
-        pod::room_instance(pod, address)
+        self.nodes.room(pod).await
     }
 
     async fn instances(&self, pods: Vec<Pod>) -> Vec<RoomInstance> {
@@ -425,13 +421,10 @@ impl Runtime for KubernetesRuntime {
                 async move {
                     match change {
                         PodChange::Upserted(pod) => {
-                            let address = match pod::node_name(&pod) {
-                                Some(node) => nodes.address(node).await,
-                                None => None,
-                            };
-                            let (_, reason) = pod::instance_status(&pod);
-                            let room = pod::room_instance(&pod, address)?;
-                            if let Some(reason) = reason {
+                            let room = nodes.room(&pod).await?;
+                            if room.status == InstanceStatus::Error
+                                && let (_, Some(reason)) = pod::instance_status(&pod)
+                            {
                                 warn!(scheduler = %room.scheduler, room = %room.room_id, reason, "room instance is in error");
                             }
                             Some(RuntimeEvent::Upserted(room))
@@ -529,6 +522,15 @@ impl NodeAddresses {
             client,
             cache: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// The room a pod holds, with its address once the pod is on a node.
+    async fn room(&self, pod: &Pod) -> Option<RoomInstance> {
+        let address = match pod::node_name(pod) {
+            Some(node) => self.address(node).await,
+            None => None,
+        };
+        pod::room_instance(pod, address)
     }
 
     async fn address(&self, node: &str) -> Option<String> {
