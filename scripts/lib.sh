@@ -38,6 +38,13 @@ ensure_redis() {
   apt_install redis-server
 }
 
+# wrk, the HTTP load generator the benchmarks use (make bench only).
+ensure_wrk() {
+  if command -v wrk >/dev/null 2>&1; then return; fi
+  log "installing wrk"
+  apt_install wrk
+}
+
 # Python packages the tests use (the OpenMetrics parser of prometheus_client), into .tools/.
 PROMETHEUS_CLIENT_VERSION="0.21.1"
 SCHEMATHESIS_VERSION="4.32.5"

@@ -22,8 +22,11 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Cheap to clone (one reference count): axum clones it for every request.
 #[derive(Clone)]
-pub struct Metrics {
+pub struct Metrics(std::sync::Arc<MetricsInner>);
+
+pub struct MetricsInner {
     pub registry: Registry,
     http_requests: IntCounterVec,
     http_latency: HistogramVec,
@@ -41,10 +44,17 @@ fn register<T: prometheus::core::Collector + Clone + 'static>(
     Ok(collector)
 }
 
+impl std::ops::Deref for Metrics {
+    type Target = MetricsInner;
+    fn deref(&self) -> &MetricsInner {
+        &self.0
+    }
+}
+
 impl Metrics {
     pub fn new(registry: Registry) -> Result<Self, prometheus::Error> {
         let r = &registry;
-        Ok(Self {
+        Ok(Self(std::sync::Arc::new(MetricsInner {
             http_requests: register(
                 r,
                 IntCounterVec::new(
@@ -102,7 +112,7 @@ impl Metrics {
                 )?,
             )?,
             registry,
-        })
+        })))
     }
 
     /// A fresh registry with every gateway metric (tests, tools).
@@ -163,14 +173,13 @@ pub async fn track_http(
     next: Next,
 ) -> Response {
     let started = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let method = request.method().as_str().to_string();
+    // Both are reference-counted or inline: no allocation on the ping path.
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let method = request.method().clone();
     let response = next.run(request).await;
-    let code = response.status().as_u16().to_string();
-    let labels = [api, route.as_str(), method.as_str(), code.as_str()];
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let status = response.status();
+    let labels = [api, route, method.as_str(), status.as_str()];
     metrics.http_requests.with_label_values(&labels).inc();
     metrics
         .http_latency

@@ -127,7 +127,7 @@ impl RoomService {
         }
     }
 
-    #[tracing::instrument(skip_all, fields(scheduler = %scheduler, room = %room))]
+    #[tracing::instrument(level = "debug", skip_all, fields(scheduler = %scheduler, room = %room))]
     pub async fn ping(
         &self,
         scheduler: &str,
@@ -170,7 +170,7 @@ impl RoomService {
     }
 
     /// Forwards a room event (`player: false`) or player event to the scheduler's forwarders.
-    #[tracing::instrument(skip_all, fields(scheduler = %scheduler, room = %room))]
+    #[tracing::instrument(level = "debug", skip_all, fields(scheduler = %scheduler, room = %room))]
     pub async fn event(
         &self,
         scheduler: &str,
@@ -223,7 +223,7 @@ impl RoomService {
         )
     }
 
-    #[tracing::instrument(skip_all, fields(scheduler = %scheduler, room = %room))]
+    #[tracing::instrument(level = "debug", skip_all, fields(scheduler = %scheduler, room = %room))]
     pub async fn address(
         &self,
         scheduler: &str,
@@ -245,7 +245,7 @@ impl RoomService {
 
     /// Hands out one ready room (matching `selector`) for the allocation TTL; `Ok(None)`
     /// when none is available.
-    #[tracing::instrument(skip_all, fields(scheduler = %scheduler))]
+    #[tracing::instrument(level = "debug", skip_all, fields(scheduler = %scheduler))]
     pub async fn allocate(
         &self,
         scheduler: &str,

@@ -76,6 +76,8 @@ struct Inner {
     compacted: u64,
     faults: Vec<Fault>,
     requests: Vec<String>,
+    /// When each of `requests` arrived.
+    arrivals: Vec<std::time::Instant>,
     /// Added to every request but watches (a slow or loaded apiserver).
     latency: Duration,
 }
@@ -221,6 +223,17 @@ impl FakeKube {
         self.shared.inner().requests.clone()
     }
 
+    /// Every request so far with the instant it arrived (benchmarks time runtime calls).
+    pub fn timed_requests(&self) -> Vec<(std::time::Instant, String)> {
+        let inner = self.shared.inner();
+        inner
+            .arrivals
+            .iter()
+            .copied()
+            .zip(inner.requests.iter().cloned())
+            .collect()
+    }
+
     /// One stored object (`resource` is the plural: `pods`, `namespaces`, ...).
     pub fn get(&self, resource: &str, namespace: &str, name: &str) -> Option<Value> {
         self.shared
@@ -239,6 +252,24 @@ impl FakeKube {
             .filter(|(k, _)| k.resource == resource)
             .map(|(_, v)| v.clone())
             .collect()
+    }
+
+    /// How many pods of `namespace` are Ready and not being deleted (without copying them).
+    pub fn ready_pods(&self, namespace: &str) -> usize {
+        self.shared
+            .inner()
+            .objects
+            .iter()
+            .filter(|(k, pod)| {
+                k.resource == "pods"
+                    && k.namespace == namespace
+                    && pod["metadata"]["deletionTimestamp"].is_null()
+                    && pod["status"]["conditions"].as_array().is_some_and(|c| {
+                        c.iter()
+                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                    })
+            })
+            .count()
     }
 
     /// Replaces a pod's status, as the kubelet reports it.
@@ -365,6 +396,7 @@ async fn handle(AxumState(shared): AxumState<Arc<Shared>>, request: Request) -> 
     }
     {
         let mut inner = shared.inner();
+        inner.arrivals.push(std::time::Instant::now());
         inner.requests.push(match request.uri().query() {
             Some(q) => format!("{method} {path}?{q}"),
             None => format!("{method} {path}"),

@@ -27,7 +27,8 @@ local function recompute(key, base, id, now)
   local status = compose(f[1], f[2], tonumber(f[3]) or 0, tonumber(f[4]) or 1)
   local alloc = tonumber(f[5])
   if status == 'ready' and alloc and alloc > tonumber(now) then status = 'allocated' end
-  if status ~= 'allocated' then redis.call('HSET', key, 'alloc', '') end
+  -- Cleared only when set: most pings change nothing, and a write costs Redis more than a read.
+  if status ~= 'allocated' and alloc then redis.call('HSET', key, 'alloc', '') end
   local previous = f[6]
   if status ~= previous then
     if previous then redis.call('SREM', base .. 'status:' .. previous, id) end
