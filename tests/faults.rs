@@ -163,8 +163,9 @@ enum Crash {
 /// the Kubernetes API.
 struct Fleet {
     temporal: TemporalDevServer,
-    _redis: RedisServer,
+    redis: RedisServer,
     fake: FakeKube,
+    kubeconfig: PathBuf,
     worker: Maestro,
     gateway: Maestro,
 }
@@ -175,6 +176,25 @@ impl Fleet {
         let redis = RedisServer::start().await?;
         let fake = FakeKube::start_with_kubelet(Kubelet::default()).await?;
         let kubeconfig = kubeconfig(&fake)?;
+        let worker = Self::serve("worker", &temporal, &redis, &kubeconfig).await?;
+        let gateway = Self::serve("gateway", &temporal, &redis, &kubeconfig).await?;
+        Ok(Self {
+            temporal,
+            redis,
+            fake,
+            kubeconfig,
+            worker,
+            gateway,
+        })
+    }
+
+    /// `maestro serve --role {role}` on the Kubernetes runtime with the Redis store.
+    async fn serve(
+        role: &str,
+        temporal: &TemporalDevServer,
+        redis: &RedisServer,
+        kubeconfig: &std::path::Path,
+    ) -> anyhow::Result<Maestro> {
         let store = redis.url();
         let args = [
             "--runtime",
@@ -185,15 +205,12 @@ impl Fleet {
             "1h",
         ];
         let env = [("KUBECONFIG", kubeconfig.to_str().unwrap_or_default())];
-        let worker = Maestro::serve("worker", &temporal.address(), &args, &env).await?;
-        let gateway = Maestro::serve("gateway", &temporal.address(), &args, &env).await?;
-        Ok(Self {
-            temporal,
-            _redis: redis,
-            fake,
-            worker,
-            gateway,
-        })
+        Maestro::serve(role, &temporal.address(), &args, &env).await
+    }
+
+    /// One more worker process on the same task queue, Redis and API server.
+    async fn another_worker(&self) -> anyhow::Result<Maestro> {
+        Self::serve("worker", &self.temporal, &self.redis, &self.kubeconfig).await
     }
 
     /// Adds 120 rooms (slowly: the API server answers in 15 ms), crashes `crash` once 15
@@ -573,5 +590,85 @@ async fn kubernetes_api_errors_fail_the_operation_with_a_reason_and_the_queue_go
         (live_pods(&fake, name).len() == 3).then_some(())
     })
     .await?;
+    Ok(())
+}
+
+/// Host ports of the scheduler's live pods, one entry per port a pod asks for.
+fn host_ports(fake: &FakeKube, scheduler: &str) -> Vec<i64> {
+    fake.list("pods")
+        .into_iter()
+        .filter(|p| {
+            p["metadata"]["namespace"] == scheduler && p["metadata"]["deletionTimestamp"].is_null()
+        })
+        .flat_map(|p| {
+            p["spec"]["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|c| c["ports"].as_array().cloned().unwrap_or_default())
+                .filter_map(|port| port["hostPort"].as_i64())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// A worker's runtime calls of one kind (its runtime metrics).
+async fn runtime_calls(worker: &Maestro, call: &str) -> anyhow::Result<f64> {
+    let text = worker
+        .http
+        .get(format!("{}/metrics", worker.internal))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let label = format!("call=\"{call}\"");
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("maestro_runtime_calls_total{") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .fold(0.0, |a, b| a + b))
+}
+
+/// A worker that ran the previous batch of an operation skips rereading the scheduler's host
+/// ports (the reread grows with the scheduler); with two workers polling, no host port is
+/// handed out twice. (When the batches alternate between workers — eager activity dispatch
+/// keeps them on one worker mostly — the rule in `maestro_activities` rereads; its unit test
+/// covers those cases.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_skip_rereading_host_ports_and_never_reuse_one() -> anyhow::Result<()> {
+    let fleet = Fleet::start().await?;
+    let second = fleet.another_worker().await?;
+    let name = "shared-ports";
+    let (code, body) = fleet
+        .gateway
+        .post("/schedulers", scheduler(name, 0))
+        .await?;
+    anyhow::ensure!(code == StatusCode::OK, "{body}");
+    fleet.fake.set_latency(Duration::from_millis(2));
+    let add = submit(
+        &fleet.gateway,
+        &format!("/schedulers/{name}/add-rooms"),
+        json!({"amount": 400}),
+        "add-400",
+    )
+    .await?;
+    let op = finished(&fleet.gateway, name, &add).await?;
+    assert_eq!(op["status"], "finished", "{op}");
+    let ports = host_ports(&fleet.fake, name);
+    let distinct: BTreeSet<i64> = ports.iter().copied().collect();
+    assert_eq!(ports.len(), 400, "one host port per room");
+    assert_eq!(distinct.len(), 400, "a host port was handed out twice");
+    let mut created = 0.0;
+    let mut rereads = 0.0;
+    for worker in [&fleet.worker, &second] {
+        created += runtime_calls(worker, "create_room").await?;
+        rereads += runtime_calls(worker, "refresh_room_allocations").await?;
+    }
+    eprintln!("400 rooms in 10 batches: {rereads} host-port rereads");
+    assert_eq!(created, 400.0);
+    assert!(
+        (1.0..10.0).contains(&rereads),
+        "batches after a worker's own batch skip the reread: {rereads} of 10"
+    );
     Ok(())
 }

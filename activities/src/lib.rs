@@ -8,8 +8,9 @@
 //! Must not decide policy (how many rooms, which ones): the workflows and `core` decide and
 //! pass explicit room ids.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 mod metered;
@@ -32,11 +33,83 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 pub struct RoomActivities {
     runtime: Arc<dyn Runtime>,
     store: Arc<dyn RoomStore>,
+    /// Per scheduler, the last `rooms.create` batch this worker finished: (operation
+    /// workflow run id, activity id). See [`RoomActivities::follows_own_batch`].
+    last_batch: Mutex<HashMap<String, (String, u64)>>,
 }
 
 impl RoomActivities {
     pub fn new(runtime: Arc<dyn Runtime>, store: Arc<dyn RoomStore>) -> Self {
-        Self { runtime, store }
+        Self {
+            runtime,
+            store,
+            last_batch: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn follows_own_batch(&self, scheduler: &str, ctx: &ActivityContext) -> bool {
+        let info = ctx.info();
+        let last = self.last_batch.lock().unwrap_or_else(|p| p.into_inner());
+        follows_own_batch(
+            last.get(scheduler),
+            info.workflow_run_id.as_deref(),
+            &info.activity_id,
+            info.attempt,
+        )
+    }
+
+    fn remember_batch(&self, scheduler: &str, ctx: &ActivityContext) {
+        let info = ctx.info();
+        let mut last = self.last_batch.lock().unwrap_or_else(|p| p.into_inner());
+        match (&info.workflow_run_id, info.activity_id.parse::<u64>()) {
+            (Some(run), Ok(id)) => {
+                last.insert(scheduler.to_string(), (run.clone(), id));
+            }
+            _ => {
+                last.remove(scheduler);
+            }
+        }
+    }
+}
+
+/// Whether a `rooms.create` batch is the first attempt of the activity right after a batch
+/// of the same operation run that this worker finished (`last`). The runtime's record of
+/// allocated host ports is then exact — a scheduler's operations run one at a time, that
+/// batch went through this record, and activity ids are the run's command sequence, so no
+/// batch of another worker came in between — and rereading every pod of the scheduler can be
+/// skipped. That reread grows with the scheduler and took half of a 1 000-room add_rooms
+/// (`docs/benchmarks.md`). Any other case (a retry, another run, a gap, an id that is not a
+/// number) rereads.
+fn follows_own_batch(
+    last: Option<&(String, u64)>,
+    run: Option<&str>,
+    activity_id: &str,
+    attempt: u32,
+) -> bool {
+    let (Some(run), Ok(id), Some((last_run, last_id))) = (run, activity_id.parse::<u64>(), last)
+    else {
+        return false;
+    };
+    attempt == 1 && last_run == run && last_id.checked_add(1) == Some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::follows_own_batch;
+
+    #[test]
+    fn host_ports_are_reread_unless_this_worker_ran_the_batch_just_before() {
+        let last = ("run-1".to_string(), 4);
+        assert!(follows_own_batch(Some(&last), Some("run-1"), "5", 1));
+        // Another worker ran batch 5: this worker's record misses its ports.
+        assert!(!follows_own_batch(Some(&last), Some("run-1"), "6", 1));
+        // A retry may follow a partial attempt elsewhere.
+        assert!(!follows_own_batch(Some(&last), Some("run-1"), "5", 2));
+        // Another operation, or a reset run of the same one.
+        assert!(!follows_own_batch(Some(&last), Some("run-2"), "5", 1));
+        assert!(!follows_own_batch(None, Some("run-1"), "5", 1));
+        assert!(!follows_own_batch(Some(&last), None, "5", 1));
+        assert!(!follows_own_batch(Some(&last), Some("run-1"), "batch-5", 1));
     }
 }
 
@@ -166,10 +239,12 @@ impl RoomActivities {
         let operation = operation_id(&ctx);
         let scheduler = &input.scheduler;
         let max_matches = u32::try_from(scheduler.max_matches()).unwrap_or(1);
-        self.runtime
-            .refresh_room_allocations(&scheduler.name)
-            .await
-            .map_err(runtime_failure)?;
+        if done > 0 || !self.follows_own_batch(&scheduler.name, &ctx) {
+            self.runtime
+                .refresh_room_allocations(&scheduler.name)
+                .await
+                .map_err(runtime_failure)?;
+        }
         for (index, room_id) in input.room_ids.iter().enumerate().skip(done) {
             if ctx.is_cancelled() {
                 return Err(ActivityError::cancelled());
@@ -196,6 +271,7 @@ impl RoomActivities {
             info!(scheduler = %scheduler.name, room = %room_id, operation = %operation, attempt = ctx.info().attempt, "room created");
             ctx.record_heartbeat(index + 1).await?;
         }
+        self.remember_batch(&scheduler.name, &ctx);
         Ok(input.room_ids)
     }
 

@@ -236,7 +236,7 @@ const RESULTS_END: &str = "<!-- end of results -->";
 fn results(args: &Args, report: &Report, took: std::time::Duration) -> String {
     format!(
         "{RESULTS_START}\n\
-         Produced by `{command}` ({took:.0?}) on {machine}.\n\
+         Produced by `{command}` on {machine}; the system benchmarks took {took:.0?}.\n\
          Every figure is a ratio against a baseline measured in the same run, because absolute\n\
          times on these shared machines are noise. All traffic is on loopback; every load loop is\n\
          bounded in count and time. How each is measured, and what the misses are: below the table.\n\n\
