@@ -44,6 +44,7 @@ impl Maestro {
     pub async fn serve(
         role: &str,
         temporal: &str,
+        task_queue: &str,
         extra: &[String],
         env: &[(&str, &str)],
         log: &Path,
@@ -66,7 +67,7 @@ impl Maestro {
                 "--worker-metrics-addr",
                 format!("127.0.0.1:{worker_metrics}"),
             ),
-            ("--task-queue", "bench".into()),
+            ("--task-queue", task_queue.into()),
             ("--room-token-secret", ROOM_TOKEN_SECRET.into()),
         ] {
             args.push(flag.into());
@@ -74,8 +75,11 @@ impl Maestro {
         }
         args.push("--insecure-no-auth".into());
         args.extend(extra.iter().map(|a| a.to_string()));
+        // Local rooms (process runtime) write their logs under the working directory.
+        let dir = log.parent().unwrap_or(Path::new("."));
         let log = std::fs::File::create(log)?;
         let child = Command::new(sibling("maestro")?)
+            .current_dir(dir)
             .args(&args)
             .envs(env.iter().copied())
             .env("RUST_LOG", "info")
@@ -110,6 +114,34 @@ impl Maestro {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// SIGTERM, as an orchestrator stops it (it stops its local rooms first); SIGKILL after
+    /// 30 s.
+    pub async fn stop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// How many of the scheduler's rooms are ready (management API).
+    pub async fn ready_rooms(&self, scheduler: &str) -> Result<usize> {
+        let rooms = self.get(&format!("/schedulers/{scheduler}/rooms")).await?;
+        Ok(rooms["rooms"]
+            .as_array()
+            .map_or(0, |r| r.iter().filter(|r| r["status"] == "ready").count()))
     }
 
     /// Resident set size, from `/proc`.

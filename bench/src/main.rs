@@ -89,7 +89,11 @@ fn main() -> Result<()> {
     let page = match std::fs::read_to_string(&args.out) {
         Ok(old) => match (old.find(RESULTS_START), old.find(RESULTS_END)) {
             (Some(start), Some(end)) if start < end => {
-                format!("{}{results}{}", &old[..start], &old[end..])
+                format!(
+                    "{}{results}{}",
+                    &old[..start],
+                    &old[end + RESULTS_END.len()..]
+                )
             }
             _ => format!("# Benchmarks\n\n{results}"),
         },

@@ -10,7 +10,10 @@ use anyhow::{Context, Result, bail, ensure};
 use futures::StreamExt;
 use maestro_core::naming::operation_workflow_id;
 use maestro_core::{Scheduler, Version};
-use maestro_runtime::{KubernetesRuntime, KubernetesRuntimeConfig, Runtime};
+use maestro_runtime::{
+    KubernetesRuntime, KubernetesRuntimeConfig, ProcessRuntime, ProcessRuntimeConfig,
+    RoomsApiEndpoints, Runtime,
+};
 use maestro_testkit::fake_kube::{FakeKube, Kubelet};
 use maestro_workflows::AddRoomsWorkflow;
 use serde_json::json;
@@ -29,6 +32,8 @@ const TRACKED_SCHEDULERS: usize = 100;
 const ROOMS_PER_TRACKED: usize = 100;
 const SCRAPES: usize = 200;
 const FLOOR_QUEUE: &str = "bench-floor";
+/// The Kubernetes-runtime worker's task queue.
+const TASK_QUEUE: &str = "bench";
 
 /// The floor's one activity: records when it ran.
 pub struct FloorActivities {
@@ -178,6 +183,7 @@ impl Fleet {
         let worker = Maestro::serve(
             "worker",
             temporal,
+            TASK_QUEUE,
             &with(&["--room-store", redis]),
             &env,
             &dir.join("worker.log"),
@@ -186,6 +192,7 @@ impl Fleet {
         let gateway = Maestro::serve(
             "gateway",
             temporal,
+            TASK_QUEUE,
             &with(&["--room-store", redis, "--metrics-interval", "30s"]),
             &env,
             &dir.join("gateway.log"),
@@ -194,6 +201,7 @@ impl Fleet {
         let memory_gateway = Maestro::serve(
             "gateway",
             temporal,
+            TASK_QUEUE,
             &with(&["--room-store", "memory", "--metrics-interval", "5s"]),
             &env,
             &dir.join("memory-gateway.log"),
@@ -258,6 +266,7 @@ pub async fn run(
     }
     if wants.scale {
         scale_up(report, &fleet, &client).await?;
+        scale_up_processes(report, &fleet).await?;
     }
     if wants.autoscaler {
         autoscaler(report, &fleet).await?;
@@ -551,6 +560,140 @@ async fn autoscaler_round(
     Ok(first_pod_post(&fleet.fake, name, occupied).unwrap_or(reacted) - occupied)
 }
 
+/// A scheduler whose rooms are local `game-room` processes pinging every 30 s.
+fn process_scheduler(name: &str) -> Result<serde_json::Value> {
+    let game_room = crate::fleet::sibling("game-room")?;
+    let mut body = scheduler(name, 0);
+    body["portRange"] = json!({"start": 40000, "end": 41999});
+    body["spec"]["containers"][0]["command"] =
+        json!([game_room.display().to_string(), "--ping-interval", "30s"]);
+    Ok(body)
+}
+
+/// Serves the rooms' pings on its own, answering success; counts rooms that said ready.
+async fn ping_collector() -> Result<(String, Arc<Mutex<std::collections::BTreeSet<String>>>)> {
+    let ready = Arc::new(Mutex::new(std::collections::BTreeSet::new()));
+    let seen = ready.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = axum::Router::new().route(
+        "/scheduler/{scheduler}/rooms/{room}/ping",
+        axum::routing::put(
+            move |axum::extract::Path((_, room)): axum::extract::Path<(String, String)>,
+                  axum::Json(body): axum::Json<serde_json::Value>| {
+                let seen = seen.clone();
+                async move {
+                    if body["status"] == "ready"
+                        && let Ok(mut seen) = seen.lock()
+                    {
+                        seen.insert(room);
+                    }
+                    axum::Json(json!({"success": true}))
+                }
+            },
+        ),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((format!("http://{addr}"), ready))
+}
+
+/// Benchmark 5 on the process runtime: 1 000 local game rooms through Maestro against the
+/// same rooms started by the process runtime directly, each until it pinged ready.
+async fn scale_up_processes(report: &mut Report, fleet: &Fleet) -> Result<()> {
+    let n = SCALE_ROOMS as usize;
+    let dir = fleet.dir.join("process-rooms");
+    std::fs::create_dir_all(&dir)?;
+    let (collector, ready) = ping_collector().await?;
+    let runtime = ProcessRuntime::new(ProcessRuntimeConfig {
+        rooms_api: RoomsApiEndpoints {
+            http_url: collector,
+            grpc_url: None,
+            token_secret: Some(
+                maestro_core::RoomTokenSecret::new(crate::fleet::ROOM_TOKEN_SECRET)
+                    .map_err(anyhow::Error::msg)?,
+            ),
+        },
+        extra_path: Vec::new(),
+        log_dir: dir.join("direct"),
+    });
+    let direct: Scheduler = serde_json::from_value(process_scheduler("direct-processes")?)?;
+    let started = Instant::now();
+    for i in 0..n {
+        runtime
+            .create_room(&direct, Version::FIRST, &format!("direct-processes-{i:05}"))
+            .await?;
+    }
+    let direct_ready = until(
+        Duration::from_secs(300),
+        Duration::from_millis(20),
+        "direct rooms pinged",
+        || async { ready.lock().map_or(0, |r| r.len()) == n },
+    )
+    .await?
+        - started;
+    runtime.shutdown(Duration::from_secs(10)).await;
+
+    let mut maestro = Maestro::serve(
+        "all",
+        &fleet.temporal,
+        "bench-processes",
+        &[
+            "--runtime",
+            "process",
+            "--room-store",
+            "memory",
+            "--health-interval",
+            "1h",
+        ]
+        .map(str::to_string),
+        &[],
+        &dir.join("maestro-processes.log"),
+    )
+    .await?;
+    maestro
+        .post("/schedulers", process_scheduler("processes")?)
+        .await?;
+    let started = Instant::now();
+    let id = maestro
+        .submit(
+            "/schedulers/processes/add-rooms",
+            json!({"amount": SCALE_ROOMS}),
+        )
+        .await?;
+    let result = until(
+        Duration::from_secs(600),
+        Duration::from_millis(100),
+        "Maestro's rooms ready",
+        || async { maestro.ready_rooms("processes").await.unwrap_or(0) == n },
+    )
+    .await;
+    let finished = maestro
+        .finished("processes", &id, Duration::from_secs(120))
+        .await;
+    // Stop the rooms whatever happened: SIGTERM makes maestro stop its local rooms.
+    maestro.stop().await;
+    let maestro_ready = result? - started;
+    finished?;
+    report.row(
+        Row::ratio(
+            "5. Scale-up: 1 000 local game-room processes (rooms/s to all pinged ready)",
+            "the process runtime's create_room × 1 000, no Maestro",
+            n as f64 / maestro_ready.as_secs_f64(),
+            n as f64 / direct_ready.as_secs_f64(),
+            "rooms/s",
+            Verdict::at_least(0.8),
+        )
+        .with_note(format!(
+            "all ready after {:.1} s / {:.1} s (Maestro: seen through its rooms list, polled every 100 ms)",
+            maestro_ready.as_secs_f64(),
+            direct_ready.as_secs_f64()
+        )),
+    );
+    Ok(())
+}
+
 /// 7. Occupancy rises above the ready target → the health controller asks for rooms.
 async fn autoscaler(report: &mut Report, fleet: &Fleet) -> Result<()> {
     let interval = Duration::from_secs(1);
@@ -559,6 +702,7 @@ async fn autoscaler(report: &mut Report, fleet: &Fleet) -> Result<()> {
     let fast = Maestro::serve(
         "gateway",
         &fleet.temporal,
+        TASK_QUEUE,
         &[
             "--runtime",
             "kubernetes",
