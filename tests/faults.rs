@@ -27,11 +27,8 @@ fn kubeconfig(fake: &FakeKube) -> anyhow::Result<PathBuf> {
 
 /// Pods the API server holds for a scheduler that are not being deleted.
 fn live_pods(fake: &FakeKube, scheduler: &str) -> Vec<String> {
-    fake.list("pods")
+    fake.live_pods(scheduler)
         .into_iter()
-        .filter(|p| {
-            p["metadata"]["namespace"] == scheduler && p["metadata"]["deletionTimestamp"].is_null()
-        })
         .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
         .collect()
 }
@@ -595,11 +592,8 @@ async fn kubernetes_api_errors_fail_the_operation_with_a_reason_and_the_queue_go
 
 /// Host ports of the scheduler's live pods, one entry per port a pod asks for.
 fn host_ports(fake: &FakeKube, scheduler: &str) -> Vec<i64> {
-    fake.list("pods")
+    fake.live_pods(scheduler)
         .into_iter()
-        .filter(|p| {
-            p["metadata"]["namespace"] == scheduler && p["metadata"]["deletionTimestamp"].is_null()
-        })
         .flat_map(|p| {
             p["spec"]["containers"]
                 .as_array()

@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use maestro_testkit::free_port;
+use maestro_testkit::{eventually_every, free_port};
 use serde_json::{Value, json};
 
 pub const ROOM_TOKEN_SECRET: &str = "benchmark-room-token-secret-0123";
@@ -138,10 +138,11 @@ impl Maestro {
 
     /// How many of the scheduler's rooms are ready (management API).
     pub async fn ready_rooms(&self, scheduler: &str) -> Result<usize> {
-        let rooms = self.get(&format!("/schedulers/{scheduler}/rooms")).await?;
-        Ok(rooms["rooms"]
-            .as_array()
-            .map_or(0, |r| r.iter().filter(|r| r["status"] == "ready").count()))
+        // Filtered by the server: this is polled while the scale-up is measured.
+        let rooms = self
+            .get(&format!("/schedulers/{scheduler}/rooms?status=ready"))
+            .await?;
+        Ok(rooms["rooms"].as_array().map_or(0, Vec::len))
     }
 
     /// Resident set size, from `/proc`.
@@ -272,12 +273,9 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + limit;
-    loop {
-        if check().await {
-            return Ok(Instant::now());
-        }
-        ensure!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        tokio::time::sleep(every).await;
-    }
+    eventually_every(limit, every, what, || {
+        let held = check();
+        async move { held.await.then(Instant::now) }
+    })
+    .await
 }

@@ -65,9 +65,9 @@ impl RoomsService for BareRooms {
     }
     async fn update_room_status(
         &self,
-        _request: Request<UpdateRoomWithPingRequest>,
+        request: Request<UpdateRoomWithPingRequest>,
     ) -> Result<Response<UpdateRoomWithPingResponse>, Status> {
-        Ok(Response::new(UpdateRoomWithPingResponse { success: true }))
+        self.update_room_with_ping(request).await
     }
     async fn forward_room_event(
         &self,
@@ -168,7 +168,7 @@ async fn seed(store: &dyn RoomStore, secret: &RoomTokenSecret) -> Result<Vec<Roo
 
 async fn start(server: &Handle, temporal: Client, redis_url: &str) -> Result<Servers> {
     let secret =
-        RoomTokenSecret::new("benchmark-room-token-secret-0123").map_err(anyhow::Error::msg)?;
+        RoomTokenSecret::new(crate::fleet::ROOM_TOKEN_SECRET).map_err(anyhow::Error::msg)?;
     let config = RoomsApiConfig {
         token_secret: Some(secret.clone()),
         ..RoomsApiConfig::default()

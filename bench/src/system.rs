@@ -14,6 +14,7 @@ use maestro_runtime::{
     KubernetesRuntime, KubernetesRuntimeConfig, ProcessRuntime, ProcessRuntimeConfig,
     RoomsApiEndpoints, Runtime,
 };
+use maestro_testkit::eventually_every;
 use maestro_testkit::fake_kube::{FakeKube, Kubelet};
 use maestro_workflows::AddRoomsWorkflow;
 use serde_json::json;
@@ -103,19 +104,15 @@ async fn timeline(client: &Client, workflow_id: &str) -> Result<Vec<(String, Sys
         .collect()
 }
 
-fn is(kind: &str, wanted: &str) -> bool {
-    kind == wanted
-}
-
 /// Time spent running activities vs the whole workflow, and how many activities ran.
 fn activity_share(events: &[(String, SystemTime)]) -> (Duration, Duration, usize) {
     let mut running = Duration::ZERO;
     let mut started = None;
     let mut count = 0;
     for (kind, at) in events {
-        if is(kind, "ActivityTaskStarted") {
+        if kind == "ActivityTaskStarted" {
             started = Some(*at);
-        } else if is(kind, "ActivityTaskCompleted")
+        } else if kind == "ActivityTaskCompleted"
             && let Some(s) = started.take()
         {
             running += at.duration_since(s).unwrap_or_default();
@@ -350,7 +347,7 @@ async fn operation_latency(report: &mut Report, fleet: &Fleet, client: Client) -
                 let at = |wanted: &str| {
                     events
                         .iter()
-                        .find(|(k, _)| is(k, wanted))
+                        .find(|(k, _)| k == wanted)
                         .and_then(|(_, t)| t.duration_since(sent_wall).ok())
                         .map_or(f64::NAN, ms)
                 };
@@ -532,9 +529,8 @@ async fn autoscaler_round(
     .await?;
     let rooms: Vec<String> = fleet
         .fake
-        .list("pods")
+        .live_pods(name)
         .into_iter()
-        .filter(|p| p["metadata"]["namespace"] == name)
         .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
         .collect();
     for room in &rooms {
@@ -550,14 +546,14 @@ async fn autoscaler_round(
         fleet.gateway.ping(name, room, "occupied", 1).await?;
     }
     let occupied = Instant::now();
-    let reacted = until(
+    let requested = eventually_every(
         Duration::from_secs(30),
         Duration::from_millis(5),
         "new rooms requested",
-        || async { first_pod_post(&fleet.fake, name, occupied).is_some() },
+        || async { first_pod_post(&fleet.fake, name, occupied) },
     )
     .await?;
-    Ok(first_pod_post(&fleet.fake, name, occupied).unwrap_or(reacted) - occupied)
+    Ok(requested - occupied)
 }
 
 /// A scheduler whose rooms are local `game-room` processes pinging every 30 s.

@@ -254,16 +254,26 @@ impl FakeKube {
             .collect()
     }
 
-    /// How many pods of `namespace` are Ready and not being deleted (without copying them).
+    /// The pods of `namespace` that are not being deleted.
+    pub fn live_pods(&self, namespace: &str) -> Vec<Value> {
+        self.shared
+            .inner()
+            .objects
+            .iter()
+            .filter(|(k, pod)| is_live_pod(k, pod, namespace))
+            .map(|(_, pod)| pod.clone())
+            .collect()
+    }
+
+    /// How many pods of `namespace` are Ready and not being deleted (without copying them:
+    /// benchmarks poll this while they measure).
     pub fn ready_pods(&self, namespace: &str) -> usize {
         self.shared
             .inner()
             .objects
             .iter()
             .filter(|(k, pod)| {
-                k.resource == "pods"
-                    && k.namespace == namespace
-                    && pod["metadata"]["deletionTimestamp"].is_null()
+                is_live_pod(k, pod, namespace)
                     && pod["status"]["conditions"].as_array().is_some_and(|c| {
                         c.iter()
                             .any(|c| c["type"] == "Ready" && c["status"] == "True")
@@ -384,6 +394,12 @@ fn query_map(query: Option<&str>) -> BTreeMap<String, String> {
     url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
         .into_owned()
         .collect()
+}
+
+fn is_live_pod(key: &Key, pod: &Value, namespace: &str) -> bool {
+    key.resource == "pods"
+        && key.namespace == namespace
+        && pod["metadata"]["deletionTimestamp"].is_null()
 }
 
 async fn handle(AxumState(shared): AxumState<Arc<Shared>>, request: Request) -> Response {

@@ -274,8 +274,22 @@ pub fn processes_with_env(key: &str, value: &str) -> Vec<u32> {
         .collect()
 }
 
-/// Polls `check` until it returns `Some`, or fails after `limit`.
-pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> Result<T>
+/// Polls `check` every 100 ms until it returns `Some`, or fails after `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    eventually_every(limit, Duration::from_millis(100), what, check).await
+}
+
+/// Polls `check` every `every` until it returns `Some`, or fails after `limit`.
+pub async fn eventually_every<T, F, Fut>(
+    limit: Duration,
+    every: Duration,
+    what: &str,
+    mut check: F,
+) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -288,7 +302,7 @@ where
         if Instant::now() > deadline {
             bail!("timed out after {limit:?} waiting for {what}");
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(every).await;
     }
 }
 
