@@ -88,6 +88,15 @@ pub struct ServeArgs {
     /// old versions, converges to the desired count); set for schedulers created from now on.
     #[arg(long, env = "MAESTRO_HEALTH_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
     pub health_interval: Duration,
+    /// Operations a scheduler workflow runs before it continues as new (a fresh history
+    /// carrying its state); set for schedulers created from now on. Temporal also asks for
+    /// one earlier when a history grows large.
+    #[arg(long, env = "MAESTRO_CONTINUE_AS_NEW_EVERY", default_value_t = maestro_workflows::DEFAULT_CONTINUE_AS_NEW_EVERY)]
+    pub continue_as_new_every: u32,
+    /// Workflows the worker keeps in memory between tasks (its sticky cache). 0 replays the
+    /// whole history on every task: slow, but the least memory.
+    #[arg(long, env = "MAESTRO_MAX_CACHED_WORKFLOWS", default_value_t = maestro_workflows::DEFAULT_MAX_CACHED_WORKFLOWS)]
+    pub max_cached_workflows: usize,
     /// How often the Metrics Reporter refreshes room and operation figures.
     #[arg(long, env = "MAESTRO_METRICS_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub metrics_interval: Duration,
@@ -275,6 +284,9 @@ pub async fn start(
                 extra_path: local.extra_path,
                 log_dir: local.room_logs,
             }));
+            // Before the watcher lists rooms and the worker creates any: rooms a killed run
+            // left behind are supervised again, not started twice.
+            processes.adopt();
             (processes.clone(), Some(processes))
         }
         RuntimeKind::Kubernetes => {
@@ -288,12 +300,18 @@ pub async fn start(
     };
 
     let schedulers = SchedulerClient::new(client.clone(), &args.task_queue)
-        .with_health_check(args.health_interval);
+        .with_health_check(args.health_interval)
+        .with_continue_as_new_every(args.continue_as_new_every);
     let rooms_config = RoomsApiConfig {
         token_secret: Some(token_secret),
         ..RoomsApiConfig::default()
     };
-    let state = GatewayState::new(schedulers.clone(), store.clone(), rooms_config)?;
+    let state = GatewayState::new(
+        schedulers.clone(),
+        store.clone(),
+        Some(runtime.clone()),
+        rooms_config,
+    )?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = vec![tokio::spawn(serve_http(
         internal,
@@ -326,7 +344,11 @@ pub async fn start(
             &state.metrics.registry,
         )?);
         let activities = RoomActivities::new(metered, store.clone());
-        let options = maestro_workflows::worker_options(&args.task_queue, activities)?;
+        let options = maestro_workflows::worker_options(
+            &args.task_queue,
+            activities,
+            args.max_cached_workflows,
+        )?;
         let worker = Worker::new(&temporal_runtime, client.clone(), options)?;
         worker_metrics_abort = Some(worker_metrics.abort_handle.clone());
         (Some(worker), Some(worker_metrics.bound_addr))

@@ -269,3 +269,121 @@ async fn bad_requests_get_4xx_answers_that_name_the_problem() -> anyhow::Result<
     assert!(names(&body, "status"), "{body}");
     Ok(())
 }
+
+/// Field names of a 400's `fields`.
+fn fields(body: &Value) -> Vec<String> {
+    body["fields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["field"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// What could never run is refused when it is submitted, naming the field, not accepted to
+/// fail every health run: no command or a program that does not exist (the process runtime),
+/// more rooms than the port range holds, a forwarder timeout past the maximum. A reused
+/// Idempotency-Key with another request is 409 naming the key.
+#[tokio::test]
+async fn schedulers_that_can_never_run_are_refused_naming_the_field() -> anyhow::Result<()> {
+    let temporal = TemporalDevServer::start().await?;
+    let maestro = Maestro::start(&temporal).await?;
+    // (what, changes by JSON pointer, the field the answer must name)
+    let cases = [
+        (
+            "no command",
+            vec![("/spec/containers/0/command", json!([]))],
+            "spec.containers[0].command",
+        ),
+        (
+            "a program that does not exist",
+            vec![("/spec/containers/0/command", json!(["/nonexistent"]))],
+            "spec.containers[0].command",
+        ),
+        (
+            "more rooms than host ports",
+            vec![
+                ("/portRange", json!({"start": 46000, "end": 46009})),
+                ("/roomsReplicas", json!(11)),
+            ],
+            "roomsReplicas",
+        ),
+        (
+            "a forwarder timeout of 10 minutes",
+            vec![(
+                "/forwarders",
+                json!([{"name": "mm", "enable": true, "type": "gRPC",
+                    "address": "127.0.0.1:1", "options": {"timeout": 600000}}]),
+            )],
+            "forwarders[0].options.timeout",
+        ),
+    ];
+    for (what, changes, field) in &cases {
+        let mut body = scheduler_body("never-runs");
+        for (pointer, value) in changes {
+            let (parent, key) = pointer.rsplit_once('/').unwrap_or_default();
+            let target = if parent.is_empty() {
+                &mut body
+            } else {
+                body.pointer_mut(parent)
+                    .expect("the document has the parent")
+            };
+            match target {
+                Value::Array(items) => items[key.parse::<usize>()?] = value.clone(),
+                other => other[key] = value.clone(),
+            }
+        }
+        let (code, answer) = maestro.post("/schedulers", body).await?;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{what}: {answer}");
+        assert!(
+            fields(&answer).contains(&field.to_string()),
+            "{what}: {answer}"
+        );
+    }
+
+    // The same refusals for a new version of a scheduler that runs.
+    let (code, answer) = maestro.post("/schedulers", scheduler_body("runs")).await?;
+    assert_eq!(code, StatusCode::OK, "{answer}");
+    let mut version = scheduler_body("runs");
+    version["spec"]["containers"][0]["command"] = json!(["/nonexistent"]);
+    let (code, answer) = maestro.post("/schedulers/runs", version).await?;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(fields(&answer).contains(&"spec.containers[0].command".to_string()));
+    let patch = json!({"portRange": {"start": 46000, "end": 46001}, "roomsReplicas": 5});
+    let (code, answer) = maestro
+        .call(reqwest::Method::PATCH, "/schedulers/runs", Some(patch))
+        .await?;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(
+        fields(&answer).contains(&"roomsReplicas".to_string()),
+        "{answer}"
+    );
+
+    // An Idempotency-Key reused for another request: 409 naming the key, nothing enqueued.
+    let keyed = |amount: u32| {
+        maestro
+            .http
+            .post(format!("{}/schedulers/runs/add-rooms", maestro.api))
+            .bearer_auth(API_TOKEN)
+            .header("Idempotency-Key", "reused")
+            .json(&json!({"amount": amount}))
+            .send()
+    };
+    let first = keyed(1).await?;
+    assert_eq!(first.status(), StatusCode::OK);
+    let first: Value = first.json().await?;
+    let again: Value = keyed(1).await?.json().await?;
+    assert_eq!(
+        again["operationId"], first["operationId"],
+        "a retry is the same operation"
+    );
+    let reused = keyed(2).await?;
+    assert_eq!(reused.status(), StatusCode::CONFLICT);
+    let reused: Value = reused.json().await?;
+    assert_eq!(
+        fields(&reused),
+        vec!["Idempotency-Key".to_string()],
+        "{reused}"
+    );
+    Ok(())
+}

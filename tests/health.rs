@@ -284,3 +284,110 @@ async fn health_controller_converges_replaces_and_scales() -> Result<()> {
     assert!(maestro.stop()?, "maestro dev stops cleanly");
     Ok(())
 }
+
+/// Rooms whose program exits at once (`/bin/false`) crash-loop: replacements back off
+/// (10 s, 20 s, … like Kubernetes' CrashLoopBackOff) instead of being made every health run,
+/// the scheduler says `on-error` in its state, its info and `maestro_scheduler_on_error`, and
+/// no room record outlives its instance by more than a health run. A fixed version brings it
+/// back to `in-sync`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_loops_back_off_and_mark_the_scheduler_on_error() -> Result<()> {
+    let temporal = TemporalDevServer::start().await?;
+    let maestro = Maestro::start_with(
+        &temporal,
+        &["--health-interval", "1s", "--metrics-interval", "1s"],
+    )
+    .await?;
+    let name = format!("crashloop-{}", std::process::id());
+    let mut body = document(&name, 3, (47100, 47199), "1s");
+    body["spec"]["containers"][0]["command"] = json!(["/bin/false"]);
+    let (code, answer) = maestro.post("/schedulers", body.clone()).await?;
+    anyhow::ensure!(code == StatusCode::OK, "{answer}");
+
+    let scrape = || async {
+        let response = maestro
+            .http
+            .get(format!("{}/metrics", maestro.internal))
+            .send()
+            .await
+            .ok()?;
+        response.text().await.ok()
+    };
+    // One sample's value: the metric's lines that contain every `label`, summed.
+    let sample = |text: &str, metric: &str, labels: &[&str]| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(metric) && labels.iter().all(|label| l.contains(label)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let creations = |text: &str| {
+        sample(
+            text,
+            "maestro_runtime_calls_total",
+            &["call=\"create_room\""],
+        )
+    };
+    let on_error = |text: &str| sample(text, "maestro_scheduler_on_error", &[name.as_str()]);
+    let started = Instant::now();
+    eventually(
+        Duration::from_secs(30),
+        "on-error in the metrics",
+        || async { (on_error(&scrape().await?) == 1.0).then_some(()) },
+    )
+    .await?;
+    let (_, scheduler) = maestro.get(&format!("/schedulers/{name}")).await?;
+    assert_eq!(scheduler["scheduler"]["state"], "on-error", "{scheduler}");
+    let (_, info) = maestro.get("/schedulers/info?game=health-game").await?;
+    let info = info["schedulers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["name"] == name.as_str())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(info["state"], "on-error", "{info}");
+
+    // 25 s of health runs every second: without backoff about 24 rounds of 3 rooms; with it
+    // the first replacement waits 10 s and the next 20 s.
+    tokio::time::sleep(Duration::from_secs(25).saturating_sub(started.elapsed())).await;
+    let created = creations(&scrape().await.unwrap_or_default());
+    println!(
+        "{created} rooms created in {:?} of crash loop",
+        started.elapsed()
+    );
+    assert!(
+        (3.0..=9.0).contains(&created),
+        "{created} room creations in 25 s: no backoff?"
+    );
+    // Crashed rooms are removed each run, never left as records with no process.
+    let left = rooms(&maestro, &name).await?;
+    assert!(left.len() <= 3, "{left:?}");
+
+    // A version whose rooms run: replaced once the backoff allows, and healthy again.
+    body["spec"]["containers"][0]["command"] =
+        json!([env!("CARGO_BIN_EXE_game-room"), "--ping-interval", "1s"]);
+    let (code, answer) = maestro.post(&format!("/schedulers/{name}"), body).await?;
+    anyhow::ensure!(code == StatusCode::OK, "{answer}");
+    eventually(Duration::from_secs(120), "in-sync again", || async {
+        let (_, s) = maestro.get(&format!("/schedulers/{name}")).await.ok()?;
+        let ready = serving(&rooms(&maestro, &name).await.ok()?);
+        (s["scheduler"]["state"] == "in-sync" && ready == 3).then_some(())
+    })
+    .await?;
+    eventually(
+        Duration::from_secs(30),
+        "on-error cleared in the metrics",
+        || async {
+            let text = scrape().await?;
+            (text.contains("maestro_scheduler_on_error") && on_error(&text) == 0.0).then_some(())
+        },
+    )
+    .await?;
+    println!(
+        "healthy again {:?} after the crash loop began",
+        started.elapsed()
+    );
+    let (code, _) = maestro.delete(&name).await?;
+    anyhow::ensure!(code == StatusCode::OK);
+    Ok(())
+}

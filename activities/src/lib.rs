@@ -259,11 +259,25 @@ impl RoomActivities {
                 ))
                 .await
                 .map_err(store_failure)?;
-            let instance = self
+            let instance = match self
                 .runtime
                 .create_room(scheduler, input.version, room_id)
                 .await
-                .map_err(runtime_failure)?;
+            {
+                Ok(instance) => instance,
+                Err(e) => {
+                    // Refused for good: the record made above would be a room with no
+                    // instance, so it goes too (a retryable failure keeps it for the retry).
+                    if !e.is_retryable() {
+                        self.store
+                            .remove(&scheduler.name, room_id)
+                            .await
+                            .map_err(store_failure)?;
+                        warn!(scheduler = %scheduler.name, room = %room_id, operation = %operation, error = %e, "room cannot be created");
+                    }
+                    return Err(runtime_failure(e));
+                }
+            };
             self.store
                 .record_instance(&instance, now())
                 .await
@@ -379,7 +393,8 @@ impl RoomActivities {
     }
 
     /// The scheduler's rooms as the store knows them, with any room the runtime has but the
-    /// store lost (after a restart) recorded again first.
+    /// store lost (after a restart) recorded again first, and any record whose instance is
+    /// gone marked error.
     #[activity(name = "rooms.list")]
     pub async fn list_rooms(
         self: Arc<Self>,
@@ -397,6 +412,33 @@ impl RoomActivities {
             .await
             .map_err(runtime_failure)?;
         let mut rebuilt = false;
+        let live: std::collections::BTreeSet<&str> =
+            instances.iter().map(|i| i.room_id.as_str()).collect();
+        // A record with no instance is a room that can never serve (it failed to start, or
+        // its instance vanished): marked error, so this health run removes it. Operations of
+        // a scheduler run one at a time, so no creation of this scheduler is under way now.
+        for room in &known {
+            let gone = !live.contains(room.id.as_str())
+                && !matches!(
+                    room.status,
+                    RoomStatus::Error | RoomStatus::Terminating | RoomStatus::Terminated
+                );
+            if gone {
+                warn!(scheduler = %input.scheduler, room = %room.id, status = room.status.as_str(), "room has no instance; marked error");
+                self.store
+                    .apply_instance(
+                        &input.scheduler,
+                        &room.id,
+                        room.version,
+                        InstanceStatus::Error,
+                        None,
+                        now(),
+                    )
+                    .await
+                    .map_err(store_failure)?;
+                rebuilt = true;
+            }
+        }
         for instance in instances {
             if !known.iter().any(|r| r.id == instance.room_id) {
                 self.store

@@ -180,8 +180,8 @@ async fn start(server: &Handle, temporal: Client, redis_url: &str) -> Result<Ser
     let redis: Arc<dyn RoomStore> = Arc::new(RedisRoomStore::connect(&redis_config)?);
     let rooms = seed(memory.as_ref(), &secret).await?;
     seed(redis.as_ref(), &secret).await?;
-    let memory_state = GatewayState::new(schedulers.clone(), memory, config.clone())?;
-    let redis_state = GatewayState::new(schedulers, redis, config)?;
+    let memory_state = GatewayState::new(schedulers.clone(), memory, None, config.clone())?;
+    let redis_state = GatewayState::new(schedulers, redis, None, config)?;
     let bare =
         axum::Router::new().route("/scheduler/{scheduler}/rooms/{room}/ping", put(bare_ping));
     Ok(Servers {

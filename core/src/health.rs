@@ -14,6 +14,8 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::room::{GameRoom, RoomStatus, rooms_to_remove};
 use crate::time::Timestamp;
 use crate::validation::MaxSurge;
@@ -192,6 +194,63 @@ pub fn plan(
         }
     }
     plan
+}
+
+/// The first wait before crashed rooms are replaced, doubled for each run in a row that
+/// finds crashed rooms (Kubernetes' CrashLoopBackOff: 10 s, 20 s, 40 s …).
+pub const CRASH_BACKOFF_BASE: Duration = Duration::from_secs(10);
+/// The longest wait.
+pub const CRASH_BACKOFF_CAP: Duration = Duration::from_secs(300);
+
+/// Crash-loop backoff for a scheduler's rooms, carried from one health run to the next: while
+/// it holds, rooms that crashed are removed but not replaced, so a room that cannot run is not
+/// restarted every health round forever. Cleared by a run that sees rooms serving and none
+/// crashed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CrashBackoff {
+    /// Health runs in a row that found crashed rooms.
+    pub crashes_in_a_row: u32,
+    /// No replacement is created before this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace_after: Option<Timestamp>,
+}
+
+impl CrashBackoff {
+    /// The wait after `n` runs in a row with crashes.
+    pub fn delay(n: u32) -> Duration {
+        let doublings = n.saturating_sub(1).min(16);
+        CRASH_BACKOFF_BASE
+            .saturating_mul(1 << doublings)
+            .min(CRASH_BACKOFF_CAP)
+    }
+
+    /// Rooms are crash-looping (the scheduler is unhealthy) while this is set.
+    pub fn is_looping(&self) -> bool {
+        self.crashes_in_a_row > 0
+    }
+
+    /// Whether replacements must wait at `now`.
+    pub fn holds(&self, now: Timestamp) -> bool {
+        self.replace_after.is_some_and(|until| now < until)
+    }
+
+    /// The backoff after a run that found `crashed` rooms in error and `serving` rooms of the
+    /// active version: longer after crashes, unchanged while nothing can be judged (no room
+    /// serving yet), cleared once rooms serve with none crashed.
+    pub fn after_run(self, crashed: usize, serving: usize, now: Timestamp) -> Self {
+        if crashed > 0 {
+            let n = self.crashes_in_a_row.saturating_add(1);
+            let wait = i64::try_from(Self::delay(n).as_millis()).unwrap_or(i64::MAX);
+            return Self {
+                crashes_in_a_row: n,
+                replace_after: Some(Timestamp::from_unix_millis(
+                    now.unix_millis().saturating_add(wait),
+                )),
+            };
+        }
+        if serving > 0 { Self::default() } else { self }
+    }
 }
 
 #[cfg(test)]
@@ -394,5 +453,27 @@ mod tests {
             "4 v1 rooms still serve"
         );
         assert_eq!((back.old_left, back.create), (0, 0));
+    }
+
+    #[test]
+    fn crash_backoff_doubles_to_a_cap_waits_and_clears_when_rooms_serve() {
+        assert_eq!(CrashBackoff::delay(1), Duration::from_secs(10));
+        assert_eq!(CrashBackoff::delay(2), Duration::from_secs(20));
+        assert_eq!(CrashBackoff::delay(4), Duration::from_secs(80));
+        assert_eq!(CrashBackoff::delay(9), CRASH_BACKOFF_CAP);
+        assert_eq!(CrashBackoff::delay(u32::MAX), CRASH_BACKOFF_CAP);
+
+        let first = CrashBackoff::default().after_run(3, 0, t(100));
+        assert_eq!(first.crashes_in_a_row, 1);
+        assert!(first.holds(t(109)) && !first.holds(t(110)));
+        // Nothing to judge (the crashed rooms are gone, none replaced yet): kept.
+        assert_eq!(first.after_run(0, 0, t(105)), first);
+        let second = first.after_run(3, 0, t(120));
+        assert_eq!(second.crashes_in_a_row, 2);
+        assert!(second.holds(t(139)) && !second.holds(t(140)));
+        assert!(second.is_looping());
+        // Replacements serve and none crashed: healthy again.
+        assert_eq!(second.after_run(0, 3, t(200)), CrashBackoff::default());
+        assert!(!CrashBackoff::default().is_looping());
     }
 }

@@ -11,6 +11,7 @@ pub mod autoscaling;
 pub mod health;
 pub mod naming;
 pub mod operation;
+pub mod ports;
 pub mod room;
 pub mod scheduler;
 pub mod time;

@@ -55,11 +55,29 @@ pub enum OperationStatus {
 }
 
 impl OperationStatus {
+    /// The name Maestro's API uses (`in_progress`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::InProgress => "in_progress",
+            Self::Finished => "finished",
+            Self::Error => "error",
+            Self::Canceled => "canceled",
+            Self::Evicted => "evicted",
+        }
+    }
+
     pub fn is_final(self) -> bool {
         matches!(
             self,
             Self::Finished | Self::Error | Self::Canceled | Self::Evicted
         )
+    }
+}
+
+impl std::fmt::Display for OperationStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -93,6 +111,13 @@ pub enum OperationRequest {
             skip_serializing_if = "Option::is_none"
         )]
         rollback_to: Option<Version>,
+        /// The crash-loop backoff the previous health run left (absent: none).
+        #[serde(
+            default,
+            rename = "crashBackoff",
+            skip_serializing_if = "Option::is_none"
+        )]
+        crash_backoff: Option<crate::health::CrashBackoff>,
     },
     AddRooms {
         amount: u32,

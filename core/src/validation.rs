@@ -197,6 +197,7 @@ impl Scheduler {
             }
         }
         validate_forwarders(&self.forwarders, &mut errs);
+        crate::ports::check_capacity(self, &mut errs);
         if let Some(m) = &self.match_allocation
             && m.max_matches < 1
         {
@@ -423,6 +424,10 @@ fn validate_autoscaling(a: &Autoscaling, errs: &mut ValidationErrors) {
     }
 }
 
+/// The longest a forwarder may take per call: events wait for it, so it bounds what a slow
+/// forwarder can hold.
+pub const MAX_FORWARDER_TIMEOUT_MS: i64 = 10_000;
+
 fn validate_forwarders(forwarders: &[Forwarder], errs: &mut ValidationErrors) {
     let mut names = BTreeSet::new();
     for (i, fwd) in forwarders.iter().enumerate() {
@@ -446,9 +451,12 @@ fn validate_forwarders(forwarders: &[Forwarder], errs: &mut ValidationErrors) {
             errs.push(format!("{path}.address"), "must be host:port");
         }
         if let Some(o) = &fwd.options
-            && o.timeout < 0
+            && !(0..=MAX_FORWARDER_TIMEOUT_MS).contains(&o.timeout)
         {
-            errs.push(format!("{path}.options.timeout"), "must be >= 0");
+            errs.push(
+                format!("{path}.options.timeout"),
+                format!("must be 0 to {MAX_FORWARDER_TIMEOUT_MS} (milliseconds; 0 is the default)"),
+            );
         }
     }
 }

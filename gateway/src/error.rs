@@ -20,9 +20,14 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// The body is not JSON by its `Content-Type`.
     UnsupportedMediaType,
+    /// Too much at once (a scheduler's queue, Temporal's rate limits): retry after a while.
+    ResourceExhausted,
     Unavailable,
     Internal,
 }
+
+/// Seconds a refused client should wait before retrying (the `Retry-After` of 429 and 503).
+pub const RETRY_AFTER_SECS: u32 = 1;
 
 impl ErrorCode {
     fn status(self) -> StatusCode {
@@ -34,6 +39,7 @@ impl ErrorCode {
             Self::AlreadyExists | Self::FailedPrecondition => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -116,6 +122,7 @@ impl From<ApiError> for tonic::Status {
             ErrorCode::NotFound => Code::NotFound,
             ErrorCode::AlreadyExists => Code::AlreadyExists,
             ErrorCode::FailedPrecondition => Code::FailedPrecondition,
+            ErrorCode::ResourceExhausted => Code::ResourceExhausted,
             ErrorCode::Unavailable => Code::Unavailable,
             ErrorCode::Internal => Code::Internal,
         };
@@ -135,6 +142,17 @@ impl IntoResponse for ApiError {
         if self.code == ErrorCode::Internal {
             tracing::error!(message = %self.message, "internal error");
         }
-        (self.code.status(), Json(self)).into_response()
+        let retry = matches!(
+            self.code,
+            ErrorCode::Unavailable | ErrorCode::ResourceExhausted
+        );
+        let mut response = (self.code.status(), Json(self)).into_response();
+        if retry {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(RETRY_AFTER_SECS),
+            );
+        }
+        response
     }
 }

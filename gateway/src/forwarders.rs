@@ -1,13 +1,20 @@
 //! Event forwarders: room status changes, room events and player events go to the
 //! scheduler's gRPC forwarders (Maestro's `eventforwarder.GRPCForwarder`).
 //!
-//! Each call uses the forwarder's timeout (Maestro's `options.timeout`, milliseconds) and
-//! merges the forwarder's metadata over the event's. Transport failures (unreachable,
-//! timed out) are retried with backoff; an answer with a code other than 200 is the
-//! forwarder's verdict and is not retried. In-flight calls are bounded: past the bound a
-//! call waits for a slot, at most its timeout.
+//! Each call uses the forwarder's timeout (Maestro's `options.timeout`, milliseconds, at most
+//! 10 s) and merges the forwarder's metadata over the event's. Transport failures
+//! (unreachable, timed out) are retried with backoff; an answer with a code other than 200 is
+//! the forwarder's verdict and is not retried.
+//!
+//! Every forwarder of every scheduler is isolated from the others:
+//! - room and player events (whose callers wait for the verdict) take one of the forwarder's
+//!   own slots, waiting at most its timeout;
+//! - status changes from pings never wait: they go to one of the forwarder's lanes (a room
+//!   always to the same lane, so its changes arrive in order) and the ping returns; a full
+//!   lane drops the change and counts it in `maestro_forwarder_dropped_total`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,7 +23,7 @@ use maestro_core::scheduler::Forwarder;
 use maestro_proto::eventforwarder::{self, grpc_forwarder_client::GrpcForwarderClient};
 use prometheus::{IntCounterVec, Opts, Registry};
 use serde_json::Value;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, warn};
 
@@ -27,8 +34,12 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct ForwarderConfig {
-    /// Calls in flight across all forwarders of this gateway.
-    pub max_in_flight: usize,
+    /// Room and player event calls in flight per forwarder of a scheduler.
+    pub slots_per_forwarder: usize,
+    /// Status-change lanes per forwarder of a scheduler (calls in flight at once).
+    pub lanes_per_forwarder: usize,
+    /// Status changes waiting per lane; past it they are dropped and counted.
+    pub lane_capacity: usize,
     /// Tries per call for transport failures (1 = no retry).
     pub attempts: usize,
 }
@@ -36,10 +47,25 @@ pub struct ForwarderConfig {
 impl Default for ForwarderConfig {
     fn default() -> Self {
         Self {
-            max_in_flight: 512,
+            slots_per_forwarder: 64,
+            lanes_per_forwarder: 8,
+            lane_capacity: 128,
             attempts: 3,
         }
     }
+}
+
+/// (scheduler, forwarder name): what one forwarder's bounds are kept by.
+type ForwarderKey = (String, String);
+
+/// Where one lane's status changes wait.
+type Lane = mpsc::Sender<Queued>;
+
+/// A status change waiting in a lane.
+struct Queued {
+    forwarder: Forwarder,
+    room: ForwardedRoom,
+    event: ForwardEvent,
 }
 
 /// The room as forwarders see it.
@@ -90,8 +116,10 @@ pub enum ForwardError {
 pub struct Forwarders {
     config: ForwarderConfig,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
-    slots: Arc<Semaphore>,
+    slots: Arc<Mutex<HashMap<ForwarderKey, Arc<Semaphore>>>>,
+    lanes: Arc<Mutex<HashMap<(ForwarderKey, usize), Lane>>>,
     calls: IntCounterVec,
+    dropped: IntCounterVec,
 }
 
 impl Forwarders {
@@ -104,12 +132,82 @@ impl Forwarders {
             &["forwarder", "event", "outcome"],
         )?;
         registry.register(Box::new(calls.clone()))?;
+        let dropped = IntCounterVec::new(
+            Opts::new(
+                "maestro_forwarder_dropped_total",
+                "Status changes not forwarded because the forwarder's lane was full (it is slow or down)",
+            ),
+            &["forwarder", "event"],
+        )?;
+        registry.register(Box::new(dropped.clone()))?;
         Ok(Self {
-            slots: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
             config,
             channels: Arc::default(),
+            slots: Arc::default(),
+            lanes: Arc::default(),
             calls,
+            dropped,
         })
+    }
+
+    /// Hands `event` to each forwarder's lane for `room` and returns at once; what the
+    /// forwarders answer is logged and counted, never waited for.
+    pub fn forward_in_background(
+        &self,
+        forwarders: &[Forwarder],
+        room: &ForwardedRoom,
+        event: &ForwardEvent,
+    ) {
+        for forwarder in forwarders {
+            let lane = self.lane(&room.scheduler, &forwarder.name, &room.room_id);
+            let queued = Queued {
+                forwarder: forwarder.clone(),
+                room: room.clone(),
+                event: event.clone(),
+            };
+            if let Err(e) = lane.try_send(queued) {
+                self.dropped
+                    .with_label_values(&[forwarder.name.as_str(), event.label()])
+                    .inc();
+                let why = match e {
+                    mpsc::error::TrySendError::Full(_) => "its lane is full",
+                    mpsc::error::TrySendError::Closed(_) => "its lane is closed",
+                };
+                warn!(scheduler = %room.scheduler, room = %room.room_id, forwarder = %forwarder.name, event = event.label(), "status change not forwarded: {why}");
+            }
+        }
+    }
+
+    /// The lane `room`'s changes go through for this forwarder, started on first use.
+    fn lane(&self, scheduler: &str, forwarder: &str, room: &str) -> Lane {
+        let lanes = self.config.lanes_per_forwarder.max(1);
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        room.hash(&mut hasher);
+        let index = usize::try_from(hasher.finish() % lanes as u64).unwrap_or(0);
+        let key = ((scheduler.to_string(), forwarder.to_string()), index);
+        let mut all = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(lane) = all.get(&key) {
+            return lane.clone();
+        }
+        let (tx, mut rx) = mpsc::channel::<Queued>(self.config.lane_capacity.max(1));
+        let this = self.clone();
+        tokio::spawn(async move {
+            while let Some(job) = rx.recv().await {
+                let _ = this
+                    .forward(&job.forwarder, &job.room, &job.event, &BTreeMap::new())
+                    .await;
+            }
+        });
+        all.insert(key, tx.clone());
+        tx
+    }
+
+    /// The forwarder's own slots for calls whose callers wait.
+    fn slots(&self, scheduler: &str, forwarder: &str) -> Arc<Semaphore> {
+        let mut all = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        all.entry((scheduler.to_string(), forwarder.to_string()))
+            .or_insert_with(|| Arc::new(Semaphore::new(self.config.slots_per_forwarder.max(1))))
+            .clone()
     }
 
     /// Sends `event` about `room` to every forwarder, concurrently; the first failure is
@@ -198,9 +296,10 @@ impl Forwarders {
             forwarder: forwarder.name.clone(),
             reason,
         };
-        let _slot = tokio::time::timeout(timeout, self.slots.acquire())
+        let slots = self.slots(&room.scheduler, &forwarder.name);
+        let _slot = tokio::time::timeout(timeout, slots.acquire_owned())
             .await
-            .map_err(|_| failed("too many forwarding calls in flight".into()))?
+            .map_err(|_| failed("too many calls to this forwarder in flight".into()))?
             .map_err(|_| failed("forwarders are shutting down".into()))?;
         let mut metadata = event_metadata.clone();
         if let Some(options) = &forwarder.options {
@@ -292,86 +391,4 @@ async fn send(
 }
 
 #[cfg(test)]
-mod tests {
-    use maestro_core::scheduler::ForwarderOptions;
-
-    use super::*;
-
-    fn forwarder(address: String, timeout_ms: i64) -> Forwarder {
-        Forwarder {
-            name: "mm".into(),
-            enable: true,
-            kind: "gRPC".into(),
-            address,
-            options: Some(ForwarderOptions {
-                timeout: timeout_ms,
-                metadata: BTreeMap::new(),
-            }),
-        }
-    }
-
-    /// Nothing listens: every try fails fast, the call fails once with the reason, and the
-    /// failure is counted once (not once per try).
-    #[tokio::test]
-    async fn unreachable_forwarder_fails_after_retries_and_is_counted() {
-        let closed = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            listener.local_addr().unwrap().to_string()
-        };
-        let registry = Registry::new();
-        let forwarders = Forwarders::new(ForwarderConfig::default(), &registry).unwrap();
-        let started = std::time::Instant::now();
-        let err = forwarders
-            .forward_all(
-                &[forwarder(closed, 300)],
-                &ForwardedRoom::default(),
-                &ForwardEvent::Room { event: "e".into() },
-                &BTreeMap::new(),
-            )
-            .await
-            .unwrap_err();
-        assert!(matches!(err, ForwardError::Failed { .. }), "{err}");
-        assert!(
-            started.elapsed() < Duration::from_secs(3),
-            "bounded by timeout × tries"
-        );
-        let failures = forwarders
-            .calls
-            .with_label_values(&["mm", "room_event", "failure"])
-            .get();
-        assert_eq!(failures, 1);
-    }
-
-    #[tokio::test]
-    async fn a_bad_address_is_a_failure_not_a_panic() {
-        let forwarders = Forwarders::new(ForwarderConfig::default(), &Registry::new()).unwrap();
-        let err = forwarders
-            .forward_all(
-                &[forwarder("not a uri at all\n".into(), 100)],
-                &ForwardedRoom::default(),
-                &ForwardEvent::RoomStatus {
-                    status: "ready".into(),
-                },
-                &BTreeMap::new(),
-            )
-            .await
-            .unwrap_err();
-        assert!(err.to_string().contains("bad address"), "{err}");
-    }
-
-    #[test]
-    fn timeout_defaults_to_maestros() {
-        assert_eq!(
-            Forwarders::timeout(&forwarder("a:1".into(), 0)),
-            DEFAULT_TIMEOUT
-        );
-        assert_eq!(
-            Forwarders::timeout(&forwarder("a:1".into(), -5)),
-            DEFAULT_TIMEOUT
-        );
-        assert_eq!(
-            Forwarders::timeout(&forwarder("a:1".into(), 250)),
-            Duration::from_millis(250)
-        );
-    }
-}
+mod tests;

@@ -28,6 +28,7 @@ pub mod room_service;
 pub mod rooms;
 pub mod rooms_grpc;
 pub mod schedulers;
+mod submissions;
 pub mod watcher;
 
 use std::sync::Arc;
@@ -35,7 +36,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
-use maestro_runtime::RoomStore;
+use maestro_runtime::{RoomStore, Runtime};
 
 pub use room_service::RoomService;
 pub use schedulers::SchedulerClient;
@@ -55,6 +56,9 @@ impl std::ops::Deref for GatewayState {
 pub struct GatewayParts {
     pub schedulers: SchedulerClient,
     pub store: Arc<dyn RoomStore>,
+    /// The runtime rooms run on, only to refuse what it could never run
+    /// ([`Runtime::check_scheduler`]); `None` checks nothing beyond the document.
+    pub runtime: Option<Arc<dyn Runtime>>,
     pub rooms: RoomService,
     /// This gateway's metrics (and the reporter's, which registers into the same registry),
     /// served on `/metrics`.
@@ -87,6 +91,7 @@ impl GatewayState {
     pub fn new(
         schedulers: SchedulerClient,
         store: Arc<dyn RoomStore>,
+        runtime: Option<Arc<dyn Runtime>>,
         config: RoomsApiConfig,
     ) -> Result<Self, prometheus::Error> {
         let metrics = metrics::Metrics::standalone()?;
@@ -104,9 +109,21 @@ impl GatewayState {
         Ok(Self(Arc::new(GatewayParts {
             schedulers,
             store,
+            runtime,
             rooms,
             metrics,
         })))
+    }
+
+    /// Refuses, by field, a scheduler document the runtime could never run.
+    pub fn check_runnable(
+        &self,
+        scheduler: &maestro_core::Scheduler,
+    ) -> Result<(), error::ApiError> {
+        match &self.runtime {
+            Some(runtime) => Ok(runtime.check_scheduler(scheduler)?),
+            None => Ok(()),
+        }
     }
 
     /// The Metrics Reporter over this gateway's schedulers and store, registered in its

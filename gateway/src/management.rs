@@ -85,6 +85,7 @@ async fn create_scheduler(
     scheduler.created_at = None;
     scheduler.spec.version.clear();
     scheduler.validate()?;
+    state.check_runnable(&scheduler)?;
     let name = scheduler.name.clone();
     if dry_run {
         match state.schedulers.snapshot(&name).await {
@@ -224,15 +225,7 @@ struct OperationAccepted {
     operation_id: String,
 }
 
-impl From<Operation> for OperationAccepted {
-    fn from(op: Operation) -> Self {
-        Self {
-            operation_id: op.id,
-        }
-    }
-}
-
-const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+use crate::schedulers::IDEMPOTENCY_KEY;
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 200;
 
 /// The client's `Idempotency-Key`, if any: a retried request with the same key returns the
@@ -263,8 +256,8 @@ async fn submit(
 ) -> Result<Json<Value>, ApiError> {
     checked_name(name)?;
     let key = idempotency_key(headers)?;
-    let operation = state.schedulers.submit(name, request, key).await?;
-    Ok(Json(json!(OperationAccepted::from(operation))))
+    let operation_id = state.schedulers.submit(name, request, key).await?;
+    Ok(Json(json!(OperationAccepted { operation_id })))
 }
 
 #[utoipa::path(post, path = "/schedulers/{name}/add-rooms", tag = "rooms", request_body = AmountBody, params(("name" = String, Path, description = "scheduler name"), ("dryRun" = Option<bool>, Query, description = "answer the plan, enqueue nothing"), ("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key returns the same operation")), responses((status = 200, body = OperationAcceptedDoc), (status = 404, body = ApiError), (status = 409, body = ApiError), (status = 400, body = ApiError, description = "invalid input, every bad field named"), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 503, body = ApiError)))]
@@ -385,6 +378,7 @@ async fn new_version(
 ) -> Result<Json<Value>, ApiError> {
     checked_name(&name)?;
     let scheduler = prepare_version(&name, scheduler)?;
+    state.check_runnable(&scheduler)?;
     state.schedulers.snapshot(&name).await?;
     submit_version(&state, &name, &headers, scheduler, dry_run).await
 }
@@ -431,6 +425,7 @@ async fn patch_scheduler(
         .map_err(|e| ApiError::new(crate::error::ErrorCode::Internal, e.to_string()))?;
     let scheduler: Scheduler = crate::json::parse(&bytes)?;
     let scheduler = prepare_version(&name, scheduler)?;
+    state.check_runnable(&scheduler)?;
     submit_version(&state, &name, &headers, scheduler, dry_run).await
 }
 
@@ -503,7 +498,7 @@ async fn delete_scheduler(
 ) -> Result<Json<Value>, ApiError> {
     // 404 for a scheduler that never existed or is already deleted.
     checked_name(&name)?;
-    state.schedulers.snapshot(&name).await?;
+    let snapshot = state.schedulers.snapshot(&name).await?;
     if dry_run {
         let rooms = state.store.list(&name).await?;
         let ids: Vec<String> = rooms.into_iter().map(|r| r.id).collect();
@@ -511,6 +506,14 @@ async fn delete_scheduler(
             "definitionName": "delete_scheduler",
             "roomsToRemove": ids,
         })));
+    }
+    // A workflow that cannot run would never get to the delete: its rooms go without it.
+    if let Some(problem) = state.schedulers.workflow_problem(&name).await? {
+        let operation_id = state
+            .schedulers
+            .delete_bypassing_workflow(snapshot.scheduler, &problem)
+            .await?;
+        return Ok(Json(json!(OperationAccepted { operation_id })));
     }
     submit(&state, &name, &headers, OperationRequest::DeleteScheduler).await
 }

@@ -77,6 +77,7 @@ struct Gauges {
     max_rooms: IntGaugeVec,
     by_version: IntGaugeVec,
     pending_operations: IntGaugeVec,
+    on_error: IntGaugeVec,
 }
 
 fn gauge_vec(
@@ -176,6 +177,12 @@ impl Gauges {
                 "Operations waiting in the scheduler's queue",
                 SCHEDULER,
             )?,
+            on_error: gauge_vec(
+                r,
+                "maestro_scheduler_on_error",
+                "1 while the scheduler is on error: its workflow cannot make progress, its rooms crash-loop, or its creation failed",
+                SCHEDULER,
+            )?,
         })
     }
 
@@ -191,6 +198,7 @@ impl Gauges {
             &self.min_rooms,
             &self.max_rooms,
             &self.pending_operations,
+            &self.on_error,
         ]);
         vecs
     }
@@ -340,6 +348,12 @@ impl Reporter {
         for (scheduler, rooms, operations) in results {
             let mut entry = previous.remove(&scheduler.name).unwrap_or_default();
             entry.game = scheduler.game.clone();
+            self.gauges
+                .on_error
+                .with_label_values(&[scheduler.game.as_str(), scheduler.name.as_str()])
+                .set(i64::from(
+                    scheduler.state == Some(maestro_core::SchedulerState::OnError),
+                ));
             if let Some(rooms) = rooms {
                 self.set_rooms(&scheduler, &rooms, &mut entry);
             }

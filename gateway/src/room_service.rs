@@ -144,8 +144,9 @@ impl RoomService {
             .await?;
         if change.changed() {
             info!(scheduler = %scheduler, room = %room, from = change.previous.as_str(), to = change.room.status.as_str(), "room status changed");
-            // The ping is recorded whatever the forwarders say; their failures are logged
-            // and counted, as Maestro does for status forwarding.
+            // The ping is recorded and answered whatever the forwarders do: the change goes
+            // to their lanes, never on this path (a forwarder that never answers delays no
+            // ping). Failures are logged and counted there.
             let info = self.scheduler(scheduler).await;
             if let Ok(info) = info
                 && !info.forwarders.is_empty()
@@ -153,15 +154,11 @@ impl RoomService {
                 let event = ForwardEvent::RoomStatus {
                     status: change.room.status.as_str().to_string(),
                 };
-                let _ = self
-                    .forwarders
-                    .forward_all(
-                        &info.forwarders,
-                        &forwarded_room(&info, &change.room),
-                        &event,
-                        &BTreeMap::new(),
-                    )
-                    .await;
+                self.forwarders.forward_in_background(
+                    &info.forwarders,
+                    &forwarded_room(&info, &change.room),
+                    &event,
+                );
             }
         } else {
             debug!(scheduler = %scheduler, room = %room, "ping");

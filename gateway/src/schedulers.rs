@@ -1,27 +1,32 @@
-//! The gateway's view of scheduler workflows: start them, submit operations as updates,
-//! read them with queries. Maps Temporal's answers to API errors.
+//! The gateway's view of scheduler workflows: start them, submit and cancel operations as
+//! signals, read them with queries (or the memo). Maps Temporal's answers to API errors.
 
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use futures::StreamExt;
-use maestro_core::naming::scheduler_workflow_id;
-use maestro_core::{Operation, OperationRequest, Scheduler};
+use maestro_core::naming::{operation_workflow_id, scheduler_workflow_id};
+use maestro_core::{
+    Operation, OperationKind, OperationRequest, OperationStatus, Scheduler, SchedulerState,
+    Timestamp,
+};
 use maestro_workflows::{
-    OperationsView, Rejection, RejectionCode, SchedulerSnapshot, SchedulerWorkflow,
+    DeleteSchedulerWorkflow, OperationInput, OperationsView, SchedulerSnapshot, SchedulerWorkflow,
     SchedulerWorkflowInput, SubmitOperation, names,
 };
-use temporalio_client::errors::{
-    WorkflowInteractionError, WorkflowQueryError, WorkflowStartError, WorkflowUpdateError,
-};
+use temporalio_client::errors::{WorkflowInteractionError, WorkflowQueryError, WorkflowStartError};
 use temporalio_client::{
-    Client, RpcOptions, WorkflowCountOptions, WorkflowDescribeOptions,
-    WorkflowExecuteUpdateOptions, WorkflowHandle, WorkflowListOptions, WorkflowQueryOptions,
-    WorkflowStartOptions,
+    Client, RpcOptions, WorkflowCountOptions, WorkflowDescribeOptions, WorkflowHandle,
+    WorkflowListOptions, WorkflowQueryOptions, WorkflowSignalOptions, WorkflowStartOptions,
+    WorkflowTerminateOptions,
 };
+use temporalio_common::protos::temporal::api::enums::v1::WorkflowExecutionStatus;
+use temporalio_common::protos::temporal::api::workflow::v1::WorkflowExecutionInfo;
+use temporalio_common::protos::temporal::api::workflowservice::v1::DescribeWorkflowExecutionResponse;
 use tracing::{debug, info, warn};
 
 use crate::error::{ApiError, ErrorCode};
+use crate::submissions::Submissions;
 
 /// Which source answered a read; the API says it in the `x-maestro-read-source` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +53,10 @@ pub struct SchedulerClient {
     query_timeout: Duration,
     /// Health-check interval given to schedulers created through this client.
     health_check: Option<Duration>,
+    /// Operations per workflow run given to schedulers created through this client.
+    continue_as_new_every: u32,
+    /// Submissions on their way, grouped per scheduler into one signal.
+    submissions: Submissions,
 }
 
 impl SchedulerClient {
@@ -59,7 +68,16 @@ impl SchedulerClient {
             // quickly while no worker is up.
             query_timeout: Duration::from_secs(3),
             health_check: None,
+            continue_as_new_every: 0,
+            submissions: Submissions::default(),
         }
+    }
+
+    /// Schedulers created from now on continue as new every `operations` operations (0: the
+    /// workflow's default).
+    pub fn with_continue_as_new_every(mut self, operations: u32) -> Self {
+        self.continue_as_new_every = operations;
+        self
     }
 
     /// Schedulers created from now on run their health controller every `interval`
@@ -89,6 +107,7 @@ impl SchedulerClient {
                     health_check_secs: self
                         .health_check
                         .map(|d| d.as_secs().max(u64::from(!d.is_zero()))),
+                    continue_as_new_every: self.continue_as_new_every,
                     ..SchedulerWorkflowInput::new(scheduler)
                 },
                 options,
@@ -137,24 +156,98 @@ impl SchedulerClient {
     }
 
     async fn memo_snapshot(&self, name: &str) -> Result<SchedulerSnapshot, ApiError> {
-        let description = self
-            .handle(name)
-            .describe(WorkflowDescribeOptions::default())
+        let description = self.describe(name).await?;
+        let info = description.workflow_execution_info.as_ref();
+        // A scheduler's workflow closes only when it is deleted (or terminated to delete it).
+        if info.is_some_and(|i| i.status != WorkflowExecutionStatus::Running as i32) {
+            return Err(scheduler_not_found(name));
+        }
+        let mut snapshot =
+            decode_snapshot(info.and_then(|i| i.memo.as_ref())).unwrap_or_else(|| {
+                Err(ApiError::unavailable(format!(
+                    "no worker answered for scheduler {name} and it has no recorded snapshot yet"
+                )))
+            })?;
+        if let Some(problem) = workflow_problem(&description) {
+            warn!(scheduler = %name, problem = %problem, "the scheduler's workflow cannot make progress");
+            snapshot.scheduler.state = Some(SchedulerState::OnError);
+        }
+        Ok(snapshot)
+    }
+
+    async fn describe(&self, name: &str) -> Result<DescribeWorkflowExecutionResponse, ApiError> {
+        let options = WorkflowDescribeOptions::builder()
+            .rpc_options(RpcOptions::builder().timeout(self.query_timeout).build())
+            .build();
+        self.handle(name)
+            .describe(options)
             .await
+            .map(|d| d.raw_description)
             .map_err(|e| match e {
                 WorkflowInteractionError::NotFound(_) => scheduler_not_found(name),
                 other => temporal_unavailable(other),
-            })?;
-        let memo = description
-            .raw_description
-            .workflow_execution_info
-            .as_ref()
-            .and_then(|info| info.memo.as_ref());
-        decode_snapshot(memo).unwrap_or_else(|| {
-            Err(ApiError::unavailable(format!(
-                "no worker answered for scheduler {name} and it has no recorded snapshot yet"
-            )))
-        })
+            })
+    }
+
+    /// Why the scheduler's workflow cannot make progress (its workflow tasks keep failing:
+    /// a nondeterminism after a deploy, a bug), or `None` while it can.
+    pub async fn workflow_problem(&self, name: &str) -> Result<Option<String>, ApiError> {
+        Ok(workflow_problem(&self.describe(name).await?))
+    }
+
+    /// Deletes a scheduler whose workflow cannot run: the workflow is terminated (its history
+    /// stays, for the post-mortem) and a standalone `delete_scheduler` workflow removes the
+    /// rooms and the runtime's resources, as the operation would have. Answers its id.
+    pub async fn delete_bypassing_workflow(
+        &self,
+        scheduler: Scheduler,
+        problem: &str,
+    ) -> Result<String, ApiError> {
+        let name = scheduler.name.clone();
+        let reason = format!("deleted through the API while its workflow was stuck: {problem}");
+        match self
+            .handle(&name)
+            .terminate(WorkflowTerminateOptions::builder().reason(reason).build())
+            .await
+        {
+            Ok(()) | Err(WorkflowInteractionError::NotFound(_)) => {}
+            Err(e) => return Err(temporal_unavailable(e)),
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let now = Timestamp::from_system_time(std::time::SystemTime::now());
+        let operation = Operation {
+            id: id.clone(),
+            seq: 0,
+            status: OperationStatus::Pending,
+            definition_name: OperationKind::DeleteScheduler.definition_name().to_string(),
+            scheduler_name: name.clone(),
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+            input: OperationRequest::DeleteScheduler,
+            execution_history: Vec::new(),
+            error: None,
+            request_id: None,
+        };
+        let options =
+            WorkflowStartOptions::new(&self.task_queue, operation_workflow_id(&name, &id))
+                .static_summary(format!(
+                    "delete_scheduler of {name} (its workflow was stuck)"
+                ))
+                .build();
+        self.client
+            .start_workflow(
+                DeleteSchedulerWorkflow::run,
+                OperationInput {
+                    operation,
+                    scheduler,
+                },
+                options,
+            )
+            .await
+            .map_err(temporal_unavailable)?;
+        warn!(scheduler = %name, operation = %id, problem = %problem, "stuck scheduler workflow terminated; deleting its rooms directly");
+        Ok(id)
     }
 
     /// Every live scheduler, from Temporal visibility and the snapshot each workflow keeps in
@@ -173,7 +266,13 @@ impl SchedulerClient {
         while let Some(execution) = executions.next().await {
             let execution = execution.map_err(temporal_unavailable)?;
             match decode_snapshot(execution.raw().memo.as_ref()) {
-                Some(Ok(snapshot)) if !snapshot.deleted => schedulers.push(snapshot),
+                Some(Ok(mut snapshot)) if !snapshot.deleted => {
+                    if let Some(problems) = reported_problems(execution.raw()) {
+                        debug!(workflow = execution.id(), problems = %problems, "scheduler workflow reported problems");
+                        snapshot.scheduler.state = Some(SchedulerState::OnError);
+                    }
+                    schedulers.push(snapshot)
+                }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => {
                     warn!(workflow = execution.id(), error = %e, "unreadable scheduler snapshot")
@@ -212,63 +311,179 @@ impl SchedulerClient {
             .map_err(temporal_unavailable)
     }
 
-    /// Submits an operation; returns it as accepted (with its id).
-    /// `request_id` makes retries idempotent: a repeated id returns the first operation.
+    /// Submits an operation and answers its id as soon as Temporal holds it durably: a
+    /// signal (shared with the submissions to the same scheduler arriving meanwhile, see
+    /// [`Submissions`]), which the scheduler workflow appends to its queue in the order
+    /// Temporal recorded it. No worker takes part, so a busy or replaying worker never slows
+    /// or refuses an acceptance (see `docs/reliability.md`, "Why signals").
+    ///
+    /// With an `idempotency_key` the id is derived from the key and the request: a retry
+    /// gets the same id and enqueues nothing; the same key with another request is 409.
+    /// Answers within [`SUBMIT_BOUND`], else 503 — a submission answered 503 may still have
+    /// been recorded, which a retry with the same key resolves.
     pub async fn submit(
         &self,
         name: &str,
         request: OperationRequest,
-        request_id: Option<String>,
-    ) -> Result<Operation, ApiError> {
+        idempotency_key: Option<String>,
+    ) -> Result<String, ApiError> {
         request.validate()?;
         let kind = request.kind().definition_name();
-        let request_id = request_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let submit = || async {
-            // The same id as the update id: Temporal dedupes within a run, the workflow
-            // across runs, so retrying is safe.
-            let options = WorkflowExecuteUpdateOptions::builder()
-                .update_id(request_id.clone())
-                .build();
-            let submission = SubmitOperation {
-                request: request.clone(),
-                request_id: request_id.clone(),
-            };
-            self.handle(name)
-                .execute_update(SchedulerWorkflow::submit_operation, submission, options)
-                .await
+        let operation_id = match &idempotency_key {
+            Some(key) => keyed_operation_id(name, key, &request),
+            None => uuid::Uuid::new_v4().to_string(),
         };
-        let operation = submit
-            .retry(busy_backoff())
-            .when(is_retryable)
-            .notify(|_, delay| {
-                debug!(scheduler = %name, ?delay, "submission refused before acceptance; retrying")
-            })
-            .await
-            .map_err(|e| update_error(name, e))?;
-        info!(scheduler = %name, operation = %operation.id, kind, seq = operation.seq, "operation accepted");
-        Ok(operation)
+        if let Some(key) = &idempotency_key
+            && let Some(existing) = self.operation_with_key(name, key).await?
+        {
+            if existing == operation_id {
+                return Ok(operation_id);
+            }
+            return Err(ApiError::field(
+                ErrorCode::FailedPrecondition,
+                IDEMPOTENCY_KEY,
+                format!(
+                    "{key:?} was already used for operation {existing} with a different request"
+                ),
+            ));
+        }
+        let submission = SubmitOperation {
+            request,
+            request_id: idempotency_key.unwrap_or_default(),
+            operation_id: operation_id.clone(),
+        };
+        let (client, scheduler) = (self.clone(), name.to_string());
+        let send = move |batch: Vec<SubmitOperation>| {
+            let (client, scheduler) = (client.clone(), scheduler.clone());
+            async move {
+                // Temporal dedupes a retried signal by its request id: the batch's ids.
+                let ids: Vec<&str> = batch.iter().map(|s| s.operation_id.as_str()).collect();
+                let request_id =
+                    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, ids.join("\n").as_bytes());
+                debug!(scheduler = %scheduler, submissions = batch.len(), "sending a batch");
+                client
+                    .signal(
+                        &scheduler,
+                        || SchedulerWorkflow::enqueue_operations,
+                        batch,
+                        &request_id.to_string(),
+                    )
+                    .await
+            }
+        };
+        self.submissions
+            .submit(name, submission, SUBMIT_BOUND, send)
+            .await?;
+        info!(scheduler = %name, operation = %operation_id, kind, "operation accepted");
+        Ok(operation_id)
+    }
+
+    /// The id of the operation the workflow holds for `key`, if any. Unanswered (no worker
+    /// within the query timeout) counts as none: the workflow refuses a reused key itself.
+    async fn operation_with_key(&self, name: &str, key: &str) -> Result<Option<String>, ApiError> {
+        match self.operations(name).await {
+            Ok(view) => Ok(view
+                .pending
+                .into_iter()
+                .chain(view.active)
+                .chain(view.finished)
+                .find(|op| op.request_id.as_deref() == Some(key))
+                .map(|op| op.id)),
+            Err(e) if e.code == ErrorCode::NotFound => Err(e),
+            Err(e) => {
+                debug!(scheduler = %name, error = %e.message, "idempotency key not checked; the workflow checks it");
+                Ok(None)
+            }
+        }
     }
 
     /// Cancels a pending operation (removed from the queue) or the running one (stopped at
     /// its next heartbeat). 404 for an unknown operation, 409 for a final one.
     pub async fn cancel(&self, name: &str, operation_id: &str) -> Result<(), ApiError> {
-        let cancel = || async {
-            // A fresh update id per try is fine: cancelling twice is harmless.
-            self.handle(name)
-                .execute_update(
-                    SchedulerWorkflow::cancel_operation,
-                    operation_id.to_string(),
-                    WorkflowExecuteUpdateOptions::default(),
-                )
-                .await
-        };
-        cancel
-            .retry(busy_backoff())
-            .when(is_retryable)
-            .await
-            .map_err(|e| update_error(name, e))?;
+        match self.operations(name).await {
+            Ok(view) => {
+                let open = view.pending.iter().chain(view.active.iter());
+                if !open.clone().any(|op| op.id == operation_id) {
+                    return Err(
+                        match view.finished.iter().find(|op| op.id == operation_id) {
+                            Some(op) => ApiError::new(
+                                ErrorCode::FailedPrecondition,
+                                format!(
+                                    "operation {operation_id} is already final ({})",
+                                    op.status
+                                ),
+                            ),
+                            None => ApiError::not_found(format!(
+                                "scheduler {name} has no pending or running operation {operation_id}"
+                            )),
+                        },
+                    );
+                }
+            }
+            Err(e) if e.code == ErrorCode::NotFound => return Err(e),
+            // No worker answered: the workflow ignores a cancel it cannot apply.
+            Err(_) => {}
+        }
+        let request_id = format!("cancel-{operation_id}");
+        self.signal(
+            name,
+            || SchedulerWorkflow::request_cancel,
+            operation_id.to_string(),
+            &request_id,
+        )
+        .await?;
         info!(scheduler = %name, operation = %operation_id, "operation cancel requested");
         Ok(())
+    }
+
+    /// Sends one signal, retrying what Temporal refused before recording it (same request
+    /// id: Temporal dedupes it) for at most [`SUBMIT_BOUND`].
+    async fn signal<S>(
+        &self,
+        name: &str,
+        signal: impl Fn() -> S,
+        input: S::Input,
+        request_id: &str,
+    ) -> Result<(), ApiError>
+    where
+        S: temporalio_common::SignalDefinition<
+                Workflow = <SchedulerWorkflow as temporalio_common::HasWorkflowDefinition>::Run,
+            >,
+        S::Input: Clone + Send,
+    {
+        let send = || async {
+            let options = WorkflowSignalOptions::builder()
+                .request_id(request_id.to_string())
+                .rpc_options(RpcOptions::builder().timeout(SIGNAL_TIMEOUT).build())
+                .build();
+            self.handle(name)
+                .signal(signal(), input.clone(), options)
+                .await
+        };
+        let sent = send.retry(transient_backoff()).when(is_transient).notify(
+            |e, delay| debug!(scheduler = %name, error = %e, ?delay, "signal refused; retrying"),
+        );
+        match tokio::time::timeout(SUBMIT_BOUND, sent).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(WorkflowInteractionError::NotFound(_))) => Err(scheduler_not_found(name)),
+            Ok(Err(WorkflowInteractionError::Rpc(status)))
+                if status.code() == tonic::Code::ResourceExhausted =>
+            {
+                warn!(scheduler = %name, error = %status.message(), "Temporal refused the signal: too many");
+                Err(ApiError::new(
+                    ErrorCode::ResourceExhausted,
+                    format!("scheduler {name} is receiving too much at once; retry later"),
+                ))
+            }
+            Ok(Err(e)) => Err(temporal_unavailable(e)),
+            Err(_) => {
+                warn!(scheduler = %name, bound = ?SUBMIT_BOUND, "no answer from Temporal in time");
+                Err(ApiError::unavailable(format!(
+                    "Temporal did not confirm the submission to scheduler {name} in time; \
+                     retry (with the same Idempotency-Key, it is applied once)"
+                )))
+            }
+        }
     }
 
     fn query_options(&self) -> WorkflowQueryOptions {
@@ -278,23 +493,68 @@ impl SchedulerClient {
     }
 }
 
-/// Submissions the server refused before accepting them, which are safe to send again
-/// (the request id dedupes): past the in-flight update limit per workflow (10 by default,
-/// `ResourceExhausted`), or aborted before acceptance, e.g. when a workflow task timed out
-/// under load (`Unavailable`). The SDK client retries some of this itself; its budget was
-/// seen to run out under heavy load, hence a longer one here.
-fn is_retryable(e: &WorkflowUpdateError) -> bool {
-    matches!(e, WorkflowUpdateError::Rpc(status)
-        if matches!(status.code(), tonic::Code::ResourceExhausted | tonic::Code::Unavailable))
+/// The longest a submission waits for Temporal before the client gets a 503.
+pub const SUBMIT_BOUND: Duration = Duration::from_secs(8);
+/// One signal call's timeout (the bound allows a few).
+const SIGNAL_TIMEOUT: Duration = Duration::from_secs(3);
+/// The header whose value keys idempotent submissions.
+pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+
+/// Refusals that happen before Temporal records anything, worth sending again: overload
+/// (`ResourceExhausted`), an unreachable or restarting frontend (`Unavailable`), a timed-out
+/// call (`DeadlineExceeded`; the request id makes a repeat harmless).
+fn is_transient(e: &WorkflowInteractionError) -> bool {
+    matches!(e, WorkflowInteractionError::Rpc(status) if matches!(
+        status.code(),
+        tonic::Code::ResourceExhausted | tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+    ))
 }
 
-/// About 15 s of retries in all before the caller gets a 503.
-fn busy_backoff() -> ExponentialBuilder {
+fn transient_backoff() -> ExponentialBuilder {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(50))
-        .with_max_delay(Duration::from_secs(1))
-        .with_max_times(20)
+        .with_max_delay(Duration::from_millis(800))
+        .with_max_times(10)
         .with_jitter()
+}
+
+/// A submission's id derived from its idempotency key and its request: the same request
+/// sent again gets the same id; another request under the same key gets another id, which
+/// the workflow refuses by the key.
+fn keyed_operation_id(scheduler: &str, key: &str, request: &OperationRequest) -> String {
+    let request = serde_json::to_string(request).unwrap_or_default();
+    let name = format!("{scheduler}\n{key}\n{request}");
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, name.as_bytes()).to_string()
+}
+
+/// Failed workflow task attempts after which a scheduler's workflow counts as stuck (one or
+/// two happen when a worker dies mid-task).
+const STUCK_AFTER_ATTEMPTS: i32 = 3;
+
+/// What Temporal itself flags on a workflow whose tasks keep failing
+/// (`TemporalReportedProblems`, e.g. `category=WorkflowTaskFailed`,
+/// `cause=WorkflowTaskFailedCauseNonDeterministicError`).
+fn reported_problems(info: &WorkflowExecutionInfo) -> Option<String> {
+    let payload = info
+        .search_attributes
+        .as_ref()?
+        .indexed_fields
+        .get("TemporalReportedProblems")?;
+    let problems: Vec<String> = serde_json::from_slice(&payload.data).ok()?;
+    (!problems.is_empty()).then(|| problems.join(", "))
+}
+
+fn workflow_problem(description: &DescribeWorkflowExecutionResponse) -> Option<String> {
+    let info = description.workflow_execution_info.as_ref()?;
+    if info.status != WorkflowExecutionStatus::Running as i32 {
+        return None;
+    }
+    if let Some(problems) = reported_problems(info) {
+        return Some(problems);
+    }
+    let attempt = description.pending_workflow_task.as_ref()?.attempt;
+    (attempt >= STUCK_AFTER_ATTEMPTS)
+        .then(|| format!("its workflow task failed {} times in a row", attempt - 1))
 }
 
 /// The snapshot a scheduler workflow keeps in its memo, if it wrote one.
@@ -322,33 +582,6 @@ fn temporal_unavailable(e: impl std::fmt::Display) -> ApiError {
 fn query_error(name: &str, e: WorkflowQueryError) -> ApiError {
     match e {
         WorkflowQueryError::NotFound(_) => scheduler_not_found(name),
-        other => temporal_unavailable(other),
-    }
-}
-
-fn update_error(name: &str, e: WorkflowUpdateError) -> ApiError {
-    match e {
-        WorkflowUpdateError::NotFound(_) => scheduler_not_found(name),
-        WorkflowUpdateError::Failed(failure) => match failure.message.parse::<Rejection>() {
-            Ok(Rejection {
-                code: RejectionCode::Invalid,
-                message,
-            }) => ApiError::new(ErrorCode::InvalidArgument, message),
-            Ok(Rejection {
-                code: RejectionCode::Conflict,
-                message,
-            }) => ApiError::new(ErrorCode::FailedPrecondition, message),
-            Ok(Rejection {
-                code: RejectionCode::NotFound,
-                message,
-            }) => ApiError::not_found(message),
-            // A closed workflow refuses updates: the scheduler was deleted.
-            Err(_) if failure.message.contains("completed") => scheduler_not_found(name),
-            Err(_) => ApiError::new(ErrorCode::Internal, failure.message),
-        },
-        e if is_retryable(&e) => ApiError::unavailable(format!(
-            "scheduler {name} is busy accepting other operations; retry later"
-        )),
         other => temporal_unavailable(other),
     }
 }

@@ -105,4 +105,13 @@ pub trait Runtime: Send + Sync + 'static {
     async fn list_all_rooms(&self) -> Result<Vec<RoomInstance>, RuntimeError>;
     /// Changes from now on; a [`RuntimeEvent::Resync`] asks the consumer to list again.
     fn watch(&self) -> BoxStream<'static, RuntimeEvent>;
+    /// What this runtime could never run in `scheduler`, by field (a local process needs a
+    /// command that exists); the gateway refuses such a scheduler or version with 400 instead
+    /// of accepting rooms that cannot start. Looks at local files at most, never the network.
+    fn check_scheduler(
+        &self,
+        _scheduler: &Scheduler,
+    ) -> Result<(), maestro_core::ValidationErrors> {
+        Ok(())
+    }
 }

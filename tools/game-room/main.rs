@@ -4,8 +4,10 @@
 //! `--protocol grpc`, `MAESTRO_ROOMS_GRPC_URL`; `MAESTRO_SCHEDULER_NAME`, `MAESTRO_ROOM_ID`,
 //! and `MAESTRO_ROOM_TOKEN`, sent as a bearer token when set), pings `ready`, and, when
 //! asked, simulates matches: ready for `--match-every`, then occupied for `--match-duration`, and again.
-//! On SIGTERM it pings `terminating` and exits. It exits by itself when it is orphaned (its
-//! parent died) or when the rooms API keeps saying its room does not exist.
+//! On SIGTERM it pings `terminating` and exits. It exits by itself when the rooms API keeps
+//! saying its room does not exist, or when it is orphaned (its parent died) and no ping was
+//! accepted for `--orphan-grace`: a Maestro restarted in time adopts it, so its matches go
+//! on; otherwise it does not outlive Maestro for long.
 
 use std::time::Duration;
 
@@ -35,6 +37,10 @@ struct Args {
     /// Consecutive "room not found" answers before the room gives up and exits.
     #[arg(long, default_value_t = 12)]
     max_not_found: u32,
+    /// Once orphaned, how long the room keeps going without an accepted ping (a restarted
+    /// Maestro adopts running rooms) before it exits.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    orphan_grace: Duration,
     /// Simulate a crash: exit with status 1 after this long (0s: never).
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     exit_after: Duration,
@@ -172,6 +178,7 @@ async fn main() -> Result<()> {
     let mut occupied = false;
     let mut next_switch = Instant::now() + args.match_every;
     let mut not_found = 0u32;
+    let mut last_accepted = Instant::now();
     let crash_at = (!args.exit_after.is_zero()).then(|| Instant::now() + args.exit_after);
     loop {
         tokio::select! {
@@ -189,8 +196,13 @@ async fn main() -> Result<()> {
                 return Ok(());
             }
         }
-        if std::os::unix::process::parent_id() != parent {
-            eprintln!("orphaned (Maestro is gone); exiting");
+        if std::os::unix::process::parent_id() != parent
+            && last_accepted.elapsed() > args.orphan_grace
+        {
+            eprintln!(
+                "orphaned and no ping accepted for {:?} (Maestro is gone); exiting",
+                args.orphan_grace
+            );
             return Ok(());
         }
         let (status, matches) = if occupied {
@@ -200,7 +212,11 @@ async fn main() -> Result<()> {
         };
         match room.ping(status, matches).await {
             PingOutcome::UnknownRoom => not_found += 1,
-            PingOutcome::Accepted | PingOutcome::Failed => not_found = 0,
+            PingOutcome::Accepted => {
+                not_found = 0;
+                last_accepted = Instant::now();
+            }
+            PingOutcome::Failed => not_found = 0,
         }
         if not_found >= args.max_not_found {
             eprintln!("the rooms API does not know this room any more; exiting");

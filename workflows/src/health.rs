@@ -31,6 +31,7 @@ impl HealthControllerWorkflow {
         let OperationRequest::HealthController {
             last_downscale_at,
             rollback_to,
+            crash_backoff,
         } = &input.operation.input
         else {
             return Ok(wrong_input(&input));
@@ -59,7 +60,7 @@ impl HealthControllerWorkflow {
         };
         let version: Version = scheduler.spec.version.parse().unwrap_or(Version::FIRST);
         let max_surge = parse_max_surge(&scheduler.max_surge).unwrap_or(MaxSurge::Absolute(1));
-        let plan = health::plan(
+        let mut plan = health::plan(
             &rooms,
             desired,
             max_surge,
@@ -67,6 +68,30 @@ impl HealthControllerWorkflow {
             at,
             &Timeouts::default(),
         );
+        let serving = rooms
+            .iter()
+            .filter(|r| r.version.major == version.major && r.status.is_serving())
+            .count();
+        let backoff =
+            crash_backoff
+                .unwrap_or_default()
+                .after_run(plan.count(Removal::Error), serving, at);
+        if backoff.holds(at) && plan.create > 0 {
+            history.push(
+                ctx,
+                format!(
+                    "crash loop: rooms crashed in {} health runs in a row; {} replacements wait until {}",
+                    backoff.crashes_in_a_row,
+                    plan.create,
+                    backoff.replace_after.unwrap_or(at)
+                ),
+            );
+            plan.create = 0;
+        }
+        let verdict = |mut outcome: OperationOutcome| {
+            outcome.crash_backoff = Some(backoff);
+            outcome
+        };
         let rollback = scheduler.auto_rollback.unwrap_or_default();
         if let Some(to) = rollback_to
             && rollback.enabled
@@ -90,14 +115,16 @@ impl HealthControllerWorkflow {
                 format!("rolled back to {to}: {reason}; its rooms replace the new ones next"),
             );
             let effect = OperationEffect::RollBack { to: *to, reason };
-            return Ok(history.succeeded_with(Some(effect)));
+            return Ok(verdict(history.succeeded_with(Some(effect))));
         }
         if plan.is_empty() {
-            history.push(
-                ctx,
-                format!("healthy: {} rooms, {desired} desired", live.current_rooms),
-            );
-            return Ok(history.succeeded());
+            if !backoff.holds(at) {
+                history.push(
+                    ctx,
+                    format!("healthy: {} rooms, {desired} desired", live.current_rooms),
+                );
+            }
+            return Ok(verdict(history.succeeded()));
         }
         if !plan.remove.is_empty() {
             let mut reasons = plan.remove.iter().map(|(_, r)| *r).collect::<Vec<_>>();
@@ -137,6 +164,6 @@ impl HealthControllerWorkflow {
         }
         let effect =
             (plan.count(Removal::Surplus) > 0).then_some(OperationEffect::Downscaled { at });
-        Ok(history.succeeded_with(effect))
+        Ok(verdict(history.succeeded_with(effect)))
     }
 }

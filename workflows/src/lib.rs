@@ -34,6 +34,13 @@ pub use versions::{CreateNewSchedulerVersionWorkflow, SwitchActiveVersionWorkflo
 /// stored histories carry exactly these names.
 pub mod names {
     pub const SCHEDULER_WORKFLOW: &str = "scheduler";
+    /// How operations enter the workflow: a signal carrying a gateway's batch of
+    /// [`crate::SubmitOperation`]s.
+    pub const SIGNAL_ENQUEUE_OPERATIONS: &str = "enqueue_operations";
+    /// Asks the workflow to cancel a pending or running operation (the operation id).
+    pub const SIGNAL_CANCEL_OPERATION: &str = "request_cancel";
+    /// Updates that carried operations before signals did; handled only so that histories
+    /// recorded with them replay (see `docs/reliability.md`, "Why signals").
     pub const UPDATE_SUBMIT_OPERATION: &str = "submit_operation";
     pub const UPDATE_CANCEL_OPERATION: &str = "cancel_operation";
     pub const QUERY_SCHEDULER: &str = "get_scheduler";
@@ -48,6 +55,9 @@ pub mod names {
 
 /// Operations run before a continue-as-new, unless the server suggests one earlier.
 pub const DEFAULT_CONTINUE_AS_NEW_EVERY: u32 = 200;
+/// Operations waiting in one scheduler's queue at most; a submission past it is recorded as
+/// failed ("queue full"). Bounds the continue-as-new input, which carries the queue.
+pub const MAX_PENDING_OPERATIONS: usize = 1000;
 /// Finished operations kept in the workflow state (older ones live in their own closed
 /// child workflows).
 pub const FINISHED_OPERATIONS_KEPT: usize = 100;
@@ -75,15 +85,21 @@ macro_rules! register_workflows {
     }};
 }
 
+/// Workflows a worker keeps in memory by default: one per live scheduler avoids replaying
+/// histories on every task.
+pub const DEFAULT_MAX_CACHED_WORKFLOWS: usize = 2000;
+
 /// Worker options with every workflow and the room activities registered on `task_queue`.
+/// `max_cached_workflows` 0 turns the sticky cache off: every workflow task then replays the
+/// whole history (what a restarted or memory-starved worker does).
 pub fn worker_options(
     task_queue: &str,
     activities: maestro_activities::RoomActivities,
+    max_cached_workflows: usize,
 ) -> Result<temporalio_sdk::WorkerOptions, WorkflowRegistrationError> {
     let mut options = temporalio_sdk::WorkerOptions::new(task_queue)
         .register_activities(activities)
-        // One cached workflow per live scheduler avoids replaying histories on every task.
-        .max_cached_workflows(2000)
+        .max_cached_workflows(max_cached_workflows)
         .graceful_shutdown_period(std::time::Duration::from_secs(5))
         .build();
     register_workflows!(options)?;
@@ -133,6 +149,9 @@ pub struct SchedulerWorkflowInput {
     /// target while that rollout goes on).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_active: Option<Version>,
+    /// Crash-loop backoff of the scheduler's rooms (see `core::health::CrashBackoff`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crash_backoff: Option<maestro_core::health::CrashBackoff>,
 }
 
 /// Maestro's health controller interval.
@@ -152,6 +171,7 @@ impl SchedulerWorkflowInput {
             last_downscale_at: None,
             next_health_check: None,
             previous_active: None,
+            crash_backoff: None,
         }
     }
 }
@@ -180,15 +200,18 @@ pub struct OperationsView {
     pub finished: Vec<Operation>,
 }
 
-/// The `submit_operation` update's argument.
+/// One submission in an `enqueue_operations` signal (and the legacy `submit_operation`
+/// update's argument).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SubmitOperation {
     pub request: OperationRequest,
-    /// Deduplicates retried submissions across workflow runs (Temporal dedupes update ids only
-    /// within one run, and a retried update can reach the run after a continue-as-new). Empty
-    /// means no deduplication.
+    /// The client's idempotency key, kept on the operation; empty when none was sent.
     #[serde(default)]
     pub request_id: String,
+    /// The id the gateway answered the client with. A signal carrying an id the workflow
+    /// already knows is a retry and changes nothing. Empty only in legacy updates.
+    #[serde(default)]
+    pub operation_id: String,
 }
 
 /// Why the workflow refused an operation; travels as the update failure's message.
@@ -245,6 +268,10 @@ pub struct OperationOutcome {
     /// What the scheduler workflow must record (versions); none for room operations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub effect: Option<OperationEffect>,
+    /// A health run's verdict on crash-looping rooms, kept for the next run (absent: other
+    /// operations, and health runs recorded before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crash_backoff: Option<maestro_core::health::CrashBackoff>,
 }
 
 /// A change to the scheduler's own state that an operation asks its parent to make.

@@ -87,6 +87,7 @@ impl History {
             history: self.0,
             error: None,
             effect,
+            crash_backoff: None,
         }
     }
 
@@ -109,6 +110,7 @@ impl History {
             history: self.0,
             error: Some(error),
             effect,
+            crash_backoff: None,
         }
     }
 }
@@ -201,6 +203,7 @@ pub(crate) fn wrong_input(input: &OperationInput) -> OperationOutcome {
         succeeded: false,
         history: Vec::new(),
         effect: None,
+        crash_backoff: None,
         error: Some(format!(
             "operation {} got input for {}",
             input.operation.definition_name,

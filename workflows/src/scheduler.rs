@@ -4,10 +4,9 @@
 //! acceptance order.
 
 use std::collections::VecDeque;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use maestro_core::naming::operation_workflow_id;
-use maestro_core::version::next_version;
 use maestro_core::{
     HistoryEntry, Operation, OperationKind, OperationRequest, OperationStatus, Scheduler,
     SchedulerState, Timestamp, Version,
@@ -25,10 +24,9 @@ use crate::operations::{
 };
 use crate::versions::{CreateNewSchedulerVersionWorkflow, SwitchActiveVersionWorkflow};
 use crate::{
-    DEFAULT_CONTINUE_AS_NEW_EVERY, DEFAULT_HEALTH_CHECK_SECS, FINISHED_OPERATIONS_KEPT,
-    OperationEffect, OperationInput, OperationOutcome, OperationsView, Rejection, RejectionCode,
-    SchedulerSnapshot, SchedulerWorkflowInput, SubmitOperation, VERSIONS_KEPT, VersionRecord,
-    names,
+    DEFAULT_HEALTH_CHECK_SECS, OperationInput, OperationOutcome, OperationsView, Rejection,
+    RejectionCode, SchedulerSnapshot, SchedulerWorkflowInput, SubmitOperation, VERSIONS_KEPT,
+    VersionRecord, names,
 };
 
 #[workflow]
@@ -52,6 +50,8 @@ pub struct SchedulerWorkflow {
     next_health_check: Option<Timestamp>,
     last_downscale_at: Option<Timestamp>,
     previous_active: Option<Version>,
+    /// What the last health run said about crash-looping rooms.
+    crash_backoff: Option<maestro_core::health::CrashBackoff>,
 }
 
 /// Workflow code changes that running workflows must replay around (`ctx.patched`).
@@ -61,240 +61,10 @@ mod patches {
     pub const HEALTH_CONTROLLER: &str = "health-controller";
 }
 
+mod state;
+
 fn timestamp(t: Option<SystemTime>) -> Timestamp {
     t.map(Timestamp::from_system_time).unwrap_or_default()
-}
-
-impl SchedulerWorkflow {
-    fn snapshot(&self) -> SchedulerSnapshot {
-        SchedulerSnapshot {
-            scheduler: self.scheduler.clone(),
-            versions: self.versions.clone(),
-            deleted: self.deleted,
-            generation: self.generation,
-        }
-    }
-
-    fn operations(&self) -> OperationsView {
-        OperationsView {
-            deleted: self.deleted,
-            pending: self.pending.iter().cloned().collect(),
-            active: self.active.clone(),
-            finished: self.finished.iter().cloned().collect(),
-        }
-    }
-
-    /// The operation a submission with `request_id` already created, while it is still
-    /// pending, active or among the finished ones kept.
-    fn submitted(&self, request_id: &str) -> Option<&Operation> {
-        if request_id.is_empty() {
-            return None;
-        }
-        self.pending
-            .iter()
-            .chain(self.active.iter())
-            .chain(self.finished.iter())
-            .find(|op| op.request_id.as_deref() == Some(request_id))
-    }
-
-    fn enqueue(
-        &mut self,
-        id: String,
-        request: OperationRequest,
-        request_id: Option<String>,
-        now: Timestamp,
-    ) -> Operation {
-        self.next_seq += 1;
-        let operation = Operation {
-            id,
-            seq: self.next_seq,
-            status: OperationStatus::Pending,
-            definition_name: request.kind().definition_name().to_string(),
-            scheduler_name: self.scheduler.name.clone(),
-            created_at: now,
-            started_at: None,
-            finished_at: None,
-            input: request,
-            execution_history: Vec::new(),
-            error: None,
-            request_id,
-        };
-        self.pending.push_back(operation.clone());
-        operation
-    }
-
-    fn accepts_operations(&self) -> bool {
-        !self.deleted && self.scheduler.state != Some(SchedulerState::Terminating)
-    }
-
-    fn continue_as_new_input(&self) -> SchedulerWorkflowInput {
-        SchedulerWorkflowInput {
-            scheduler: self.scheduler.clone(),
-            versions: self.versions.clone(),
-            pending: self.pending.clone(),
-            finished: self.finished.clone(),
-            next_seq: self.next_seq,
-            continue_as_new_every: self.continue_as_new_every,
-            generation: self.generation + 1,
-            health_check_secs: Some(self.health_check_secs),
-            last_downscale_at: self.last_downscale_at,
-            next_health_check: self.next_health_check,
-            previous_active: self.previous_active,
-        }
-    }
-
-    /// Makes a recorded version active; the scheduler keeps its state and creation time.
-    fn activate(&mut self, version: Version) {
-        let current: Option<Version> = self.scheduler.spec.version.parse().ok();
-        if let Some(record) = self.versions.iter().find(|r| r.version == version) {
-            if current.is_some_and(|c| c.major != version.major) {
-                self.previous_active = current;
-            }
-            let (state, created_at) = (self.scheduler.state, self.scheduler.created_at);
-            self.scheduler = record.scheduler.clone();
-            self.scheduler.state = state;
-            self.scheduler.created_at = created_at;
-            self.scheduler.spec.version = version.to_string();
-        }
-    }
-
-    fn record_version(&mut self, record: VersionRecord) {
-        if !self.versions.iter().any(|r| r.version == record.version) {
-            self.versions.push(record);
-        }
-        self.versions
-            .drain(..self.versions.len().saturating_sub(VERSIONS_KEPT));
-    }
-
-    /// The version a `create_new_scheduler_version` gets when it starts: the latest recorded
-    /// version bumped by the kind of change against the active one.
-    fn assign_version(&self, proposed: &Scheduler) -> Version {
-        next_version(
-            self.versions.iter().map(|r| r.version),
-            &self.scheduler,
-            proposed,
-        )
-        .1
-    }
-
-    /// Applies what an operation asked for; a validated major version is followed by its
-    /// `switch_active_version` operation (id derived from the operation's, so replay-stable).
-    fn apply_effect(&mut self, operation: &Operation, effect: OperationEffect, now: Timestamp) {
-        match effect {
-            OperationEffect::RecordVersion { record, activate } => {
-                let version = record.version;
-                self.record_version(record);
-                if activate {
-                    self.activate(version);
-                } else {
-                    let id = format!("{}-switch", operation.id);
-                    self.enqueue(
-                        id,
-                        OperationRequest::SwitchActiveVersion { version },
-                        None,
-                        now,
-                    );
-                }
-            }
-            OperationEffect::RecordFailedVersion { record } => self.record_version(record),
-            OperationEffect::Activate { version } => self.activate(version),
-            OperationEffect::Downscaled { at } => self.last_downscale_at = Some(at),
-            OperationEffect::RollBack { to, .. } => {
-                self.activate(to);
-                // No rollback of the rollback: the old version is what ran before.
-                self.previous_active = None;
-            }
-        }
-    }
-
-    /// Enqueues a health check when one is due and none is waiting or running; returns
-    /// how long until the next one is due.
-    fn schedule_health_check(&mut self, id: String, now: Timestamp) -> Option<Duration> {
-        if self.health_check_secs == 0 || !self.accepts_operations() {
-            return None;
-        }
-        let interval = Duration::from_secs(self.health_check_secs);
-        let due = *self.next_health_check.get_or_insert(now);
-        if now >= due {
-            let queued = self
-                .pending
-                .iter()
-                .chain(self.active.iter())
-                .any(|op| op.input.kind() == OperationKind::HealthController);
-            if !queued && self.scheduler.state == Some(SchedulerState::InSync) {
-                let request = OperationRequest::HealthController {
-                    last_downscale_at: self.last_downscale_at,
-                    rollback_to: self.previous_active,
-                };
-                self.enqueue(id, request, None, now);
-            }
-            let next = Timestamp::from_unix_millis(
-                now.unix_millis() + i64::try_from(interval.as_millis()).unwrap_or(i64::MAX),
-            );
-            self.next_health_check = Some(next);
-            return Some(interval);
-        }
-        Some(due.since(now))
-    }
-
-    /// Keeps a final operation among the last [`FINISHED_OPERATIONS_KEPT`].
-    fn record_finished(&mut self, operation: Operation) {
-        self.finished.push_back(operation);
-        while self.finished.len() > FINISHED_OPERATIONS_KEPT {
-            self.finished.pop_front();
-        }
-    }
-
-    fn finish(&mut self, mut operation: Operation, outcome: OperationOutcome, now: Timestamp) {
-        // A cancel that arrived after the work was done changes nothing: it finished.
-        let cancelled = self.cancel_requested.take().as_deref() == Some(operation.id.as_str())
-            && !outcome.succeeded;
-        if !cancelled && let Some(effect) = outcome.effect.clone() {
-            self.apply_effect(&operation, effect, now);
-        }
-        operation.status = if outcome.succeeded {
-            OperationStatus::Finished
-        } else if cancelled {
-            OperationStatus::Canceled
-        } else {
-            OperationStatus::Error
-        };
-        if cancelled {
-            operation.execution_history.push(HistoryEntry {
-                created_at: now,
-                event: "canceled while running".into(),
-            });
-        }
-        operation.finished_at = Some(now);
-        operation.execution_history.extend(outcome.history);
-        operation.error = outcome.error;
-        match (operation.input.kind(), outcome.succeeded) {
-            (OperationKind::CreateScheduler, true) => {
-                self.scheduler.state = Some(SchedulerState::InSync)
-            }
-            (OperationKind::CreateScheduler, false) => {
-                self.scheduler.state = Some(SchedulerState::OnError)
-            }
-            (OperationKind::DeleteScheduler, true) => self.deleted = true,
-            // A failed delete leaves the scheduler usable again; its rooms may be partly gone.
-            (OperationKind::DeleteScheduler, false) => {
-                self.scheduler.state = Some(SchedulerState::OnError)
-            }
-            _ => {}
-        }
-        self.active = None;
-        self.record_finished(operation);
-        self.run_operations += 1;
-    }
-
-    fn should_continue_as_new(&self) -> bool {
-        let every = if self.continue_as_new_every == 0 {
-            DEFAULT_CONTINUE_AS_NEW_EVERY
-        } else {
-            self.continue_as_new_every
-        };
-        self.run_operations >= every
-    }
 }
 
 /// Runs one operation as its own child workflow; any failure becomes an error outcome.
@@ -342,6 +112,7 @@ async fn run_child(
         history: Vec::new(),
         error: Some(error),
         effect: None,
+        crash_backoff: None,
     })
 }
 
@@ -397,6 +168,7 @@ impl SchedulerWorkflow {
             next_health_check: input.next_health_check,
             last_downscale_at: input.last_downscale_at,
             previous_active: input.previous_active,
+            crash_backoff: input.crash_backoff,
         };
         if this.versions.is_empty() {
             // A new scheduler: its first version and the create operation come before any
@@ -493,69 +265,14 @@ impl SchedulerWorkflow {
         _ctx: &WorkflowContextView,
         submit: &SubmitOperation,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        fn reject(
-            code: RejectionCode,
-            message: String,
-        ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-            Err(Box::new(Rejection { code, message }))
-        }
         if self.submitted(&submit.request_id).is_some() {
             // A retry of an accepted submission: the handler answers with that operation.
             return Ok(());
         }
-        if !self.accepts_operations() {
-            return reject(
-                RejectionCode::Conflict,
-                format!("scheduler {} is being deleted", self.scheduler.name),
-            );
+        match self.refusal(&submit.request) {
+            Some(rejection) => Err(Box::new(rejection)),
+            None => Ok(()),
         }
-        if submit.request == OperationRequest::CreateScheduler {
-            return reject(
-                RejectionCode::Invalid,
-                "create_scheduler runs only when the scheduler is created".into(),
-            );
-        }
-        if matches!(submit.request, OperationRequest::HealthController { .. }) {
-            return reject(
-                RejectionCode::Invalid,
-                "health_controller runs by itself on the scheduler's interval".into(),
-            );
-        }
-        if let Err(errors) = submit.request.validate() {
-            return reject(RejectionCode::Invalid, errors.to_string());
-        }
-        match &submit.request {
-            OperationRequest::CreateNewSchedulerVersion { scheduler }
-                if scheduler.name != self.scheduler.name =>
-            {
-                return reject(
-                    RejectionCode::Invalid,
-                    format!(
-                        "the new version is for scheduler {:?}, not {}",
-                        scheduler.name, self.scheduler.name
-                    ),
-                );
-            }
-            OperationRequest::SwitchActiveVersion { version } => {
-                match self.versions.iter().find(|r| r.version == *version) {
-                    None => {
-                        return reject(
-                            RejectionCode::Invalid,
-                            format!("scheduler {} has no version {version}", self.scheduler.name),
-                        );
-                    }
-                    Some(record) if record.failed.is_some() => {
-                        return reject(
-                            RejectionCode::Invalid,
-                            format!("version {version} failed validation and cannot be active"),
-                        );
-                    }
-                    Some(_) => {}
-                }
-            }
-            _ => {}
-        }
-        Ok(())
     }
 
     /// Accepts an operation: appends it to the queue and returns it with its id. A repeated
@@ -575,6 +292,34 @@ impl SchedulerWorkflow {
         }
         let request_id = Some(submit.request_id).filter(|id| !id.is_empty());
         self.enqueue(ctx.uuid4(), submit.request, request_id, now)
+    }
+
+    /// How operations enter: a gateway's batch of submissions, appended to the queue in
+    /// signal order and, within a signal, in the order the gateway received them (together,
+    /// the acceptance order), each under the id the gateway already answered.
+    #[signal(name = "enqueue_operations")]
+    pub fn enqueue_operations(
+        &mut self,
+        ctx: &mut SyncWorkflowContext<Self>,
+        submissions: Vec<SubmitOperation>,
+    ) {
+        let now = timestamp(ctx.workflow_time());
+        for mut submit in submissions {
+            if submit.operation_id.is_empty() {
+                submit.operation_id = ctx.uuid4();
+            }
+            self.accept(submit, now);
+        }
+    }
+
+    /// Cancels an operation, as the legacy `cancel_operation` update does; an unknown or
+    /// final operation is left as it is (the gateway answers 404/409 before signalling).
+    #[signal(name = "request_cancel")]
+    pub fn request_cancel(&mut self, ctx: &mut SyncWorkflowContext<Self>, operation_id: String) {
+        let running = self.active.as_ref().is_some_and(|op| op.id == operation_id);
+        if running || self.pending.iter().any(|op| op.id == operation_id) {
+            self.cancel(ctx, operation_id);
+        }
     }
 
     #[update_validator(cancel_operation)]
@@ -617,32 +362,7 @@ impl SchedulerWorkflow {
         ctx: &mut SyncWorkflowContext<Self>,
         operation_id: String,
     ) -> Option<Operation> {
-        let now = timestamp(ctx.workflow_time());
-        if let Some(index) = self.pending.iter().position(|op| op.id == operation_id)
-            && let Some(mut op) = self.pending.remove(index)
-        {
-            op.status = OperationStatus::Canceled;
-            op.finished_at = Some(now);
-            op.execution_history.push(HistoryEntry {
-                created_at: now,
-                event: "canceled while pending".into(),
-            });
-            self.record_finished(op.clone());
-            return Some(op);
-        }
-        match &self.active {
-            Some(op) if op.id == operation_id => {
-                let op = op.clone();
-                self.cancel_requested = Some(operation_id);
-                Some(op)
-            }
-            // Finished between the validator and here: report it as it is.
-            _ => self
-                .finished
-                .iter()
-                .find(|op| op.id == operation_id)
-                .cloned(),
-        }
+        self.cancel(ctx, operation_id)
     }
 
     #[query(name = "get_scheduler")]

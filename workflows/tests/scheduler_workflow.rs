@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use backon::{ExponentialBuilder, Retryable};
 use futures::future::join_all;
 use maestro_activities::RoomActivities;
 use maestro_core::naming::{operation_workflow_id, scheduler_workflow_id};
@@ -20,10 +19,9 @@ use maestro_workflows::{
     OperationsView, SchedulerSnapshot, SchedulerWorkflow, SchedulerWorkflowInput, SubmitOperation,
     register_workflows, worker_options,
 };
-use temporalio_client::errors::WorkflowUpdateError;
 use temporalio_client::{
-    Client, ClientOptions, Connection, ConnectionOptions, WorkflowExecuteUpdateOptions,
-    WorkflowFetchHistoryOptions, WorkflowHistory, WorkflowQueryOptions, WorkflowStartOptions,
+    Client, ClientOptions, Connection, ConnectionOptions, WorkflowFetchHistoryOptions,
+    WorkflowHistory, WorkflowQueryOptions, WorkflowSignalOptions, WorkflowStartOptions,
 };
 use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
 use temporalio_sdk::{Runtime as TemporalRuntime, Worker};
@@ -67,7 +65,11 @@ impl Harness {
     async fn with_worker<T>(&self, body: impl Future<Output = Result<T>>) -> Result<T> {
         let temporal = TemporalRuntime::from_current_tokio(Default::default())?;
         let activities = RoomActivities::new(self.runtime.clone(), self.store.clone());
-        let options = worker_options(&self.task_queue, activities)?;
+        let options = worker_options(
+            &self.task_queue,
+            activities,
+            maestro_workflows::DEFAULT_MAX_CACHED_WORKFLOWS,
+        )?;
         let mut worker = Worker::new(&temporal, self.client.clone(), options)?;
         let shutdown = worker.shutdown_handle();
         tokio::select! {
@@ -109,37 +111,54 @@ impl Harness {
             .await
     }
 
-    /// Submits with a chosen request id, as a client retrying a request would.
+    /// Submits with a chosen request id (used as the operation id too, as the gateway's
+    /// key-derived ids are), as a client retrying a request would; answers the operation as
+    /// the workflow then holds it.
     async fn submit_as(
         &self,
         name: &str,
         request: OperationRequest,
         request_id: &str,
     ) -> Result<maestro_core::Operation> {
-        // Like any client (the gateway does the same): a submission refused before acceptance
-        // (past the in-flight update limit, or aborted under load) is sent again, same id.
-        let submit = || async {
-            let options = WorkflowExecuteUpdateOptions::builder()
-                .update_id(request_id.to_string())
-                .build();
-            let submission = SubmitOperation {
-                request: request.clone(),
-                request_id: request_id.to_string(),
-            };
-            self.handle(name)
-                .execute_update(SchedulerWorkflow::submit_operation, submission, options)
-                .await
+        let submission = SubmitOperation {
+            request,
+            request_id: request_id.to_string(),
+            operation_id: request_id.to_string(),
         };
-        let refused = |e: &WorkflowUpdateError| {
-            matches!(e, WorkflowUpdateError::Rpc(s)
-                if matches!(s.code(), tonic::Code::ResourceExhausted | tonic::Code::Unavailable))
-        };
-        let backoff = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(50))
-            .with_max_delay(Duration::from_secs(1))
-            .with_max_times(30)
-            .with_jitter();
-        Ok(submit.retry(backoff).when(refused).await?)
+        self.handle(name)
+            .signal(
+                SchedulerWorkflow::enqueue_operations,
+                vec![submission],
+                WorkflowSignalOptions::builder()
+                    .request_id(request_id.to_string())
+                    .build(),
+            )
+            .await?;
+        eventually(
+            Duration::from_secs(60),
+            "the operation recorded",
+            || async {
+                let view = self.operations(name).await.ok()?;
+                view.pending
+                    .into_iter()
+                    .chain(view.active)
+                    .chain(view.finished)
+                    .find(|op| op.id == request_id)
+            },
+        )
+        .await
+    }
+
+    /// Asks the workflow to cancel `operation_id`.
+    async fn cancel(&self, name: &str, operation_id: &str) -> Result<()> {
+        self.handle(name)
+            .signal(
+                SchedulerWorkflow::request_cancel,
+                operation_id.to_string(),
+                WorkflowSignalOptions::default(),
+            )
+            .await?;
+        Ok(())
     }
 
     async fn operations(&self, name: &str) -> Result<OperationsView> {
@@ -247,10 +266,18 @@ async fn a_burst_of_100_concurrent_submissions_runs_in_acceptance_order() -> Res
 
         let delete = h.submit(name, OperationRequest::DeleteScheduler).await?;
         assert_eq!(delete.seq, 102);
-        let rejected = h
+        let refused = h
             .submit(name, OperationRequest::AddRooms { amount: 1 })
-            .await;
-        assert!(rejected.is_err(), "no operations after delete was accepted");
+            .await?;
+        assert_eq!(refused.status, OperationStatus::Error, "{refused:?}");
+        assert!(
+            refused
+                .error
+                .as_deref()
+                .unwrap_or_default()
+                .contains("being deleted"),
+            "{refused:?}"
+        );
         eventually(
             Duration::from_secs(120),
             "the scheduler to be deleted",
@@ -381,6 +408,11 @@ fn stored_histories_use_the_pinned_names() -> Result<()> {
     for name in [names::SCHEDULER_WORKFLOW, names::UPDATE_SUBMIT_OPERATION] {
         assert!(lifecycle.contains(&format!("\"{name}\"")), "{name} missing");
     }
+    // Since operations enter as signals: the set recorded with them carries the signal names.
+    let signalled = read("scheduler-lifecycle-signals.json")?;
+    assert!(signalled.contains(&format!("\"{}\"", names::SIGNAL_ENQUEUE_OPERATIONS)));
+    let cancelled = read("scheduler-cancel-signals.json")?;
+    assert!(cancelled.contains(&format!("\"{}\"", names::SIGNAL_CANCEL_OPERATION)));
     let versions = read("scheduler-versions.json")?;
     for kind in ["create_new_scheduler_version", "switch_active_version"] {
         assert!(versions.contains(&format!("\"{kind}\"")), "{kind} missing");
@@ -614,22 +646,8 @@ async fn version_operations_record_switch_and_replay() -> Result<()> {
 /// goes on. The history replays (stored with `MAESTRO_RECORD_HISTORIES=<tag>`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_pending_and_running_operations() -> Result<()> {
-    use maestro_workflows::{Rejection, RejectionCode};
     let h = &harness("cancel").await?;
     let name = &format!("cancel-{}", std::process::id());
-    let cancel = |id: String| async move {
-        h.handle(name)
-            .execute_update(
-                SchedulerWorkflow::cancel_operation,
-                id,
-                WorkflowExecuteUpdateOptions::default(),
-            )
-            .await
-    };
-    let rejection = |e: WorkflowUpdateError| match e {
-        WorkflowUpdateError::Failed(f) => f.message.parse::<Rejection>().ok().map(|r| r.code),
-        _ => None,
-    };
     let history = h
         .with_worker(async {
             h.create(scheduler(name), 0).await?;
@@ -651,11 +669,8 @@ async fn cancel_pending_and_running_operations() -> Result<()> {
                 (rooms.len() == 1).then_some(())
             })
             .await?;
-            let cancelled = cancel(pending.id.clone())
-                .await?
-                .expect("the pending operation");
-            assert_eq!(cancelled.status, OperationStatus::Canceled);
-            cancel(running.id.clone()).await?;
+            h.cancel(name, &pending.id).await?;
+            h.cancel(name, &running.id).await?;
             let view = h.drained(name, 3, Duration::from_secs(60)).await?;
             let find = |id: &str| {
                 view.finished
@@ -683,22 +698,21 @@ async fn cancel_pending_and_running_operations() -> Result<()> {
                 1,
                 "a cancelled version is not recorded"
             );
-            assert_eq!(
-                cancel(running.id.clone())
-                    .await
-                    .map_err(rejection)
-                    .unwrap_err(),
-                Some(RejectionCode::Conflict)
-            );
-            assert_eq!(
-                cancel("no-such-operation".into())
-                    .await
-                    .map_err(rejection)
-                    .unwrap_err(),
-                Some(RejectionCode::NotFound)
-            );
+            // Cancelling a final or an unknown operation changes nothing (the gateway answers
+            // 409/404 before it signals).
+            h.cancel(name, &running.id).await?;
+            h.cancel(name, "no-such-operation").await?;
             h.submit(name, OperationRequest::AddRooms { amount: 1 })
                 .await?;
+            let after = h.operations(name).await?;
+            assert_eq!(
+                after
+                    .finished
+                    .iter()
+                    .filter(|op| op.status == OperationStatus::Canceled)
+                    .count(),
+                2
+            );
             h.drained(name, 4, Duration::from_secs(60)).await?;
             assert_eq!(
                 h.runtime.list_rooms(name).await?.len(),

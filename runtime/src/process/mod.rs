@@ -1,7 +1,10 @@
 //! The process runtime: each room is a local OS process started from the scheduler's first
 //! container `command`, with the environment a pod would get. It is what `maestro dev` uses on
 //! a machine with no cluster. A running process counts as a ready instance; whether the game
-//! inside is ready is what its pings say.
+//! inside is ready is what its pings say. Rooms outlive a crash of the runtime's own process,
+//! as pods outlive a crashed controller: [`ProcessRuntime::adopt`] takes them back on start.
+
+mod adopt;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -15,10 +18,11 @@ use maestro_core::room::{RoomAddress, RoomPort};
 
 use maestro_core::scheduler::Container;
 use maestro_core::{InstanceStatus, Scheduler, Version};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tokio::sync::{broadcast, oneshot, watch};
 use tracing::{info, warn};
 
+use self::adopt::{RoomProcess, RoomRecord};
 use crate::room_env::{RoomsApiEndpoints, allocate_ports, maestro_env};
 use crate::{RoomInstance, Runtime, RuntimeError, RuntimeEvent};
 
@@ -97,16 +101,116 @@ impl ProcessRuntime {
         self.shared.rooms().values().filter_map(|r| r.pid).collect()
     }
 
-    fn resolve_program(&self, program: &str) -> PathBuf {
-        if program.contains('/') {
-            return PathBuf::from(program);
+    /// Takes over the rooms a previous run of this runtime left running (it was killed
+    /// before it could stop them), from the state files beside their logs: each still-running
+    /// room is supervised again with its ports, so creating it again is a no-op and its ports
+    /// are not handed out twice. Records of rooms that did not survive are removed. Call once,
+    /// before anything lists or creates rooms. Answers how many were adopted.
+    pub fn adopt(&self) -> usize {
+        let (records, unreadable) = adopt::scan(&self.config.log_dir);
+        for path in unreadable {
+            warn!(path = %path.display(), "unreadable room state file; that room cannot be adopted");
         }
+        let mut adopted = 0;
+        for (scheduler, room_id, mut record) in records {
+            let dir = self.config.log_dir.join(&scheduler);
+            if record.pid == 0
+                && let Some(pid) = adopt::find_room_process(&scheduler, &room_id)
+            {
+                // Killed between starting the room and recording its pid.
+                record.pid = pid;
+                record.start_ticks = adopt::start_ticks(pid).unwrap_or_default();
+            }
+            if record.pid == 0 || !adopt::still_running(record.pid, record.start_ticks) {
+                info!(scheduler = %scheduler, room = %room_id, pid = record.pid, "room did not survive the restart");
+                adopt::remove_record(&dir, &room_id);
+                continue;
+            }
+            let instance = RoomInstance {
+                scheduler: scheduler.clone(),
+                room_id: room_id.clone(),
+                version: record.version,
+                status: InstanceStatus::Ready,
+                address: Some(RoomAddress {
+                    host: LOCALHOST.into(),
+                    ports: record.ports.clone(),
+                    ipv6_label: String::new(),
+                }),
+            };
+            let process = RoomProcess::Adopted {
+                pid: record.pid,
+                start_ticks: record.start_ticks,
+            };
+            self.track(&mut self.shared.rooms(), instance.clone(), process, dir);
+            self.shared.emit(RuntimeEvent::Upserted(instance));
+            info!(scheduler = %scheduler, room = %room_id, pid = record.pid, "room adopted");
+            adopted += 1;
+        }
+        if adopted > 0 {
+            info!(
+                rooms = adopted,
+                "adopted the rooms a previous run left running"
+            );
+        }
+        adopted
+    }
+
+    /// Records the room as live in `rooms` (the caller holds the lock from its existence
+    /// check to here) and supervises its process until it exits or is stopped.
+    fn track(
+        &self,
+        rooms: &mut BTreeMap<(String, String), LiveRoom>,
+        instance: RoomInstance,
+        process: RoomProcess,
+        dir: PathBuf,
+    ) {
+        let key = (instance.scheduler.clone(), instance.room_id.clone());
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let (exited_tx, exited_rx) = watch::channel(false);
+        rooms.insert(
+            key.clone(),
+            LiveRoom {
+                instance: instance.clone(),
+                pid: process.pid(),
+                stop: Some(stop_tx),
+                exited: exited_rx,
+            },
+        );
+        tokio::spawn(supervise(
+            self.shared.clone(),
+            key,
+            process,
+            dir,
+            stop_rx,
+            exited_tx,
+        ));
+    }
+
+    fn resolve_program(&self, program: &str) -> PathBuf {
+        self.find_program(program)
+            .unwrap_or_else(|| PathBuf::from(program))
+    }
+
+    /// The executable a room's `command[0]` names: a path as given, else the first match in
+    /// the extra folders, then `PATH`.
+    fn find_program(&self, program: &str) -> Option<PathBuf> {
+        use std::os::unix::fs::PermissionsExt;
+        let executable = |path: &std::path::Path| {
+            std::fs::metadata(path)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        };
+        if program.contains('/') {
+            let path = PathBuf::from(program);
+            return executable(&path).then_some(path);
+        }
+        let path = std::env::var_os("PATH").unwrap_or_default();
         self.config
             .extra_path
             .iter()
+            .cloned()
+            .chain(std::env::split_paths(&path))
             .map(|dir| dir.join(program))
-            .find(|candidate| candidate.is_file())
-            .unwrap_or_else(|| PathBuf::from(program))
+            .find(|candidate| executable(candidate))
     }
 
     fn build_command(
@@ -191,18 +295,21 @@ impl ProcessRuntime {
     }
 }
 
-/// Waits for the room to exit by itself or to be told to stop; reports what happened.
+/// Waits for the room to exit by itself or to be told to stop; reports what happened. Its
+/// state file goes with it either way: nothing is left to adopt.
 async fn supervise(
     shared: Arc<Shared>,
     key: (String, String),
-    mut child: Child,
+    mut process: RoomProcess,
+    dir: PathBuf,
     stop: oneshot::Receiver<Duration>,
     exited: watch::Sender<bool>,
 ) {
     let (scheduler, room_id) = (&key.0, &key.1);
     tokio::select! {
-        status = child.wait() => {
-            warn!(scheduler = %scheduler, room = %room_id, status = ?status, "room process exited by itself");
+        how = process.exited() => {
+            let log = dir.join(format!("{room_id}.log"));
+            warn!(scheduler = %scheduler, room = %room_id, status = %how, log = %log.display(), "room process exited by itself");
             let instance = {
                 let mut rooms = shared.rooms();
                 rooms.get_mut(&key).map(|live| {
@@ -215,21 +322,17 @@ async fn supervise(
             }
         }
         Ok(grace) = stop => {
-            if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGTERM,
-                );
-            }
-            if tokio::time::timeout(grace, child.wait()).await.is_err() {
-                warn!(scheduler = %scheduler, room = %room_id, ?grace, "room ignored SIGTERM; killing it");
-                let _ = child.kill().await;
+            process.signal(nix::sys::signal::Signal::SIGTERM);
+            if tokio::time::timeout(grace, process.exited()).await.is_err() {
+                warn!(scheduler = %scheduler, room = %room_id, grace_ms = grace.as_millis(), "room ignored SIGTERM; killing it");
+                process.kill().await;
             }
             shared.rooms().remove(&key);
             shared.emit(RuntimeEvent::Deleted { scheduler: scheduler.clone(), room_id: room_id.clone() });
             info!(scheduler = %scheduler, room = %room_id, "room process stopped");
         }
     }
+    adopt::remove_record(&dir, room_id);
     let _ = exited.send(true);
 }
 
@@ -284,14 +387,32 @@ impl Runtime for ProcessRuntime {
             .collect();
         let ports = allocate_ports(scheduler, &container.ports, &used)?;
         let mut cmd = self.build_command(scheduler, version, room_id, container, &ports)?;
+        let dir = self.config.log_dir.join(&scheduler.name);
+        let mut record = RoomRecord {
+            pid: 0,
+            start_ticks: 0,
+            version,
+            ports: ports.clone(),
+        };
+        // Recorded before it starts and again with its pid: without a record a room would be
+        // orphaned by a crash of this process (the child is killed if this fails later).
+        let record_failed = |e: std::io::Error| {
+            RuntimeError::Unavailable(format!("room state file in {}: {e}", dir.display()))
+        };
+        adopt::write_record(&dir, room_id, &record).map_err(record_failed)?;
         let log = self.log_file(&scheduler.name, room_id)?;
         let log_err = log
             .try_clone()
             .map_err(|e| RuntimeError::Unavailable(format!("log file: {e}")))?;
         cmd.stdout(log).stderr(log_err);
         let child = cmd.spawn().map_err(|e| {
+            adopt::remove_record(&dir, room_id);
             RuntimeError::Invalid(format!("cannot start {:?}: {e}", container.command[0]))
         })?;
+        let pid = child.id().unwrap_or_default();
+        record.pid = pid;
+        record.start_ticks = adopt::start_ticks(pid).unwrap_or_default();
+        adopt::write_record(&dir, room_id, &record).map_err(record_failed)?;
         let instance = RoomInstance {
             scheduler: scheduler.name.clone(),
             room_id: room_id.to_string(),
@@ -303,26 +424,9 @@ impl Runtime for ProcessRuntime {
                 ipv6_label: String::new(),
             }),
         };
-        let (stop_tx, stop_rx) = oneshot::channel();
-        let (exited_tx, exited_rx) = watch::channel(false);
-        rooms.insert(
-            key.clone(),
-            LiveRoom {
-                instance: instance.clone(),
-                pid: child.id(),
-                stop: Some(stop_tx),
-                exited: exited_rx,
-            },
-        );
+        self.track(&mut rooms, instance.clone(), RoomProcess::Child(child), dir);
         drop(rooms);
-        info!(scheduler = %scheduler.name, room = room_id, pid = ?child.id(), "room process started");
-        tokio::spawn(supervise(
-            self.shared.clone(),
-            key,
-            child,
-            stop_rx,
-            exited_tx,
-        ));
+        info!(scheduler = %scheduler.name, room = room_id, pid, "room process started");
         self.shared.emit(RuntimeEvent::Upserted(instance.clone()));
         Ok(instance)
     }
@@ -385,6 +489,29 @@ impl Runtime for ProcessRuntime {
             .values()
             .map(|live| live.instance.clone())
             .collect())
+    }
+
+    /// A room here is one local process: one container whose command names an executable.
+    fn check_scheduler(&self, scheduler: &Scheduler) -> Result<(), maestro_core::ValidationErrors> {
+        let mut errs = maestro_core::ValidationErrors::default();
+        match scheduler.spec.containers.as_slice() {
+            [container] => match container.command.first() {
+                None => errs.push(
+                    "spec.containers[0].command",
+                    "is required by the process runtime (a local process has no image to take one from)",
+                ),
+                Some(program) if self.find_program(program).is_none() => errs.push(
+                    "spec.containers[0].command",
+                    format!("{program:?} is not an executable file on this machine"),
+                ),
+                Some(_) => {}
+            },
+            _ => errs.push(
+                "spec.containers",
+                "the process runtime runs exactly one container per room",
+            ),
+        }
+        errs.into_result()
     }
 
     fn watch(&self) -> BoxStream<'static, RuntimeEvent> {

@@ -162,3 +162,61 @@ async fn bad_specs_are_not_retryable() {
             .is_retryable()
     );
 }
+
+/// A runtime started on the folder of one that died (here: still running, as its rooms
+/// outlive it) takes its live rooms over with their ports and pids: creating one again
+/// starts nothing, a new room gets another port, and deleting an adopted room stops its
+/// process. A record whose process is gone is dropped.
+#[tokio::test]
+async fn a_restarted_runtime_adopts_live_rooms_and_drops_dead_ones() {
+    let dir = temp_dir("adopt");
+    let old = runtime(&dir);
+    let s = scheduler("adopt", &["sleep", "30"]);
+    let live = old
+        .create_room(&s, Version::FIRST, "adopt-a")
+        .await
+        .unwrap();
+    let pid = old.pids()[0];
+    let gone = old
+        .create_room(&s, Version::FIRST, "adopt-b")
+        .await
+        .unwrap();
+    // A record left by a room that died while nobody watched it.
+    let dead = adopt::RoomRecord {
+        pid: u32::MAX,
+        start_ticks: 1,
+        version: Version::FIRST,
+        ports: gone.address.clone().unwrap().ports,
+    };
+    old.delete_room("adopt", "adopt-b", Duration::from_secs(1))
+        .await
+        .unwrap();
+    adopt::write_record(&dir.join("adopt"), "adopt-b", &dead).unwrap();
+
+    let new = runtime(&dir);
+    assert_eq!(new.adopt(), 1);
+    assert_eq!(new.pids(), vec![pid], "the same process, not a new one");
+    assert_eq!(new.list_rooms("adopt").await.unwrap(), vec![live.clone()]);
+    assert!(!adopt::record_path(&dir.join("adopt"), "adopt-b").exists());
+    let again = new
+        .create_room(&s, Version::FIRST, "adopt-a")
+        .await
+        .unwrap();
+    assert_eq!(again, live);
+    assert_eq!(new.pids(), vec![pid]);
+    let other = new
+        .create_room(&s, Version::FIRST, "adopt-c")
+        .await
+        .unwrap();
+    assert_ne!(
+        other.address.unwrap().ports,
+        live.address.unwrap().ports,
+        "an adopted room's port is taken"
+    );
+    new.delete_room("adopt", "adopt-a", Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert!(!process_alive(pid), "an adopted room stops on delete");
+    new.shutdown(Duration::from_secs(2)).await;
+    old.shutdown(Duration::from_secs(2)).await;
+}
