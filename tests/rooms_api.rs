@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use common::{Maestro, ROOM_TOKEN_SECRET};
@@ -636,4 +636,68 @@ async fn allocation_with_the_memory_store() -> Result<()> {
 async fn allocation_with_the_redis_store() -> Result<()> {
     let redis = RedisServer::start().await?;
     allocation_hands_out_each_room_once(&redis.url()).await
+}
+
+/// Accepts connections and never answers a byte.
+fn silent_forwarder() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let address = listener.local_addr().expect("bound").to_string();
+    std::thread::spawn(move || {
+        let held: Vec<_> = listener.incoming().take(32).collect();
+        std::thread::sleep(Duration::from_secs(120));
+        drop(held);
+    });
+    address
+}
+
+/// A forwarder that accepts and never answers (at the longest allowed timeout, 10 s, where
+/// each forwarded change used to hold its ping for up to 3 × 10 s): 20 status-changing pings
+/// of its scheduler's room each answer at once, and another scheduler's forwarder still gets
+/// its room's change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarder_that_never_answers_delays_no_ping() -> Result<()> {
+    let temporal = TemporalDevServer::start().await?;
+    let maestro = Maestro::start(&temporal).await?;
+    let (healthy, healthy_address) = start_forwarder().await?;
+    let forwarder = |address: String, timeout: u32| {
+        json!([{"name": "matchmaker", "enable": true, "type": "gRPC", "address": address,
+                "options": {"timeout": timeout}}])
+    };
+    // One ping at start, then the test pings for the room.
+    let quiet = [env!("CARGO_BIN_EXE_game-room"), "--ping-interval", "300s"];
+    let mut slow = scheduler("slow-forwarder", (44100, 44109), 1, &quiet);
+    slow["forwarders"] = forwarder(silent_forwarder(), 10_000);
+    let mut fast = scheduler("fast-forwarder", (44110, 44119), 1, &quiet);
+    fast["forwarders"] = forwarder(healthy_address, 1_000);
+    let slow_room = create_with_rooms(&maestro, slow).await?.remove(0);
+    let fast_room = create_with_rooms(&maestro, fast).await?.remove(0);
+
+    let mut slowest = Duration::ZERO;
+    for i in 0..20 {
+        let status = if i % 2 == 0 { "occupied" } else { "ready" };
+        let started = Instant::now();
+        let code = maestro
+            .ping_as("slow-forwarder", &slow_room, status, u32::from(i % 2 == 0))
+            .await?;
+        assert!(code.is_success(), "{code}");
+        slowest = slowest.max(started.elapsed());
+    }
+    println!("slowest of 20 status-changing pings: {slowest:?}");
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a ping waited {slowest:?}"
+    );
+
+    let before = healthy.calls("room_status").len();
+    let code = maestro
+        .ping_as("fast-forwarder", &fast_room, "occupied", 1)
+        .await?;
+    assert!(code.is_success());
+    eventually(
+        Duration::from_secs(10),
+        "the other forwarder's change",
+        || async { (healthy.calls("room_status").len() > before).then_some(()) },
+    )
+    .await?;
+    Ok(())
 }

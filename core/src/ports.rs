@@ -19,7 +19,10 @@ pub fn host_port_capacity(scheduler: &Scheduler) -> Option<u64> {
     }
     ports_per_range
         .into_iter()
-        .map(|((start, end), per_room)| u64::try_from(end - start + 1).unwrap_or(0) / per_room)
+        // Any i64 can arrive here (validation reports bad ranges, but counts them too).
+        .map(|((start, end), per_room)| {
+            u64::try_from(end.saturating_sub(start).saturating_add(1)).unwrap_or(0) / per_room
+        })
         .min()
 }
 
@@ -67,6 +70,16 @@ mod tests {
         assert_eq!(host_port_capacity(&s), Some(10 / ports));
         s.spec.containers[0].ports.clear();
         assert_eq!(host_port_capacity(&s), None, "no host ports, no limit");
+    }
+
+    #[test]
+    fn extreme_ranges_neither_overflow_nor_panic() {
+        let mut s = scheduler();
+        for (start, end) in [(0, i64::MAX), (i64::MIN, i64::MAX), (i64::MAX, i64::MIN)] {
+            s.port_range = Some(PortRange { start, end });
+            let _ = host_port_capacity(&s);
+            assert!(s.validate().is_err(), "{start}..{end} is not a port range");
+        }
     }
 
     #[test]

@@ -150,11 +150,21 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-/// The process can serve: Temporal and the room store answer.
-async fn readyz(State(state): State<GatewayState>) -> Result<&'static str, error::ApiError> {
+/// The process can serve: Temporal and the room store answer. Schedulers whose workflow
+/// cannot make progress are named in the answer (`degraded: …`) without failing it: taking
+/// this gateway out of rotation would not help them and would hurt every other scheduler.
+async fn readyz(State(state): State<GatewayState>) -> Result<String, error::ApiError> {
     state.schedulers.temporal_ready().await?;
     state.store.health().await?;
-    Ok("ok")
+    let stuck = state.schedulers.stuck_schedulers().await?;
+    if stuck.is_empty() {
+        return Ok("ok".into());
+    }
+    Ok(format!(
+        "degraded: the workflow of these schedulers cannot make progress (see the README, \
+         \"cannot make progress\"): {}",
+        stuck.join(", ")
+    ))
 }
 
 fn probes(state: GatewayState) -> Router {

@@ -296,6 +296,27 @@ impl SchedulerClient {
         Ok(view)
     }
 
+    /// Names of the (at most 20 first) schedulers Temporal reports as unable to make
+    /// progress: their workflow tasks keep failing (`TemporalReportedProblems`).
+    pub async fn stuck_schedulers(&self) -> Result<Vec<String>, ApiError> {
+        let query = format!(
+            "WorkflowType = '{}' AND ExecutionStatus = 'Running' AND TemporalReportedProblems IS NOT NULL",
+            names::SCHEDULER_WORKFLOW
+        );
+        let options = WorkflowListOptions::builder()
+            .limit(20)
+            .rpc_options(RpcOptions::builder().timeout(self.query_timeout).build())
+            .build();
+        let mut executions = self.client.list_workflows(query, options);
+        let mut stuck = Vec::new();
+        while let Some(execution) = executions.next().await {
+            let execution = execution.map_err(temporal_unavailable)?;
+            let id = execution.id();
+            stuck.push(id.strip_prefix("scheduler:").unwrap_or(id).to_string());
+        }
+        Ok(stuck)
+    }
+
     /// Ok when Temporal answers a visibility call within the query timeout.
     pub async fn temporal_ready(&self) -> Result<(), ApiError> {
         let options = WorkflowCountOptions::builder()
@@ -328,6 +349,7 @@ impl SchedulerClient {
         idempotency_key: Option<String>,
     ) -> Result<String, ApiError> {
         request.validate()?;
+        let started = std::time::Instant::now();
         let kind = request.kind().definition_name();
         let operation_id = match &idempotency_key {
             Some(key) => keyed_operation_id(name, key, &request),
@@ -371,8 +393,12 @@ impl SchedulerClient {
                     .await
             }
         };
+        // The key check above counts against the bound too.
+        let left = SUBMIT_BOUND
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_secs(1));
         self.submissions
-            .submit(name, submission, SUBMIT_BOUND, send)
+            .submit(name, submission, left, send)
             .await?;
         info!(scheduler = %name, operation = %operation_id, kind, "operation accepted");
         Ok(operation_id)

@@ -416,6 +416,10 @@ async fn a_stuck_workflow_is_reported_deletable_and_recoverable() -> Result<()> 
         )
         .await;
         listed?;
+        assert!(
+            schedulers.stuck_schedulers().await?.contains(&doomed),
+            "readiness names it"
+        );
         let deletion = schedulers
             .delete_bypassing_workflow(snapshot.scheduler, &problem)
             .await?;
