@@ -4,8 +4,15 @@
 /// Room ids must stay valid Kubernetes label values (<= 63 characters).
 const ROOM_PREFIX_MAX: usize = 54;
 
+const SCHEDULER_WORKFLOW_PREFIX: &str = "scheduler:";
+
 pub fn scheduler_workflow_id(scheduler: &str) -> String {
-    format!("scheduler:{scheduler}")
+    format!("{SCHEDULER_WORKFLOW_PREFIX}{scheduler}")
+}
+
+/// The scheduler a `scheduler:{name}` workflow id belongs to.
+pub fn scheduler_of_workflow_id(workflow_id: &str) -> Option<&str> {
+    workflow_id.strip_prefix(SCHEDULER_WORKFLOW_PREFIX)
 }
 
 pub fn operation_workflow_id(scheduler: &str, operation_id: &str) -> String {
@@ -38,6 +45,13 @@ fn base36(mut n: u64, width: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn scheduler_workflow_ids_round_trip() {
+        let id = super::scheduler_workflow_id("my-game");
+        assert_eq!(super::scheduler_of_workflow_id(&id), Some("my-game"));
+        assert_eq!(super::scheduler_of_workflow_id("op:my-game:1"), None);
+    }
+
     use super::*;
     use crate::validation::check_dns_label;
     use proptest::prelude::*;

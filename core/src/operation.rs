@@ -54,6 +54,34 @@ pub enum OperationStatus {
     Evicted,
 }
 
+impl Operation {
+    /// A new pending operation: what the scheduler workflow enqueues (and what a deletion
+    /// started without it records).
+    pub fn pending(
+        id: String,
+        seq: u64,
+        scheduler_name: &str,
+        input: OperationRequest,
+        request_id: Option<String>,
+        now: Timestamp,
+    ) -> Self {
+        Self {
+            id,
+            seq,
+            status: OperationStatus::Pending,
+            definition_name: input.kind().definition_name().to_string(),
+            scheduler_name: scheduler_name.to_string(),
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+            input,
+            execution_history: Vec::new(),
+            error: None,
+            request_id,
+        }
+    }
+}
+
 impl OperationStatus {
     /// The name Maestro's API uses (`in_progress`, ...).
     pub fn as_str(self) -> &'static str {

@@ -5,11 +5,10 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use futures::StreamExt;
-use maestro_core::naming::{operation_workflow_id, scheduler_workflow_id};
-use maestro_core::{
-    Operation, OperationKind, OperationRequest, OperationStatus, Scheduler, SchedulerState,
-    Timestamp,
+use maestro_core::naming::{
+    operation_workflow_id, scheduler_of_workflow_id, scheduler_workflow_id,
 };
+use maestro_core::{Operation, OperationRequest, Scheduler, SchedulerState, Timestamp};
 use maestro_workflows::{
     DeleteSchedulerWorkflow, OperationInput, OperationsView, SchedulerSnapshot, SchedulerWorkflow,
     SchedulerWorkflowInput, SubmitOperation, names,
@@ -215,20 +214,14 @@ impl SchedulerClient {
         }
         let id = uuid::Uuid::new_v4().to_string();
         let now = Timestamp::from_system_time(std::time::SystemTime::now());
-        let operation = Operation {
-            id: id.clone(),
-            seq: 0,
-            status: OperationStatus::Pending,
-            definition_name: OperationKind::DeleteScheduler.definition_name().to_string(),
-            scheduler_name: name.clone(),
-            created_at: now,
-            started_at: None,
-            finished_at: None,
-            input: OperationRequest::DeleteScheduler,
-            execution_history: Vec::new(),
-            error: None,
-            request_id: None,
-        };
+        let operation = Operation::pending(
+            id.clone(),
+            0,
+            &name,
+            OperationRequest::DeleteScheduler,
+            None,
+            now,
+        );
         let options =
             WorkflowStartOptions::new(&self.task_queue, operation_workflow_id(&name, &id))
                 .static_summary(format!(
@@ -254,10 +247,7 @@ impl SchedulerClient {
     /// its memo: one listing call per page, no query per scheduler. A scheduler no worker
     /// has run yet has no snapshot and is left out.
     pub async fn list(&self) -> Result<Vec<SchedulerSnapshot>, ApiError> {
-        let query = format!(
-            "WorkflowType = '{}' AND ExecutionStatus = 'Running'",
-            names::SCHEDULER_WORKFLOW
-        );
+        let query = running_schedulers();
         let options = WorkflowListOptions::builder()
             .rpc_options(RpcOptions::builder().timeout(self.query_timeout).build())
             .build();
@@ -300,8 +290,8 @@ impl SchedulerClient {
     /// progress: their workflow tasks keep failing (`TemporalReportedProblems`).
     pub async fn stuck_schedulers(&self) -> Result<Vec<String>, ApiError> {
         let query = format!(
-            "WorkflowType = '{}' AND ExecutionStatus = 'Running' AND TemporalReportedProblems IS NOT NULL",
-            names::SCHEDULER_WORKFLOW
+            "{} AND TemporalReportedProblems IS NOT NULL",
+            running_schedulers()
         );
         let options = WorkflowListOptions::builder()
             .limit(20)
@@ -312,7 +302,7 @@ impl SchedulerClient {
         while let Some(execution) = executions.next().await {
             let execution = execution.map_err(temporal_unavailable)?;
             let id = execution.id();
-            stuck.push(id.strip_prefix("scheduler:").unwrap_or(id).to_string());
+            stuck.push(scheduler_of_workflow_id(id).unwrap_or(id).to_string());
         }
         Ok(stuck)
     }
@@ -551,6 +541,14 @@ fn keyed_operation_id(scheduler: &str, key: &str, request: &OperationRequest) ->
     let request = serde_json::to_string(request).unwrap_or_default();
     let name = format!("{scheduler}\n{key}\n{request}");
     uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, name.as_bytes()).to_string()
+}
+
+/// The visibility query for every running scheduler workflow.
+fn running_schedulers() -> String {
+    format!(
+        "WorkflowType = '{}' AND ExecutionStatus = 'Running'",
+        names::SCHEDULER_WORKFLOW
+    )
 }
 
 /// Failed workflow task attempts after which a scheduler's workflow counts as stuck (one or

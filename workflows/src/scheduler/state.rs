@@ -58,20 +58,14 @@ impl SchedulerWorkflow {
         now: Timestamp,
     ) -> Operation {
         self.next_seq += 1;
-        Operation {
+        Operation::pending(
             id,
-            seq: self.next_seq,
-            status: OperationStatus::Pending,
-            definition_name: request.kind().definition_name().to_string(),
-            scheduler_name: self.scheduler.name.clone(),
-            created_at: now,
-            started_at: None,
-            finished_at: None,
-            input: request,
-            execution_history: Vec::new(),
-            error: None,
+            self.next_seq,
+            &self.scheduler.name,
+            request,
             request_id,
-        }
+            now,
+        )
     }
 
     pub(super) fn enqueue(
