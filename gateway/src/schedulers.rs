@@ -15,9 +15,8 @@ use maestro_workflows::{
 };
 use temporalio_client::errors::{WorkflowInteractionError, WorkflowQueryError, WorkflowStartError};
 use temporalio_client::{
-    Client, RpcOptions, WorkflowCountOptions, WorkflowDescribeOptions, WorkflowHandle,
-    WorkflowListOptions, WorkflowQueryOptions, WorkflowSignalOptions, WorkflowStartOptions,
-    WorkflowTerminateOptions,
+    Client, RpcOptions, WorkflowDescribeOptions, WorkflowHandle, WorkflowListOptions,
+    WorkflowQueryOptions, WorkflowSignalOptions, WorkflowStartOptions, WorkflowTerminateOptions,
 };
 use temporalio_common::protos::temporal::api::enums::v1::WorkflowExecutionStatus;
 use temporalio_common::protos::temporal::api::workflow::v1::WorkflowExecutionInfo;
@@ -307,19 +306,10 @@ impl SchedulerClient {
         Ok(stuck)
     }
 
-    /// Ok when Temporal answers a visibility call within the query timeout.
+    /// Ok when Temporal answers a visibility call within the query timeout (the same call
+    /// readiness makes, see [`Self::stuck_schedulers`]).
     pub async fn temporal_ready(&self) -> Result<(), ApiError> {
-        let options = WorkflowCountOptions::builder()
-            .rpc_options(RpcOptions::builder().timeout(self.query_timeout).build())
-            .build();
-        self.client
-            .count_workflows(
-                format!("WorkflowType = '{}'", names::SCHEDULER_WORKFLOW),
-                options,
-            )
-            .await
-            .map(|_| ())
-            .map_err(temporal_unavailable)
+        self.stuck_schedulers().await.map(|_| ())
     }
 
     /// Submits an operation and answers its id as soon as Temporal holds it durably: a
