@@ -86,9 +86,9 @@ async fn ensure_sample(
         schedulers
             .submit(
                 SAMPLE_SCHEDULER,
-                OperationRequest::AddRooms {
+                OperationRequest::AddRooms(maestro_core::operation::AddRoomsInput {
                     amount: rooms - live,
-                },
+                }),
                 None,
             )
             .await?;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use maestro_activities::{MeteredRuntime, RoomActivities};
 use maestro_core::RoomTokenSecret;
-use maestro_gateway::auth::ManagementAuth;
+use maestro_gateway::management::auth::ManagementAuth;
 use maestro_gateway::{
     GatewayState, RoomsApiConfig, SchedulerClient, disruption, internal_app, management_app,
     rooms_app, watcher,

@@ -209,9 +209,19 @@ async fn scheduler_lifecycle_through_the_rest_api() -> Result<()> {
         },
     )
     .await?;
-    let (_, ops) = maestro
-        .get(&format!("/schedulers/{name}/operations?stage=final"))
-        .await?;
+    // The rooms are gone a moment before the removal records itself final.
+    let ops = eventually(
+        Duration::from_secs(30),
+        "three final operations",
+        || async {
+            let (_, ops) = maestro
+                .get(&format!("/schedulers/{name}/operations?stage=final"))
+                .await
+                .ok()?;
+            (ops["operations"].as_array()?.len() == 3).then_some(ops)
+        },
+    )
+    .await?;
     let kinds: Vec<&str> = ops["operations"]
         .as_array()
         .unwrap()

@@ -16,7 +16,7 @@ use maestro_runtime::{
 };
 use maestro_testkit::eventually_every;
 use maestro_testkit::fake_kube::{FakeKube, Kubelet};
-use maestro_workflows::AddRoomsWorkflow;
+use maestro_workflows::operations::AddRooms;
 use serde_json::json;
 use temporalio_client::{Client, WorkflowFetchHistoryOptions, WorkflowStartOptions};
 use temporalio_macros::{activities, workflow, workflow_methods};
@@ -81,7 +81,7 @@ impl FloorWorkflow {
 /// operation's time goes (Temporal task hand-offs vs activity work).
 async fn timeline(client: &Client, workflow_id: &str) -> Result<Vec<(String, SystemTime)>> {
     let json = client
-        .get_workflow_handle::<AddRoomsWorkflow>(workflow_id)
+        .get_workflow_handle::<AddRooms>(workflow_id)
         .fetch_history(WorkflowFetchHistoryOptions::default())
         .to_json()
         .await?;
@@ -323,8 +323,8 @@ async fn operation_latency(report: &mut Report, fleet: &Fleet, client: Client) -
                 .submit("/schedulers/latency/add-rooms", json!({"amount": 1}))
                 .await?;
             let maestro_accepted = Instant::now();
-            let handle = client
-                .get_workflow_handle::<AddRoomsWorkflow>(operation_workflow_id("latency", &id));
+            let handle =
+                client.get_workflow_handle::<AddRooms>(operation_workflow_id("latency", &id));
             let outcome = loop {
                 match handle.get_result(Default::default()).await {
                     Ok(outcome) => break outcome,

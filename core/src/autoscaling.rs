@@ -125,6 +125,47 @@ fn clamp(desired: u64, autoscaling: &Autoscaling) -> u64 {
     }
 }
 
+/// How many rooms a scheduler should have now: the one rule behind the health controller
+/// (what it converges to) and the Metrics Reporter (what it reports).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredRooms {
+    pub decision: Decision,
+    /// Autoscaling is on but its policy could not be evaluated: `roomsReplicas` stands in,
+    /// and this says why.
+    pub fallback: Option<AutoscaleError>,
+}
+
+/// The autoscaler's decision when autoscaling is enabled, else `roomsReplicas` (any
+/// scale-down allowed). A policy that cannot be evaluated falls back to `roomsReplicas` as
+/// well: the fleet keeps the size it was given rather than none.
+pub fn desired_rooms(
+    scheduler: &crate::Scheduler,
+    fleet: Fleet,
+    since_last_downscale: Option<Duration>,
+) -> DesiredRooms {
+    let replicas = Decision {
+        desired: u64::try_from(scheduler.rooms_replicas).unwrap_or(0),
+        downscale_allowed: true,
+    };
+    let Some(autoscaling) = scheduler.autoscaling.as_ref().filter(|a| a.enabled) else {
+        return DesiredRooms {
+            decision: replicas,
+            fallback: None,
+        };
+    };
+    let max_matches = u64::try_from(scheduler.max_matches()).unwrap_or(1);
+    match decide(autoscaling, max_matches, fleet, since_last_downscale) {
+        Ok(decision) => DesiredRooms {
+            decision,
+            fallback: None,
+        },
+        Err(e) => DesiredRooms {
+            decision: replicas,
+            fallback: Some(e),
+        },
+    }
+}
+
 /// The autoscaler's decision for `fleet`. `since_last_downscale` is `None` when the
 /// scheduler never scaled down.
 pub fn decide(
@@ -291,6 +332,26 @@ mod tests {
         let mut a = occupancy(0.5, 0.9, 1, -1);
         a.policy.parameters.room_occupancy = None;
         assert!(decide(&a, 1, busy(1), None).is_err());
+    }
+
+    #[test]
+    fn desired_rooms_are_replicas_unless_the_autoscaler_decides() {
+        let mut s = crate::Scheduler::with_command("s", "g", &["run"]);
+        s.rooms_replicas = 7;
+        assert_eq!(desired_rooms(&s, busy(80), None).decision.desired, 7);
+        s.autoscaling = Some(occupancy(0.5, 0.9, 1, -1));
+        let autoscaled = desired_rooms(&s, busy(80), None);
+        assert_eq!(
+            (autoscaled.decision.desired, autoscaled.fallback),
+            (160, None)
+        );
+        s.autoscaling.as_mut().unwrap().policy.kind = "magic".into();
+        let fallback = desired_rooms(&s, busy(80), None);
+        assert_eq!(fallback.decision.desired, 7, "falls back to roomsReplicas");
+        assert_eq!(
+            fallback.fallback,
+            Some(AutoscaleError::UnknownPolicy("magic".into()))
+        );
     }
 
     proptest! {

@@ -180,12 +180,7 @@ pub fn plan(
         // Never a room that hosts or is promised a match.
         let candidates: Vec<GameRoom> = live
             .iter()
-            .filter(|r| {
-                !matches!(
-                    r.status,
-                    RoomStatus::Occupied | RoomStatus::Active | RoomStatus::Allocated
-                )
-            })
+            .filter(|r| !r.status.is_busy())
             .map(|r| (*r).clone())
             .collect();
         let surplus = (total - desired) as usize;

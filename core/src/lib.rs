@@ -25,4 +25,4 @@ pub use scheduler::{Scheduler, SchedulerState};
 pub use time::Timestamp;
 pub use token::RoomTokenSecret;
 pub use validation::{FieldError, ValidationErrors};
-pub use version::{ChangeKind, Version};
+pub use version::{ChangeKind, Version, VersionRecord};

@@ -34,6 +34,11 @@ impl PingStatus {
         }
     }
 
+    /// The statuses a room may send, as an error message lists them.
+    pub fn expected() -> String {
+        Self::ALL.map(Self::as_str).join(", ")
+    }
+
     pub const ALL: [PingStatus; 4] = [
         Self::Ready,
         Self::Occupied,
@@ -137,6 +142,13 @@ impl RoomStatus {
 
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Rooms that have players now or are about to: occupied rooms (Maestro protects
+    /// them), active rooms (some matches running) and allocated rooms (a match is on its
+    /// way). Never removed to scale down; kept from voluntary eviction.
+    pub fn is_busy(self) -> bool {
+        matches!(self, Self::Occupied | Self::Active | Self::Allocated)
     }
 
     /// Rooms that host or may host a match right now.

@@ -133,6 +133,18 @@ pub fn next_version(
     }
 }
 
+/// One recorded version of a scheduler (what the scheduler workflow keeps, last 50).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionRecord {
+    pub version: Version,
+    pub created_at: crate::time::Timestamp,
+    pub scheduler: Scheduler,
+    /// Set when the version failed validation: why. A failed version cannot be activated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
+}
+
 /// In OpenAPI documents: a string such as `v1.2`.
 impl utoipa::PartialSchema for Version {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {

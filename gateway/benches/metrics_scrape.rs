@@ -47,7 +47,7 @@ impl Fleet for BenchFleet {
             created_at: Timestamp::from_unix_millis(0),
             started_at: Some(Timestamp::from_unix_millis(0)),
             finished_at: Some(Timestamp::from_unix_millis(1_500)),
-            input: OperationRequest::AddRooms { amount: 1 },
+            input: OperationRequest::AddRooms(maestro_core::operation::AddRoomsInput { amount: 1 }),
             execution_history: Vec::new(),
             error: None,
             request_id: None,

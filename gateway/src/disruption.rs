@@ -5,20 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use maestro_core::RoomStatus;
 use maestro_runtime::{RoomStore, Runtime};
 use tracing::{debug, warn};
 
 use crate::reporter::Fleet;
-
-/// Rooms that have players now or are about to: Maestro protects occupied rooms; active
-/// rooms (some matches running) and allocated rooms (a match is on its way) host players
-/// just the same.
-const BUSY: [RoomStatus; 3] = [
-    RoomStatus::Occupied,
-    RoomStatus::Active,
-    RoomStatus::Allocated,
-];
 
 pub struct DisruptionGuard {
     fleet: Arc<dyn Fleet>,
@@ -68,7 +58,11 @@ impl DisruptionGuard {
                     continue;
                 }
             };
-            let busy: u64 = BUSY.iter().filter_map(|s| counts.get(s)).sum();
+            let busy: u64 = counts
+                .iter()
+                .filter(|(status, _)| status.is_busy())
+                .map(|(_, n)| n)
+                .sum();
             let busy = u32::try_from(busy).unwrap_or(u32::MAX);
             match self.runtime.guard_disruptions(&scheduler.name, busy).await {
                 Ok(()) => {

@@ -95,6 +95,19 @@ impl From<ValidationErrors> for ApiError {
     }
 }
 
+/// A scheduler's refusal (`core::operation::Rejection`), with the status of its code.
+impl From<maestro_core::operation::Rejection> for ApiError {
+    fn from(r: maestro_core::operation::Rejection) -> Self {
+        use maestro_core::operation::RejectionCode;
+        let code = match r.code {
+            RejectionCode::Invalid => ErrorCode::InvalidArgument,
+            RejectionCode::Conflict => ErrorCode::FailedPrecondition,
+            RejectionCode::NotFound => ErrorCode::NotFound,
+        };
+        Self::new(code, r.message)
+    }
+}
+
 /// Room-store failures, the same way on every API: an unknown room is 404, an unreachable
 /// store 503 (retry), an unreadable record 500.
 impl From<maestro_runtime::StoreError> for ApiError {

@@ -13,16 +13,13 @@
 
 use std::time::Duration;
 
-pub mod auth;
 pub mod directory;
 pub mod disruption;
-pub mod dry_run;
 pub mod error;
 pub mod forwarders;
 pub mod json;
 pub mod management;
 pub mod metrics;
-pub mod openapi;
 pub mod reporter;
 pub mod room_service;
 pub mod rooms;
@@ -202,7 +199,7 @@ fn bounded(router: Router, body_limit: usize) -> Router {
         ))
 }
 
-pub fn management_app(state: GatewayState, auth: auth::ManagementAuth) -> Router {
+pub fn management_app(state: GatewayState, auth: management::auth::ManagementAuth) -> Router {
     let docs = Router::new()
         .route(
             "/openapi.json",
@@ -210,14 +207,14 @@ pub fn management_app(state: GatewayState, auth: auth::ManagementAuth) -> Router
         )
         .route(
             "/docs",
-            get(|| async { axum::response::Html(openapi::SWAGGER_UI) }),
+            get(|| async { axum::response::Html(management::SWAGGER_UI) }),
         );
     let routes = management::router(state.clone())
         .merge(probes(state.clone()))
         .merge(docs)
         .layer(axum::middleware::from_fn_with_state(
             auth,
-            auth::require_token,
+            management::auth::require_token,
         ));
     observed(bounded(routes, MANAGEMENT_BODY_LIMIT), &state, "management")
 }

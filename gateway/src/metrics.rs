@@ -122,10 +122,7 @@ impl Metrics {
 
     pub fn ping(&self, status: &str) {
         // Unknown statuses are one bucket: the label must stay bounded whatever rooms send.
-        let status = match status {
-            "ready" | "occupied" | "terminating" | "terminated" => status,
-            _ => "invalid",
-        };
+        let status = maestro_core::PingStatus::parse(status).map_or("invalid", |s| s.as_str());
         self.pings.with_label_values(&[status]).inc();
     }
 

@@ -437,30 +437,20 @@ impl Reporter {
             .with_label_values(&labels)
             .set(scheduler.max_matches());
         g.current_rooms.with_label_values(&labels).set(counts.total);
-        let autoscaling = scheduler.autoscaling.as_ref().filter(|a| a.enabled);
-        match autoscaling {
-            Some(a) => {
-                g.min_rooms.with_label_values(&labels).set(a.min);
-                g.max_rooms.with_label_values(&labels).set(a.max);
-                let max_matches = u64::try_from(scheduler.max_matches()).unwrap_or(1);
-                let fleet = autoscaling::Fleet::of_rooms(rooms);
-                match autoscaling::decide(a, max_matches, fleet, None) {
-                    Ok(decision) => g
-                        .desired_rooms
-                        .with_label_values(&labels)
-                        .set(i64::try_from(decision.desired).unwrap_or(i64::MAX)),
-                    Err(e) => {
-                        warn!(scheduler = %scheduler.name, error = %e, "no autoscaler figure");
-                        let _ = g.desired_rooms.remove_label_values(&labels);
-                    }
-                }
-            }
-            None => {
-                for vec in [&g.min_rooms, &g.max_rooms, &g.desired_rooms] {
-                    vec.with_label_values(&labels).set(scheduler.rooms_replicas);
-                }
-            }
+        let (min, max) = match scheduler.autoscaling.as_ref().filter(|a| a.enabled) {
+            Some(a) => (a.min, a.max),
+            None => (scheduler.rooms_replicas, scheduler.rooms_replicas),
+        };
+        g.min_rooms.with_label_values(&labels).set(min);
+        g.max_rooms.with_label_values(&labels).set(max);
+        let desired =
+            autoscaling::desired_rooms(scheduler, autoscaling::Fleet::of_rooms(rooms), None);
+        if let Some(e) = &desired.fallback {
+            warn!(scheduler = %scheduler.name, error = %e, "autoscaling skipped: roomsReplicas is the desired count");
         }
+        g.desired_rooms
+            .with_label_values(&labels)
+            .set(i64::try_from(desired.decision.desired).unwrap_or(i64::MAX));
         let policy = scheduler.autoscaling.as_ref().map(|a| &a.policy.parameters);
         g.ready_target.with_label_values(&labels).set(
             policy
@@ -616,7 +606,7 @@ mod tests {
         fleet.schedulers.lock().unwrap().push(scheduler);
         fleet.finished.lock().unwrap().push(finished(
             "old",
-            OperationRequest::CreateScheduler,
+            OperationRequest::CreateScheduler(Default::default()),
             OperationStatus::Finished,
         ));
         store
@@ -646,7 +636,7 @@ mod tests {
         );
         fleet.finished.lock().unwrap().push(finished(
             "new",
-            OperationRequest::AddRooms { amount: 1 },
+            OperationRequest::AddRooms(maestro_core::operation::AddRoomsInput { amount: 1 }),
             OperationStatus::Error,
         ));
         reporter.refresh().await.unwrap();

@@ -270,8 +270,9 @@ fn decode_ping(message: PingMessage) -> Result<PingUpdate, ApiError> {
         ApiError::invalid_field(
             "status",
             format!(
-                "{:?} is not one of ready, occupied, terminating, terminated",
-                message.status
+                "{:?} is not one of {}",
+                message.status,
+                PingStatus::expected()
             ),
         )
     })?;

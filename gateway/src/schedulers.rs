@@ -8,10 +8,11 @@ use futures::StreamExt;
 use maestro_core::naming::{
     operation_workflow_id, scheduler_of_workflow_id, scheduler_workflow_id,
 };
+use maestro_core::operation::{DeleteSchedulerInput, Rejection};
 use maestro_core::{Operation, OperationRequest, Scheduler, SchedulerState, Timestamp};
 use maestro_workflows::{
-    DeleteSchedulerWorkflow, OperationInput, OperationsView, SchedulerSnapshot, SchedulerWorkflow,
-    SchedulerWorkflowInput, SubmitOperation, names,
+    ChildInput, OperationsView, SchedulerSnapshot, SchedulerWorkflow, SchedulerWorkflowState,
+    SubmitOperation, names,
 };
 use temporalio_client::errors::{WorkflowInteractionError, WorkflowQueryError, WorkflowStartError};
 use temporalio_client::{
@@ -101,12 +102,12 @@ impl SchedulerClient {
             .client
             .start_workflow(
                 SchedulerWorkflow::run,
-                SchedulerWorkflowInput {
+                SchedulerWorkflowState {
                     health_check_secs: self
                         .health_check
                         .map(|d| d.as_secs().max(u64::from(!d.is_zero()))),
                     continue_as_new_every: self.continue_as_new_every,
-                    ..SchedulerWorkflowInput::new(scheduler)
+                    ..SchedulerWorkflowState::new(scheduler)
                 },
                 options,
             )
@@ -217,7 +218,7 @@ impl SchedulerClient {
             id.clone(),
             0,
             &name,
-            OperationRequest::DeleteScheduler,
+            DeleteSchedulerInput {}.into(),
             None,
             now,
         );
@@ -229,10 +230,11 @@ impl SchedulerClient {
                 .build();
         self.client
             .start_workflow(
-                DeleteSchedulerWorkflow::run,
-                OperationInput {
+                maestro_workflows::operations::DeleteScheduler::run,
+                ChildInput {
                     operation,
                     scheduler,
+                    request: DeleteSchedulerInput {},
                 },
                 options,
             )
@@ -409,21 +411,10 @@ impl SchedulerClient {
         match self.operations(name).await {
             Ok(view) => {
                 let open = view.pending.iter().chain(view.active.iter());
-                if !open.clone().any(|op| op.id == operation_id) {
-                    return Err(
-                        match view.finished.iter().find(|op| op.id == operation_id) {
-                            Some(op) => ApiError::new(
-                                ErrorCode::FailedPrecondition,
-                                format!(
-                                    "operation {operation_id} is already final ({})",
-                                    op.status
-                                ),
-                            ),
-                            None => ApiError::not_found(format!(
-                                "scheduler {name} has no pending or running operation {operation_id}"
-                            )),
-                        },
-                    );
+                if let Some(refusal) =
+                    Rejection::of_cancel(name, operation_id, open, view.finished.iter())
+                {
+                    return Err(refusal.into());
                 }
             }
             Err(e) if e.code == ErrorCode::NotFound => return Err(e),

@@ -172,7 +172,9 @@ mod tests {
 
     fn submission(i: usize) -> SubmitOperation {
         SubmitOperation {
-            request: OperationRequest::AddRooms { amount: 1 },
+            request: OperationRequest::AddRooms(maestro_core::operation::AddRoomsInput {
+                amount: 1,
+            }),
             request_id: String::new(),
             operation_id: format!("op-{i}"),
         }

@@ -48,10 +48,11 @@ async fn submissions_are_accepted_with_no_worker_and_run_in_order() -> Result<()
     let submissions = (0..50).map(|i| {
         let (schedulers, name) = (schedulers.clone(), name.clone());
         tokio::spawn(async move {
-            let request = OperationRequest::RemoveRooms {
-                amount: 0,
-                rooms_ids: vec![format!("no-such-room-{i}")],
-            };
+            let request =
+                OperationRequest::RemoveRooms(maestro_core::operation::RemoveRoomsInput {
+                    amount: 0,
+                    rooms_ids: vec![format!("no-such-room-{i}")],
+                });
             schedulers.submit(&name, request, None).await
         })
     });
@@ -64,10 +65,10 @@ async fn submissions_are_accepted_with_no_worker_and_run_in_order() -> Result<()
         "answered in {:?} with no worker",
         started.elapsed()
     );
-    let keyed = OperationRequest::RemoveRooms {
+    let keyed = OperationRequest::RemoveRooms(maestro_core::operation::RemoveRoomsInput {
         amount: 0,
         rooms_ids: vec!["keyed".into()],
-    };
+    });
     let first = schedulers
         .submit(&name, keyed.clone(), Some("key-1".into()))
         .await?;
@@ -111,10 +112,10 @@ async fn submissions_are_accepted_with_no_worker_and_run_in_order() -> Result<()
             .await?;
         assert_eq!(again, first);
         // The same key, another request: refused, naming the key.
-        let other = OperationRequest::RemoveRooms {
+        let other = OperationRequest::RemoveRooms(maestro_core::operation::RemoveRoomsInput {
             amount: 0,
             rooms_ids: vec!["other".into()],
-        };
+        });
         let reused = schedulers
             .submit(&name, other, Some("key-1".into()))
             .await
@@ -130,7 +131,7 @@ async fn submissions_are_accepted_with_no_worker_and_run_in_order() -> Result<()
         let missing = schedulers
             .submit(
                 "never-created",
-                OperationRequest::AddRooms { amount: 1 },
+                OperationRequest::AddRooms(maestro_core::operation::AddRoomsInput { amount: 1 }),
                 None,
             )
             .await
@@ -156,9 +157,11 @@ async fn a_reused_key_is_refused_by_the_workflow_when_no_worker_could_check_it()
     schedulers
         .create(Scheduler::with_command(&name, "g", &["sleep", "600"]))
         .await?;
-    let request = |room: &str| OperationRequest::RemoveRooms {
-        amount: 0,
-        rooms_ids: vec![room.into()],
+    let request = |room: &str| {
+        OperationRequest::RemoveRooms(maestro_core::operation::RemoveRoomsInput {
+            amount: 0,
+            rooms_ids: vec![room.into()],
+        })
     };
     let first = schedulers
         .submit(&name, request("a"), Some("k".into()))
@@ -364,7 +367,13 @@ async fn a_stuck_workflow_is_reported_deletable_and_recoverable() -> Result<()> 
                 .create(Scheduler::with_command(name, "g", &["sleep", "600"]))
                 .await?;
             schedulers
-                .submit(name, OperationRequest::AddRooms { amount: 2 }, None)
+                .submit(
+                    name,
+                    OperationRequest::AddRooms(maestro_core::operation::AddRoomsInput {
+                        amount: 2,
+                    }),
+                    None,
+                )
                 .await?;
             drained(name.clone(), 2).await?;
         }
@@ -388,10 +397,18 @@ async fn a_stuck_workflow_is_reported_deletable_and_recoverable() -> Result<()> 
     let mut broken = Worker::new(&temporal, client.clone(), broken_options)?;
     let stop_broken = broken.shutdown_handle();
     let stuck_op = schedulers
-        .submit(&kept, OperationRequest::AddRooms { amount: 1 }, None)
+        .submit(
+            &kept,
+            OperationRequest::AddRooms(maestro_core::operation::AddRoomsInput { amount: 1 }),
+            None,
+        )
         .await?;
     schedulers
-        .submit(&doomed, OperationRequest::AddRooms { amount: 1 }, None)
+        .submit(
+            &doomed,
+            OperationRequest::AddRooms(maestro_core::operation::AddRoomsInput { amount: 1 }),
+            None,
+        )
         .await?;
     let observed = async {
         let problem = eventually(Duration::from_secs(90), "the problem reported", || async {

@@ -1,33 +1,26 @@
 //! `maestro-workflows`: the scheduler entity workflow and one child workflow per operation.
 //!
 //! Owns the workflow types and their pinned names (`scheduler`, `add_rooms`, ...), the
-//! update/query contracts the gateway uses, and the operation queue semantics: operations
-//! are accepted by a validated update, run strictly one at a time in acceptance order, and
-//! carried across continue-as-new.
+//! signal/query contracts the gateway uses, and the operation queue semantics: operations
+//! enter by signal, run strictly one at a time in acceptance order, and are carried across
+//! continue-as-new. `scheduler/` is the entity workflow (its state and pure transitions in
+//! `scheduler/state.rs`); `operations/` holds one module per operation.
 //!
 //! Must stay deterministic: no I/O, clocks, randomness, environment, `HashMap` iteration,
 //! tokio timers or spawns. Time comes from `workflow_time`, ids from the workflow's own
 //! deterministic uuid, and every side effect goes through an activity.
 
-mod health;
-mod operations;
+pub mod operations;
 mod scheduler;
-mod versions;
-
-use std::collections::VecDeque;
-use std::fmt;
-use std::str::FromStr;
 
 use maestro_core::{Operation, OperationRequest, Scheduler, Timestamp, Version};
 use serde::{Deserialize, Serialize};
 pub use temporalio_sdk::WorkflowRegistrationError;
 
-pub use health::HealthControllerWorkflow;
-pub use operations::{
-    AddRoomsWorkflow, CreateSchedulerWorkflow, DeleteSchedulerWorkflow, RemoveRoomsWorkflow,
-};
-pub use scheduler::SchedulerWorkflow;
-pub use versions::{CreateNewSchedulerVersionWorkflow, SwitchActiveVersionWorkflow};
+pub use maestro_core::operation::{Rejection, RejectionCode};
+pub use maestro_core::version::VersionRecord;
+pub use operations::{register_replayer_workflows, register_worker_workflows};
+pub use scheduler::{SchedulerWorkflow, SchedulerWorkflowState};
 
 /// Pinned names: part of every stored history; renaming a Rust item must not change them.
 /// The macros take these as string literals; `tests/scheduler_workflow.rs` checks that the
@@ -64,27 +57,6 @@ pub const FINISHED_OPERATIONS_KEPT: usize = 100;
 /// Versions kept in the workflow state.
 pub const VERSIONS_KEPT: usize = 50;
 
-/// Registers every workflow type on built `WorkerOptions` or `WorkflowReplayerOptions` (the
-/// SDK gives both a `register_workflow` but no shared trait). Evaluates to
-/// `Result<(), WorkflowRegistrationError>`.
-#[macro_export]
-macro_rules! register_workflows {
-    ($options:expr) => {{
-        let options = &mut $options;
-        (|| -> Result<(), $crate::WorkflowRegistrationError> {
-            options.register_workflow::<$crate::SchedulerWorkflow>()?;
-            options.register_workflow::<$crate::CreateSchedulerWorkflow>()?;
-            options.register_workflow::<$crate::AddRoomsWorkflow>()?;
-            options.register_workflow::<$crate::RemoveRoomsWorkflow>()?;
-            options.register_workflow::<$crate::DeleteSchedulerWorkflow>()?;
-            options.register_workflow::<$crate::CreateNewSchedulerVersionWorkflow>()?;
-            options.register_workflow::<$crate::SwitchActiveVersionWorkflow>()?;
-            options.register_workflow::<$crate::HealthControllerWorkflow>()?;
-            Ok(())
-        })()
-    }};
-}
-
 /// Workflows a worker keeps in memory by default: one per live scheduler avoids replaying
 /// histories on every task.
 pub const DEFAULT_MAX_CACHED_WORKFLOWS: usize = 2000;
@@ -102,79 +74,12 @@ pub fn worker_options(
         .max_cached_workflows(max_cached_workflows)
         .graceful_shutdown_period(std::time::Duration::from_secs(5))
         .build();
-    register_workflows!(options)?;
+    register_worker_workflows(&mut options)?;
     Ok(options)
-}
-
-/// One recorded version of a scheduler.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct VersionRecord {
-    pub version: Version,
-    pub created_at: Timestamp,
-    pub scheduler: Scheduler,
-    /// Set when the version failed validation: why. A failed version cannot be activated.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failed: Option<String>,
-}
-
-/// The scheduler workflow's input: for a new scheduler only `scheduler` is set; a
-/// continue-as-new carries everything else.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SchedulerWorkflowInput {
-    pub scheduler: Scheduler,
-    #[serde(default)]
-    pub versions: Vec<VersionRecord>,
-    #[serde(default)]
-    pub pending: VecDeque<Operation>,
-    #[serde(default)]
-    pub finished: VecDeque<Operation>,
-    #[serde(default)]
-    pub next_seq: u64,
-    /// 0 means [`DEFAULT_CONTINUE_AS_NEW_EVERY`].
-    #[serde(default)]
-    pub continue_as_new_every: u32,
-    #[serde(default)]
-    pub generation: u32,
-    /// Seconds between health checks; `None` is [`DEFAULT_HEALTH_CHECK_SECS`], 0 turns them off.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub health_check_secs: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_downscale_at: Option<Timestamp>,
-    /// When the next health check is due (carried so a continue-as-new does not run one
-    /// early).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_health_check: Option<Timestamp>,
-    /// The version active before the last switch to another major version (the rollback
-    /// target while that rollout goes on).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub previous_active: Option<Version>,
-    /// Crash-loop backoff of the scheduler's rooms (see `core::health::CrashBackoff`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub crash_backoff: Option<maestro_core::health::CrashBackoff>,
 }
 
 /// Maestro's health controller interval.
 pub const DEFAULT_HEALTH_CHECK_SECS: u64 = 60;
-
-impl SchedulerWorkflowInput {
-    pub fn new(scheduler: Scheduler) -> Self {
-        Self {
-            scheduler,
-            versions: Vec::new(),
-            pending: VecDeque::new(),
-            finished: VecDeque::new(),
-            next_seq: 0,
-            continue_as_new_every: 0,
-            generation: 0,
-            health_check_secs: None,
-            last_downscale_at: None,
-            next_health_check: None,
-            previous_active: None,
-            crash_backoff: None,
-        }
-    }
-}
 
 /// What the `get_scheduler` query (and the memo) answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -214,48 +119,51 @@ pub struct SubmitOperation {
     pub operation_id: String,
 }
 
-/// Why the workflow refused an operation; travels as the update failure's message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Rejection {
-    pub code: RejectionCode,
-    pub message: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RejectionCode {
-    /// The request itself is invalid (HTTP 400).
-    Invalid,
-    /// The scheduler's state forbids it now, e.g. it is being deleted (HTTP 409).
-    Conflict,
-    /// What the request names does not exist, e.g. an unknown operation (HTTP 404).
-    NotFound,
-}
-
-impl fmt::Display for Rejection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let json = serde_json::to_string(self).map_err(|_| fmt::Error)?;
-        f.write_str(&json)
-    }
-}
-
-impl std::error::Error for Rejection {}
-
-impl FromStr for Rejection {
-    type Err = serde_json::Error;
-
-    /// Parses an update failure's message back into the rejection the validator gave.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        serde_json::from_str(s)
-    }
-}
-
-/// A child operation workflow's input.
+/// A child operation workflow's input as it travels (and is recorded in histories).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OperationInput {
     pub operation: Operation,
     /// The scheduler's active version when the operation starts.
     pub scheduler: Scheduler,
+}
+
+/// What an operation's workflow receives: the recorded [`OperationInput`], plus its own
+/// input already typed (`request`), so no child re-matches the request its parent
+/// dispatched on. Travels as `OperationInput`; decoding the input of another kind fails.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(
+    try_from = "OperationInput",
+    into = "OperationInput",
+    bound = "I: Clone + TryFrom<OperationRequest, Error = maestro_core::operation::WrongKind>"
+)]
+pub struct ChildInput<I> {
+    pub operation: Operation,
+    pub scheduler: Scheduler,
+    pub request: I,
+}
+
+impl<I> TryFrom<OperationInput> for ChildInput<I>
+where
+    I: TryFrom<OperationRequest, Error = maestro_core::operation::WrongKind>,
+{
+    type Error = maestro_core::operation::WrongKind;
+
+    fn try_from(input: OperationInput) -> Result<Self, Self::Error> {
+        Ok(Self {
+            request: I::try_from(input.operation.input.clone())?,
+            operation: input.operation,
+            scheduler: input.scheduler,
+        })
+    }
+}
+
+impl<I> From<ChildInput<I>> for OperationInput {
+    fn from(input: ChildInput<I>) -> Self {
+        Self {
+            operation: input.operation,
+            scheduler: input.scheduler,
+        }
+    }
 }
 
 /// A child operation workflow's result. Business failures are results, not workflow
@@ -292,19 +200,4 @@ pub enum OperationEffect {
     Downscaled { at: Timestamp },
     /// The rollout failed: make `to` (the version before it) active again.
     RollBack { to: Version, reason: String },
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rejections_round_trip_through_the_failure_message() {
-        let r = Rejection {
-            code: RejectionCode::Conflict,
-            message: "scheduler is being deleted".into(),
-        };
-        assert_eq!(r.to_string().parse::<Rejection>().unwrap(), r);
-        assert!("plain text".parse::<Rejection>().is_err());
-    }
 }

@@ -1,16 +1,12 @@
 //! The scheduler entity workflow (`scheduler:{name}`): owns the scheduler's versions and its
-//! operation queue. The `submit_operation` update only appends to the queue; `run` is the
-//! single loop that drains it, one child workflow at a time, so operations run strictly in
-//! acceptance order.
+//! operation queue ([`SchedulerWorkflowState`]). The `enqueue_operations` signal only
+//! appends to the queue; `run` is the single loop that drains it, one child workflow at a
+//! time, so operations run strictly in acceptance order.
 
-use std::collections::VecDeque;
 use std::time::SystemTime;
 
 use maestro_core::naming::operation_workflow_id;
-use maestro_core::{
-    HistoryEntry, Operation, OperationKind, OperationRequest, OperationStatus, Scheduler,
-    SchedulerState, Timestamp, Version,
-};
+use maestro_core::{Operation, OperationRequest, Scheduler, Timestamp};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
     CancellableFuture, CancellableFutureWithReason, ChildWorkflowCancellationType,
@@ -18,40 +14,15 @@ use temporalio_sdk::{
     WorkflowContextView, WorkflowResult,
 };
 
-use crate::health::HealthControllerWorkflow;
-use crate::operations::{
-    AddRoomsWorkflow, CreateSchedulerWorkflow, DeleteSchedulerWorkflow, RemoveRoomsWorkflow,
-};
-use crate::versions::{CreateNewSchedulerVersionWorkflow, SwitchActiveVersionWorkflow};
 use crate::{
-    DEFAULT_HEALTH_CHECK_SECS, OperationInput, OperationOutcome, OperationsView, Rejection,
-    RejectionCode, SchedulerSnapshot, SchedulerWorkflowInput, SubmitOperation, VERSIONS_KEPT,
-    VersionRecord, names,
+    ChildInput, OperationOutcome, OperationsView, SchedulerSnapshot, SubmitOperation, names,
 };
+
+pub use state::SchedulerWorkflowState;
 
 #[workflow]
 pub struct SchedulerWorkflow {
-    scheduler: Scheduler,
-    versions: Vec<VersionRecord>,
-    pending: VecDeque<Operation>,
-    active: Option<Operation>,
-    finished: VecDeque<Operation>,
-    next_seq: u64,
-    continue_as_new_every: u32,
-    generation: u32,
-    /// Operations run by this run (not carried across continue-as-new).
-    run_operations: u32,
-    deleted: bool,
-    /// The running operation's id once a cancel was asked for it.
-    cancel_requested: Option<String>,
-    /// 0: no health checks.
-    health_check_secs: u64,
-    /// When the next health check is due.
-    next_health_check: Option<Timestamp>,
-    last_downscale_at: Option<Timestamp>,
-    previous_active: Option<Version>,
-    /// What the last health run said about crash-looping rooms.
-    crash_backoff: Option<maestro_core::health::CrashBackoff>,
+    state: SchedulerWorkflowState,
 }
 
 /// Workflow code changes that running workflows must replay around (`ctx.patched`).
@@ -67,16 +38,30 @@ fn timestamp(t: Option<SystemTime>) -> Timestamp {
     t.map(Timestamp::from_system_time).unwrap_or_default()
 }
 
+/// Starts `$operation` as the child workflow of its kind and waits for its outcome.
+macro_rules! dispatch {
+    (($ctx:ident, $operation:ident, $scheduler:ident, $options:ident) $($kind:ident($input:ty) = $name:literal),* $(,)?) => {
+        match &$operation.input {
+            $(
+                OperationRequest::$kind(request) => {
+                    let input = ChildInput {
+                        operation: $operation.clone(),
+                        scheduler: $scheduler.clone(),
+                        request: request.clone(),
+                    };
+                    start_and_wait($ctx, crate::operations::$kind::run, input, $options).await
+                }
+            )*
+        }
+    };
+}
+
 /// Runs one operation as its own child workflow; any failure becomes an error outcome.
 async fn run_child(
     ctx: &WorkflowContext<SchedulerWorkflow>,
     operation: &Operation,
     scheduler: &Scheduler,
 ) -> OperationOutcome {
-    let input = OperationInput {
-        operation: operation.clone(),
-        scheduler: scheduler.clone(),
-    };
     let options = ChildWorkflowOptions::builder()
         .workflow_id(operation_workflow_id(&scheduler.name, &operation.id))
         // Wait for a cancelled operation to finish its cleanup before the next one starts.
@@ -86,27 +71,7 @@ async fn run_child(
             operation.definition_name, operation.seq, scheduler.name
         ))
         .build();
-    let result = match operation.input.kind() {
-        OperationKind::CreateScheduler => {
-            start_and_wait(ctx, CreateSchedulerWorkflow::run, input, options).await
-        }
-        OperationKind::AddRooms => start_and_wait(ctx, AddRoomsWorkflow::run, input, options).await,
-        OperationKind::RemoveRooms => {
-            start_and_wait(ctx, RemoveRoomsWorkflow::run, input, options).await
-        }
-        OperationKind::DeleteScheduler => {
-            start_and_wait(ctx, DeleteSchedulerWorkflow::run, input, options).await
-        }
-        OperationKind::CreateNewSchedulerVersion => {
-            start_and_wait(ctx, CreateNewSchedulerVersionWorkflow::run, input, options).await
-        }
-        OperationKind::SwitchActiveVersion => {
-            start_and_wait(ctx, SwitchActiveVersionWorkflow::run, input, options).await
-        }
-        OperationKind::HealthController => {
-            start_and_wait(ctx, HealthControllerWorkflow::run, input, options).await
-        }
-    };
+    let result = maestro_core::for_each_operation!(dispatch; ctx, operation, scheduler, options);
     result.unwrap_or_else(|error| OperationOutcome {
         succeeded: false,
         history: Vec::new(),
@@ -116,15 +81,15 @@ async fn run_child(
     })
 }
 
-async fn start_and_wait<WD>(
+async fn start_and_wait<WD, I>(
     ctx: &WorkflowContext<SchedulerWorkflow>,
     workflow: WD,
-    input: OperationInput,
+    input: ChildInput<I>,
     options: ChildWorkflowOptions,
 ) -> Result<OperationOutcome, String>
 where
-    WD: temporalio_common::WorkflowDefinition<Output = OperationOutcome> + 'static,
-    OperationInput: Into<WD::Input>,
+    WD: temporalio_common::WorkflowDefinition<Input = ChildInput<I>, Output = OperationOutcome>
+        + 'static,
 {
     let operation_id = input.operation.id.clone();
     let started = ctx
@@ -132,7 +97,7 @@ where
         .await
         .map_err(|e| format!("could not start the operation: {e}"))?;
     let result = started.result();
-    let cancel = ctx.wait_condition(|s| s.cancel_requested.as_deref() == Some(&operation_id));
+    let cancel = ctx.wait_condition(|s| s.state.cancel_requested.as_deref() == Some(&operation_id));
     futures::pin_mut!(result, cancel);
     temporalio_sdk::workflows::select! {
         outcome = &mut result => {
@@ -151,44 +116,12 @@ where
 #[workflow_methods]
 impl SchedulerWorkflow {
     #[init]
-    pub fn new(ctx: &WorkflowContextView, input: SchedulerWorkflowInput) -> Self {
-        let mut this = Self {
-            scheduler: input.scheduler,
-            versions: input.versions,
-            pending: input.pending,
-            active: None,
-            finished: input.finished,
-            next_seq: input.next_seq,
-            continue_as_new_every: input.continue_as_new_every,
-            generation: input.generation,
-            run_operations: 0,
-            deleted: false,
-            cancel_requested: None,
-            health_check_secs: input.health_check_secs.unwrap_or(DEFAULT_HEALTH_CHECK_SECS),
-            next_health_check: input.next_health_check,
-            last_downscale_at: input.last_downscale_at,
-            previous_active: input.previous_active,
-            crash_backoff: input.crash_backoff,
-        };
-        if this.versions.is_empty() {
-            // A new scheduler: its first version and the create operation come before any
-            // update can be handled, so create_scheduler is always operation #1.
-            let now = timestamp(ctx.start_time());
-            this.scheduler.state = Some(SchedulerState::Creating);
-            this.scheduler.created_at = Some(now);
-            this.scheduler.spec.version = Version::FIRST.to_string();
-            this.versions.push(VersionRecord {
-                version: Version::FIRST,
-                created_at: now,
-                scheduler: this.scheduler.clone(),
-                failed: None,
-            });
-            let id = ctx.first_execution_run_id().to_string();
-            this.enqueue(id, OperationRequest::CreateScheduler, None, now);
+    pub fn new(ctx: &WorkflowContextView, input: SchedulerWorkflowState) -> Self {
+        let now = timestamp(ctx.start_time());
+        let id = ctx.first_execution_run_id().to_string();
+        Self {
+            state: input.started(id, now),
         }
-        this.versions
-            .drain(..this.versions.len().saturating_sub(VERSIONS_KEPT));
-        this
     }
 
     #[run(name = "scheduler")]
@@ -196,7 +129,7 @@ impl SchedulerWorkflow {
         // Readable from the first moment, not only after the first operation. Patched: runs
         // recorded before this change have no such command and must replay unchanged.
         if ctx.patched(patches::MEMO_AT_START) {
-            let snapshot = ctx.state(|s| s.snapshot());
+            let snapshot = ctx.state(|s| s.state.snapshot());
             ctx.upsert_memo([(names::MEMO_SNAPSHOT, Some(MemoValue::new(snapshot)))])?;
         }
         // Patched: runs recorded before health checks existed have no timers to replay.
@@ -205,11 +138,13 @@ impl SchedulerWorkflow {
             let wake_in = if health_checks {
                 let now = timestamp(ctx.workflow_time());
                 let id = ctx.uuid4();
-                ctx.state_mut(|s| s.schedule_health_check(id, now))
+                ctx.state_mut(|s| s.state.schedule_health_check(id, now))
             } else {
                 None
             };
-            let work = ctx.wait_condition(|s| !s.pending.is_empty() || s.should_continue_as_new());
+            let work = ctx.wait_condition(|s| {
+                !s.state.pending.is_empty() || s.state.should_continue_as_new()
+            });
             match wake_in {
                 None => work.await?,
                 Some(delay) => {
@@ -224,32 +159,19 @@ impl SchedulerWorkflow {
                     }
                 }
             }
-            if ctx.state(|s| s.should_continue_as_new()) || ctx.continue_as_new_suggested() {
-                let next = ctx.state(|s| s.continue_as_new_input());
+            if ctx.state(|s| s.state.should_continue_as_new()) || ctx.continue_as_new_suggested() {
+                let next = ctx.state(|s| s.state.continue_as_new_input());
                 ctx.continue_as_new(next, ContinueAsNewOptions::default())?;
             }
             let now = timestamp(ctx.workflow_time());
-            let Some((operation, scheduler)) = ctx.state_mut(|s| {
-                let mut op = s.pending.pop_front()?;
-                if let OperationRequest::CreateNewSchedulerVersion { scheduler } = &mut op.input {
-                    scheduler.spec.version = s.assign_version(scheduler).to_string();
-                }
-                op.status = OperationStatus::InProgress;
-                op.started_at = Some(now);
-                op.execution_history.push(HistoryEntry {
-                    created_at: now,
-                    event: "operation started".into(),
-                });
-                s.active = Some(op.clone());
-                Some((op, s.scheduler.clone()))
-            }) else {
+            let Some((operation, scheduler)) = ctx.state_mut(|s| s.state.start_next(now)) else {
                 continue;
             };
             let outcome = run_child(ctx, &operation, &scheduler).await;
             let now = timestamp(ctx.workflow_time());
             let snapshot = ctx.state_mut(|s| {
-                s.finish(operation, outcome, now);
-                s.snapshot()
+                s.state.finish(operation, outcome, now);
+                s.state.snapshot()
             });
             // The memo answers reads while no worker is up to answer queries.
             ctx.upsert_memo([(names::MEMO_SNAPSHOT, Some(MemoValue::new(snapshot.clone())))])?;
@@ -257,41 +179,6 @@ impl SchedulerWorkflow {
                 return Ok(snapshot);
             }
         }
-    }
-
-    #[update_validator(submit_operation)]
-    fn validate_submit_operation(
-        &self,
-        _ctx: &WorkflowContextView,
-        submit: &SubmitOperation,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        if self.submitted(&submit.request_id).is_some() {
-            // A retry of an accepted submission: the handler answers with that operation.
-            return Ok(());
-        }
-        match self.refusal(&submit.request) {
-            Some(rejection) => Err(Box::new(rejection)),
-            None => Ok(()),
-        }
-    }
-
-    /// Accepts an operation: appends it to the queue and returns it with its id. A repeated
-    /// `request_id` returns the operation it created the first time.
-    #[update(name = "submit_operation")]
-    pub fn submit_operation(
-        &mut self,
-        ctx: &mut SyncWorkflowContext<Self>,
-        submit: SubmitOperation,
-    ) -> Operation {
-        if let Some(existing) = self.submitted(&submit.request_id) {
-            return existing.clone();
-        }
-        let now = timestamp(ctx.workflow_time());
-        if submit.request == OperationRequest::DeleteScheduler {
-            self.scheduler.state = Some(SchedulerState::Terminating);
-        }
-        let request_id = Some(submit.request_id).filter(|id| !id.is_empty());
-        self.enqueue(ctx.uuid4(), submit.request, request_id, now)
     }
 
     /// How operations enter: a gateway's batch of submissions, appended to the queue in
@@ -308,70 +195,85 @@ impl SchedulerWorkflow {
             if submit.operation_id.is_empty() {
                 submit.operation_id = ctx.uuid4();
             }
-            self.accept(submit, now);
+            self.state.accept(submit, now);
         }
     }
 
-    /// Cancels an operation, as the legacy `cancel_operation` update does; an unknown or
-    /// final operation is left as it is (the gateway answers 404/409 before signalling).
+    /// Cancels an operation, as the legacy `cancel_operation` update does; one it cannot
+    /// cancel is left as it is (the gateway answers 404/409 from the same rule before
+    /// signalling).
     #[signal(name = "request_cancel")]
     pub fn request_cancel(&mut self, ctx: &mut SyncWorkflowContext<Self>, operation_id: String) {
-        let running = self.active.as_ref().is_some_and(|op| op.id == operation_id);
-        if running || self.pending.iter().any(|op| op.id == operation_id) {
-            self.cancel(ctx, operation_id);
+        if self.state.cancel_refusal(&operation_id).is_none() {
+            let now = timestamp(ctx.workflow_time());
+            self.state.cancel(operation_id, now);
         }
     }
 
+    #[query(name = "get_scheduler")]
+    pub fn get_scheduler(&self, _ctx: &WorkflowContextView) -> SchedulerSnapshot {
+        self.state.snapshot()
+    }
+
+    #[query(name = "get_operations")]
+    pub fn get_operations(&self, _ctx: &WorkflowContextView) -> OperationsView {
+        self.state.operations()
+    }
+
+    /// Legacy: operations entered by this update before signals did. Registered only so
+    /// that histories recorded with it replay.
+    #[update_validator(submit_operation)]
+    fn validate_submit_operation(
+        &self,
+        _ctx: &WorkflowContextView,
+        submit: &SubmitOperation,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        if self.state.submitted(&submit.request_id).is_some() {
+            // A retry of an accepted submission: the handler answers with that operation.
+            return Ok(());
+        }
+        match self.state.refusal(&submit.request) {
+            Some(rejection) => Err(Box::new(rejection)),
+            None => Ok(()),
+        }
+    }
+
+    #[update(name = "submit_operation")]
+    pub fn submit_operation(
+        &mut self,
+        ctx: &mut SyncWorkflowContext<Self>,
+        submit: SubmitOperation,
+    ) -> Operation {
+        if let Some(existing) = self.state.submitted(&submit.request_id) {
+            return existing.clone();
+        }
+        let now = timestamp(ctx.workflow_time());
+        self.state.mark_if_deleting(&submit.request);
+        let request_id = Some(submit.request_id).filter(|id| !id.is_empty());
+        self.state
+            .enqueue(ctx.uuid4(), submit.request, request_id, now)
+    }
+
+    /// Legacy, like `submit_operation`: replaced by the `request_cancel` signal.
     #[update_validator(cancel_operation)]
     fn validate_cancel_operation(
         &self,
         _ctx: &WorkflowContextView,
         operation_id: &String,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        let running = self
-            .active
-            .as_ref()
-            .is_some_and(|op| &op.id == operation_id);
-        if running || self.pending.iter().any(|op| &op.id == operation_id) {
-            return Ok(());
+        match self.state.cancel_refusal(operation_id) {
+            Some(rejection) => Err(Box::new(rejection)),
+            None => Ok(()),
         }
-        let (code, message) = match self.finished.iter().find(|op| &op.id == operation_id) {
-            Some(op) => (
-                RejectionCode::Conflict,
-                format!(
-                    "operation {operation_id} is already final ({:?})",
-                    op.status
-                ),
-            ),
-            None => (
-                RejectionCode::NotFound,
-                format!(
-                    "scheduler {} has no pending or running operation {operation_id}",
-                    self.scheduler.name
-                ),
-            ),
-        };
-        Err(Box::new(Rejection { code, message }))
     }
 
-    /// Cancels an operation: a pending one leaves the queue at once (canceled); the running
-    /// one is asked to stop and is recorded as canceled when its child workflow returns.
     #[update(name = "cancel_operation")]
     pub fn cancel_operation(
         &mut self,
         ctx: &mut SyncWorkflowContext<Self>,
         operation_id: String,
     ) -> Option<Operation> {
-        self.cancel(ctx, operation_id)
-    }
-
-    #[query(name = "get_scheduler")]
-    pub fn get_scheduler(&self, _ctx: &WorkflowContextView) -> SchedulerSnapshot {
-        self.snapshot()
-    }
-
-    #[query(name = "get_operations")]
-    pub fn get_operations(&self, _ctx: &WorkflowContextView) -> OperationsView {
-        self.operations()
+        let now = timestamp(ctx.workflow_time());
+        self.state.cancel(operation_id, now)
     }
 }

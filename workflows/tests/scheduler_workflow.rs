@@ -16,8 +16,8 @@ use maestro_core::{OperationRequest, OperationStatus, Scheduler};
 use maestro_runtime::{MemoryRoomStore, ProcessRuntime, ProcessRuntimeConfig, Runtime as _};
 use maestro_testkit::{TemporalDevServer, eventually, processes_with_env, temp_dir};
 use maestro_workflows::{
-    OperationsView, SchedulerSnapshot, SchedulerWorkflow, SchedulerWorkflowInput, SubmitOperation,
-    register_workflows, worker_options,
+    OperationsView, SchedulerSnapshot, SchedulerWorkflow, SchedulerWorkflowState, SubmitOperation,
+    register_replayer_workflows, worker_options,
 };
 use temporalio_client::{
     Client, ClientOptions, Connection, ConnectionOptions, WorkflowFetchHistoryOptions,
@@ -79,12 +79,12 @@ impl Harness {
     }
 
     async fn create(&self, scheduler: Scheduler, continue_as_new_every: u32) -> Result<()> {
-        let mut input = SchedulerWorkflowInput::new(scheduler.clone());
+        let mut input = SchedulerWorkflowState::new(scheduler.clone());
         input.continue_as_new_every = continue_as_new_every;
         self.start(input).await
     }
 
-    async fn start(&self, input: SchedulerWorkflowInput) -> Result<()> {
+    async fn start(&self, input: SchedulerWorkflowState) -> Result<()> {
         let scheduler = input.scheduler.clone();
         self.client
             .start_workflow(
@@ -235,8 +235,12 @@ async fn a_burst_of_100_concurrent_submissions_runs_in_acceptance_order() -> Res
     let name = &format!("burst-{}", std::process::id());
     h.with_worker(async {
         h.create(scheduler(name), 0).await?;
-        let submissions =
-            (0..100).map(|_| h.submit(name, OperationRequest::AddRooms { amount: 1 }));
+        let submissions = (0..100).map(|_| {
+            h.submit(
+                name,
+                OperationRequest::AddRooms(maestro_core::operation::AddRoomsInput { amount: 1 }),
+            )
+        });
         let accepted: Vec<_> = join_all(submissions)
             .await
             .into_iter()
@@ -264,10 +268,15 @@ async fn a_burst_of_100_concurrent_submissions_runs_in_acceptance_order() -> Res
             100
         );
 
-        let delete = h.submit(name, OperationRequest::DeleteScheduler).await?;
+        let delete = h
+            .submit(name, OperationRequest::DeleteScheduler(Default::default()))
+            .await?;
         assert_eq!(delete.seq, 102);
         let refused = h
-            .submit(name, OperationRequest::AddRooms { amount: 1 })
+            .submit(
+                name,
+                OperationRequest::AddRooms(maestro_core::operation::AddRoomsInput { amount: 1 }),
+            )
             .await?;
         assert_eq!(refused.status, OperationStatus::Error, "{refused:?}");
         assert!(
@@ -303,7 +312,12 @@ async fn continue_as_new_carries_a_non_empty_queue() -> Result<()> {
         h.create(scheduler(name), 3).await?;
         // A burst far larger than one run's share: the queue is non-empty at every
         // continue-as-new and must come through intact.
-        let submissions = (0..20).map(|_| h.submit(name, OperationRequest::AddRooms { amount: 1 }));
+        let submissions = (0..20).map(|_| {
+            h.submit(
+                name,
+                OperationRequest::AddRooms(maestro_core::operation::AddRoomsInput { amount: 1 }),
+            )
+        });
         join_all(submissions)
             .await
             .into_iter()
@@ -328,7 +342,13 @@ async fn continue_as_new_carries_a_non_empty_queue() -> Result<()> {
                 .clone()
                 .expect("submissions carry a request id");
             let again = h
-                .submit_as(name, OperationRequest::AddRooms { amount: 1 }, &request_id)
+                .submit_as(
+                    name,
+                    OperationRequest::AddRooms(maestro_core::operation::AddRoomsInput {
+                        amount: 1,
+                    }),
+                    &request_id,
+                )
                 .await?;
             assert_eq!((again.id.as_str(), again.seq), (op.id.as_str(), op.seq));
         }
@@ -346,7 +366,8 @@ async fn continue_as_new_carries_a_non_empty_queue() -> Result<()> {
             snapshot.generation
         );
         assert_eq!(h.runtime.list_rooms(name).await?.len(), 20);
-        h.submit(name, OperationRequest::DeleteScheduler).await?;
+        h.submit(name, OperationRequest::DeleteScheduler(Default::default()))
+            .await?;
         eventually(
             Duration::from_secs(120),
             "the scheduler to be deleted",
@@ -365,7 +386,7 @@ fn histories_dir() -> PathBuf {
 
 fn replayer() -> Result<WorkflowReplayer> {
     let mut options = WorkflowReplayerOptions::new().build();
-    register_workflows!(options)?;
+    register_replayer_workflows(&mut options)?;
     Ok(WorkflowReplayer::new(options)?)
 }
 
@@ -447,20 +468,27 @@ async fn a_fresh_lifecycle_history_replays() -> Result<()> {
         .with_worker(async {
             h.create(scheduler(name), 0).await?;
             let add = h
-                .submit(name, OperationRequest::AddRooms { amount: 2 })
+                .submit(
+                    name,
+                    OperationRequest::AddRooms(maestro_core::operation::AddRoomsInput {
+                        amount: 2,
+                    }),
+                )
                 .await?;
             let remove = h
                 .submit(
                     name,
-                    OperationRequest::RemoveRooms {
+                    OperationRequest::RemoveRooms(maestro_core::operation::RemoveRoomsInput {
                         amount: 1,
                         rooms_ids: vec![],
-                    },
+                    }),
                 )
                 .await?;
             h.drained(name, 3, Duration::from_secs(60)).await?;
             assert_eq!(h.runtime.list_rooms(name).await?.len(), 1);
-            let delete = h.submit(name, OperationRequest::DeleteScheduler).await?;
+            let delete = h
+                .submit(name, OperationRequest::DeleteScheduler(Default::default()))
+                .await?;
             eventually(Duration::from_secs(60), "deletion", || async {
                 h.snapshot(name).await.ok().filter(|s| s.deleted)
             })
@@ -532,16 +560,21 @@ async fn version_operations_record_switch_and_replay() -> Result<()> {
     let histories = h
         .with_worker(async {
             h.create(scheduler(name), 0).await?;
-            h.submit(name, OperationRequest::AddRooms { amount: 1 })
-                .await?;
+            h.submit(
+                name,
+                OperationRequest::AddRooms(maestro_core::operation::AddRoomsInput { amount: 1 }),
+            )
+            .await?;
             let mut minor = scheduler(name);
             minor.rooms_replicas = 4;
             let minor_op = h
                 .submit(
                     name,
-                    OperationRequest::CreateNewSchedulerVersion {
-                        scheduler: Box::new(minor),
-                    },
+                    OperationRequest::CreateNewSchedulerVersion(
+                        maestro_core::operation::CreateNewSchedulerVersionInput {
+                            scheduler: Box::new(minor),
+                        },
+                    ),
                 )
                 .await?;
             let mut broken = scheduler(name);
@@ -549,17 +582,21 @@ async fn version_operations_record_switch_and_replay() -> Result<()> {
             let major_op = h
                 .submit(
                     name,
-                    OperationRequest::CreateNewSchedulerVersion {
-                        scheduler: Box::new(broken),
-                    },
+                    OperationRequest::CreateNewSchedulerVersion(
+                        maestro_core::operation::CreateNewSchedulerVersionInput {
+                            scheduler: Box::new(broken),
+                        },
+                    ),
                 )
                 .await?;
             let switch_op = h
                 .submit(
                     name,
-                    OperationRequest::SwitchActiveVersion {
-                        version: maestro_core::Version::FIRST,
-                    },
+                    OperationRequest::SwitchActiveVersion(
+                        maestro_core::operation::SwitchActiveVersionInput {
+                            version: maestro_core::Version::FIRST,
+                        },
+                    ),
                 )
                 .await?;
             let view = h.drained(name, 5, Duration::from_secs(90)).await?;
@@ -623,7 +660,8 @@ async fn version_operations_record_switch_and_replay() -> Result<()> {
                         .await?,
                 ));
             }
-            h.submit(name, OperationRequest::DeleteScheduler).await?;
+            h.submit(name, OperationRequest::DeleteScheduler(Default::default()))
+                .await?;
             eventually(Duration::from_secs(60), "deletion", || async {
                 h.snapshot(name).await.ok().filter(|s| s.deleted)
             })
@@ -656,13 +694,20 @@ async fn cancel_pending_and_running_operations() -> Result<()> {
             let running = h
                 .submit(
                     name,
-                    OperationRequest::CreateNewSchedulerVersion {
-                        scheduler: Box::new(never_ready),
-                    },
+                    OperationRequest::CreateNewSchedulerVersion(
+                        maestro_core::operation::CreateNewSchedulerVersionInput {
+                            scheduler: Box::new(never_ready),
+                        },
+                    ),
                 )
                 .await?;
             let pending = h
-                .submit(name, OperationRequest::AddRooms { amount: 1 })
+                .submit(
+                    name,
+                    OperationRequest::AddRooms(maestro_core::operation::AddRoomsInput {
+                        amount: 1,
+                    }),
+                )
                 .await?;
             eventually(Duration::from_secs(90), "the validation room", || async {
                 let rooms = h.runtime.list_rooms(name).await.ok()?;
@@ -702,8 +747,11 @@ async fn cancel_pending_and_running_operations() -> Result<()> {
             // 409/404 before it signals).
             h.cancel(name, &running.id).await?;
             h.cancel(name, "no-such-operation").await?;
-            h.submit(name, OperationRequest::AddRooms { amount: 1 })
-                .await?;
+            h.submit(
+                name,
+                OperationRequest::AddRooms(maestro_core::operation::AddRoomsInput { amount: 1 }),
+            )
+            .await?;
             let after = h.operations(name).await?;
             assert_eq!(
                 after
@@ -724,7 +772,8 @@ async fn cancel_pending_and_running_operations() -> Result<()> {
                 .fetch_history(WorkflowFetchHistoryOptions::default())
                 .to_json()
                 .await?;
-            h.submit(name, OperationRequest::DeleteScheduler).await?;
+            h.submit(name, OperationRequest::DeleteScheduler(Default::default()))
+                .await?;
             eventually(Duration::from_secs(60), "deletion", || async {
                 h.snapshot(name).await.ok().filter(|s| s.deleted)
             })
@@ -752,7 +801,7 @@ async fn health_checks_run_on_their_interval_and_replay() -> Result<()> {
         .with_worker(async {
             let mut s = scheduler(name);
             s.rooms_replicas = 2;
-            let mut input = SchedulerWorkflowInput::new(s);
+            let mut input = SchedulerWorkflowState::new(s);
             input.health_check_secs = Some(1);
             h.start(input).await?;
             eventually(
@@ -794,7 +843,8 @@ async fn health_checks_run_on_their_interval_and_replay() -> Result<()> {
                     .to_json()
                     .await?,
             ));
-            h.submit(name, OperationRequest::DeleteScheduler).await?;
+            h.submit(name, OperationRequest::DeleteScheduler(Default::default()))
+                .await?;
             eventually(Duration::from_secs(60), "deletion", || async {
                 h.snapshot(name).await.ok().filter(|s| s.deleted)
             })

@@ -1,25 +1,127 @@
-//! The scheduler workflow's state transitions: pure functions of its fields and their inputs
-//! (no context but the sync one cancel needs for the time), called by the run loop and the
-//! signal and update handlers in `scheduler.rs`.
+//! The scheduler workflow's state, one serialisable struct (the workflow's input, and what
+//! continue-as-new passes on whole), and its transitions: pure functions of the state, the
+//! time and their inputs, called by the run loop and the signal handlers in `scheduler.rs`
+//! and unit-tested here without a Temporal server.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
+use maestro_core::operation::{
+    CreateSchedulerInput, HealthControllerInput, Rejection, RejectionCode, SwitchActiveVersionInput,
+};
 use maestro_core::version::next_version;
 use maestro_core::{
     HistoryEntry, Operation, OperationKind, OperationRequest, OperationStatus, Scheduler,
-    SchedulerState, Timestamp, Version,
+    SchedulerState, Timestamp, Version, VersionRecord,
 };
-use temporalio_sdk::SyncWorkflowContext;
+use serde::{Deserialize, Serialize};
 
-use super::{SchedulerWorkflow, timestamp};
 use crate::{
-    DEFAULT_CONTINUE_AS_NEW_EVERY, FINISHED_OPERATIONS_KEPT, MAX_PENDING_OPERATIONS,
-    OperationEffect, OperationOutcome, OperationsView, Rejection, RejectionCode, SchedulerSnapshot,
-    SchedulerWorkflowInput, SubmitOperation, VERSIONS_KEPT, VersionRecord,
+    DEFAULT_CONTINUE_AS_NEW_EVERY, DEFAULT_HEALTH_CHECK_SECS, FINISHED_OPERATIONS_KEPT,
+    MAX_PENDING_OPERATIONS, OperationEffect, OperationOutcome, OperationsView, SchedulerSnapshot,
+    SubmitOperation, VERSIONS_KEPT,
 };
 
-impl SchedulerWorkflow {
-    pub(super) fn snapshot(&self) -> SchedulerSnapshot {
+/// Everything the scheduler workflow knows. For a new scheduler only `scheduler` is set;
+/// a continue-as-new carries all of it (the fields marked run-local start afresh: a run
+/// continues as new only between operations, with nothing running or cancelling).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SchedulerWorkflowState {
+    /// The active version, with `state` and `createdAt`.
+    pub scheduler: Scheduler,
+    #[serde(default)]
+    pub versions: Vec<VersionRecord>,
+    #[serde(default)]
+    pub pending: VecDeque<Operation>,
+    /// Most recent last, at most [`FINISHED_OPERATIONS_KEPT`].
+    #[serde(default)]
+    pub finished: VecDeque<Operation>,
+    #[serde(default)]
+    pub next_seq: u64,
+    /// 0 means [`DEFAULT_CONTINUE_AS_NEW_EVERY`].
+    #[serde(default)]
+    pub continue_as_new_every: u32,
+    #[serde(default)]
+    pub generation: u32,
+    /// Seconds between health checks; `None` is [`DEFAULT_HEALTH_CHECK_SECS`], 0 turns them off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_downscale_at: Option<Timestamp>,
+    /// When the next health check is due (carried so a continue-as-new does not run one
+    /// early).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_health_check: Option<Timestamp>,
+    /// The version active before the last switch to another major version (the rollback
+    /// target while that rollout goes on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_active: Option<Version>,
+    /// Crash-loop backoff of the scheduler's rooms (see `core::health::CrashBackoff`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crash_backoff: Option<maestro_core::health::CrashBackoff>,
+    /// Run-local: the running operation.
+    #[serde(skip)]
+    pub active: Option<Operation>,
+    /// Run-local: the running operation's id once a cancel was asked for it.
+    #[serde(skip)]
+    pub cancel_requested: Option<String>,
+    /// Run-local: operations run by this run.
+    #[serde(skip)]
+    pub run_operations: u32,
+    /// Run-local: the scheduler was deleted (the workflow ends).
+    #[serde(skip)]
+    pub deleted: bool,
+}
+
+impl SchedulerWorkflowState {
+    pub fn new(scheduler: Scheduler) -> Self {
+        Self {
+            scheduler,
+            versions: Vec::new(),
+            pending: VecDeque::new(),
+            finished: VecDeque::new(),
+            next_seq: 0,
+            continue_as_new_every: 0,
+            generation: 0,
+            health_check_secs: None,
+            last_downscale_at: None,
+            next_health_check: None,
+            previous_active: None,
+            crash_backoff: None,
+            active: None,
+            cancel_requested: None,
+            run_operations: 0,
+            deleted: false,
+        }
+    }
+
+    /// The state a run starts from: a new scheduler gets its first version and its
+    /// `create_scheduler` operation (`id`) here, before any signal can be handled, so
+    /// `create_scheduler` is always operation #1.
+    pub fn started(mut self, id: String, now: Timestamp) -> Self {
+        self.health_check_secs = Some(self.health_check_secs());
+        if self.versions.is_empty() {
+            self.scheduler.state = Some(SchedulerState::Creating);
+            self.scheduler.created_at = Some(now);
+            self.scheduler.spec.version = Version::FIRST.to_string();
+            self.versions.push(VersionRecord {
+                version: Version::FIRST,
+                created_at: now,
+                scheduler: self.scheduler.clone(),
+                failed: None,
+            });
+            self.enqueue(id, CreateSchedulerInput {}.into(), None, now);
+        }
+        self.versions
+            .drain(..self.versions.len().saturating_sub(VERSIONS_KEPT));
+        self
+    }
+
+    fn health_check_secs(&self) -> u64 {
+        self.health_check_secs.unwrap_or(DEFAULT_HEALTH_CHECK_SECS)
+    }
+
+    pub fn snapshot(&self) -> SchedulerSnapshot {
         SchedulerSnapshot {
             scheduler: self.scheduler.clone(),
             versions: self.versions.clone(),
@@ -28,7 +130,7 @@ impl SchedulerWorkflow {
         }
     }
 
-    pub(super) fn operations(&self) -> OperationsView {
+    pub fn operations(&self) -> OperationsView {
         OperationsView {
             deleted: self.deleted,
             pending: self.pending.iter().cloned().collect(),
@@ -39,7 +141,7 @@ impl SchedulerWorkflow {
 
     /// The operation a submission with `request_id` already created, while it is still
     /// pending, active or among the finished ones kept.
-    pub(super) fn submitted(&self, request_id: &str) -> Option<&Operation> {
+    pub fn submitted(&self, request_id: &str) -> Option<&Operation> {
         if request_id.is_empty() {
             return None;
         }
@@ -50,7 +152,7 @@ impl SchedulerWorkflow {
             .find(|op| op.request_id.as_deref() == Some(request_id))
     }
 
-    pub(super) fn new_operation(
+    pub fn new_operation(
         &mut self,
         id: String,
         request: OperationRequest,
@@ -68,7 +170,7 @@ impl SchedulerWorkflow {
         )
     }
 
-    pub(super) fn enqueue(
+    pub fn enqueue(
         &mut self,
         id: String,
         request: OperationRequest,
@@ -82,7 +184,7 @@ impl SchedulerWorkflow {
 
     /// Records a submission the scheduler cannot run as a failed operation (what Maestro
     /// does with a conflicting one), so the id the client got answers why.
-    pub(super) fn refuse(
+    pub fn refuse(
         &mut self,
         id: String,
         request: OperationRequest,
@@ -102,7 +204,7 @@ impl SchedulerWorkflow {
     }
 
     /// Any operation the workflow still holds with this id.
-    pub(super) fn known(&self, operation_id: &str) -> Option<&Operation> {
+    pub fn known(&self, operation_id: &str) -> Option<&Operation> {
         self.pending
             .iter()
             .chain(self.active.iter())
@@ -113,7 +215,7 @@ impl SchedulerWorkflow {
     /// Takes one submission: a known id is a retry and changes nothing; one the scheduler
     /// cannot run now is recorded as a failed operation with the reason; any other joins the
     /// queue.
-    pub(super) fn accept(&mut self, submit: SubmitOperation, now: Timestamp) {
+    pub fn accept(&mut self, submit: SubmitOperation, now: Timestamp) {
         let id = submit.operation_id;
         if self.known(&id).is_some() {
             return;
@@ -141,15 +243,49 @@ impl SchedulerWorkflow {
             self.refuse(id, submit.request, request_id, now, reason);
             return;
         }
-        if submit.request == OperationRequest::DeleteScheduler {
+        self.mark_if_deleting(&submit.request);
+        self.enqueue(id, submit.request, request_id, now);
+    }
+
+    /// A delete marks the scheduler terminating as soon as it is accepted: nothing else is
+    /// accepted after it.
+    pub fn mark_if_deleting(&mut self, request: &OperationRequest) {
+        if request.kind() == OperationKind::DeleteScheduler {
             self.scheduler.state = Some(SchedulerState::Terminating);
         }
-        self.enqueue(id, submit.request, request_id, now);
+    }
+
+    /// Why `operation_id` cannot be cancelled now, if it cannot (the rule the gateway
+    /// answers 404/409 from).
+    pub fn cancel_refusal(&self, operation_id: &str) -> Option<Rejection> {
+        Rejection::of_cancel(
+            &self.scheduler.name,
+            operation_id,
+            self.pending.iter().chain(self.active.iter()),
+            self.finished.iter(),
+        )
+    }
+
+    /// Takes the next operation off the queue and marks it running; a new version gets its
+    /// number now. Returns it with the active version it runs against.
+    pub fn start_next(&mut self, now: Timestamp) -> Option<(Operation, Scheduler)> {
+        let mut op = self.pending.pop_front()?;
+        if let OperationRequest::CreateNewSchedulerVersion(version) = &mut op.input {
+            version.scheduler.spec.version = self.assign_version(&version.scheduler).to_string();
+        }
+        op.status = OperationStatus::InProgress;
+        op.started_at = Some(now);
+        op.execution_history.push(HistoryEntry {
+            created_at: now,
+            event: "operation started".into(),
+        });
+        self.active = Some(op.clone());
+        Some((op, self.scheduler.clone()))
     }
 
     /// Why the scheduler refuses `request` now, if it does: the one check behind both the
     /// `enqueue_operations` signal and the legacy update's validator.
-    pub(super) fn refusal(&self, request: &OperationRequest) -> Option<Rejection> {
+    pub fn refusal(&self, request: &OperationRequest) -> Option<Rejection> {
         let reject = |code, message| Some(Rejection { code, message });
         if !self.accepts_operations() {
             return reject(
@@ -161,65 +297,50 @@ impl SchedulerWorkflow {
             return reject(RejectionCode::Invalid, errors.to_string());
         }
         match request {
-            OperationRequest::CreateScheduler => reject(
+            OperationRequest::CreateScheduler(_) => reject(
                 RejectionCode::Invalid,
                 "create_scheduler runs only when the scheduler is created".into(),
             ),
-            OperationRequest::HealthController { .. } => reject(
+            OperationRequest::HealthController(_) => reject(
                 RejectionCode::Invalid,
                 "health_controller runs by itself on the scheduler's interval".into(),
             ),
-            OperationRequest::CreateNewSchedulerVersion { scheduler }
-                if scheduler.name != self.scheduler.name =>
+            OperationRequest::CreateNewSchedulerVersion(version)
+                if version.scheduler.name != self.scheduler.name =>
             {
                 reject(
                     RejectionCode::Invalid,
                     format!(
                         "the new version is for scheduler {:?}, not {}",
-                        scheduler.name, self.scheduler.name
+                        version.scheduler.name, self.scheduler.name
                     ),
                 )
             }
-            OperationRequest::SwitchActiveVersion { version } => {
-                match self.versions.iter().find(|r| r.version == *version) {
-                    None => reject(
-                        RejectionCode::NotFound,
-                        format!("scheduler {} has no version {version}", self.scheduler.name),
-                    ),
-                    Some(record) if record.failed.is_some() => reject(
-                        RejectionCode::Conflict,
-                        format!("version {version} failed validation and cannot be active"),
-                    ),
-                    Some(_) => None,
-                }
+            OperationRequest::SwitchActiveVersion(SwitchActiveVersionInput { version }) => {
+                Rejection::of_switch(&self.scheduler.name, &self.versions, *version)
             }
             _ => None,
         }
     }
 
-    pub(super) fn accepts_operations(&self) -> bool {
+    pub fn accepts_operations(&self) -> bool {
         !self.deleted && self.scheduler.state != Some(SchedulerState::Terminating)
     }
 
-    pub(super) fn continue_as_new_input(&self) -> SchedulerWorkflowInput {
-        SchedulerWorkflowInput {
-            scheduler: self.scheduler.clone(),
-            versions: self.versions.clone(),
-            pending: self.pending.clone(),
-            finished: self.finished.clone(),
-            next_seq: self.next_seq,
-            continue_as_new_every: self.continue_as_new_every,
+    /// What the next run starts from: this state whole, one generation on.
+    pub fn continue_as_new_input(&self) -> SchedulerWorkflowState {
+        SchedulerWorkflowState {
             generation: self.generation + 1,
-            health_check_secs: Some(self.health_check_secs),
-            last_downscale_at: self.last_downscale_at,
-            next_health_check: self.next_health_check,
-            previous_active: self.previous_active,
-            crash_backoff: self.crash_backoff,
+            active: None,
+            cancel_requested: None,
+            run_operations: 0,
+            deleted: false,
+            ..self.clone()
         }
     }
 
     /// Makes a recorded version active; the scheduler keeps its state and creation time.
-    pub(super) fn activate(&mut self, version: Version) {
+    pub fn activate(&mut self, version: Version) {
         let current: Option<Version> = self.scheduler.spec.version.parse().ok();
         if let Some(record) = self.versions.iter().find(|r| r.version == version) {
             if current.is_some_and(|c| c.major != version.major) {
@@ -233,7 +354,7 @@ impl SchedulerWorkflow {
         }
     }
 
-    pub(super) fn record_version(&mut self, record: VersionRecord) {
+    pub fn record_version(&mut self, record: VersionRecord) {
         if !self.versions.iter().any(|r| r.version == record.version) {
             self.versions.push(record);
         }
@@ -243,7 +364,7 @@ impl SchedulerWorkflow {
 
     /// The version a `create_new_scheduler_version` gets when it starts: the latest recorded
     /// version bumped by the kind of change against the active one.
-    pub(super) fn assign_version(&self, proposed: &Scheduler) -> Version {
+    pub fn assign_version(&self, proposed: &Scheduler) -> Version {
         next_version(
             self.versions.iter().map(|r| r.version),
             &self.scheduler,
@@ -254,12 +375,7 @@ impl SchedulerWorkflow {
 
     /// Applies what an operation asked for; a validated major version is followed by its
     /// `switch_active_version` operation (id derived from the operation's, so replay-stable).
-    pub(super) fn apply_effect(
-        &mut self,
-        operation: &Operation,
-        effect: OperationEffect,
-        now: Timestamp,
-    ) {
+    pub fn apply_effect(&mut self, operation: &Operation, effect: OperationEffect, now: Timestamp) {
         match effect {
             OperationEffect::RecordVersion { record, activate } => {
                 let version = record.version;
@@ -268,12 +384,7 @@ impl SchedulerWorkflow {
                     self.activate(version);
                 } else {
                     let id = format!("{}-switch", operation.id);
-                    self.enqueue(
-                        id,
-                        OperationRequest::SwitchActiveVersion { version },
-                        None,
-                        now,
-                    );
+                    self.enqueue(id, SwitchActiveVersionInput { version }.into(), None, now);
                 }
             }
             OperationEffect::RecordFailedVersion { record } => self.record_version(record),
@@ -289,11 +400,11 @@ impl SchedulerWorkflow {
 
     /// Enqueues a health check when one is due and none is waiting or running; returns
     /// how long until the next one is due.
-    pub(super) fn schedule_health_check(&mut self, id: String, now: Timestamp) -> Option<Duration> {
-        if self.health_check_secs == 0 || !self.accepts_operations() {
+    pub fn schedule_health_check(&mut self, id: String, now: Timestamp) -> Option<Duration> {
+        if self.health_check_secs() == 0 || !self.accepts_operations() {
             return None;
         }
-        let interval = Duration::from_secs(self.health_check_secs);
+        let interval = Duration::from_secs(self.health_check_secs());
         let due = *self.next_health_check.get_or_insert(now);
         if now >= due {
             let queued = self
@@ -310,12 +421,12 @@ impl SchedulerWorkflow {
                 _ => false,
             };
             if !queued && healthy_enough {
-                let request = OperationRequest::HealthController {
+                let request = HealthControllerInput {
                     last_downscale_at: self.last_downscale_at,
                     rollback_to: self.previous_active,
                     crash_backoff: self.crash_backoff,
                 };
-                self.enqueue(id, request, None, now);
+                self.enqueue(id, request.into(), None, now);
             }
             let next = Timestamp::from_unix_millis(
                 now.unix_millis() + i64::try_from(interval.as_millis()).unwrap_or(i64::MAX),
@@ -328,7 +439,7 @@ impl SchedulerWorkflow {
 
     /// Keeps a health run's crash-loop verdict; the scheduler is on error while its rooms
     /// crash-loop and in sync again once they serve.
-    pub(super) fn record_crash_backoff(&mut self, backoff: maestro_core::health::CrashBackoff) {
+    pub fn record_crash_backoff(&mut self, backoff: maestro_core::health::CrashBackoff) {
         let was_looping = self.crash_backoff.is_some_and(|b| b.is_looping());
         match self.scheduler.state {
             Some(SchedulerState::InSync) if backoff.is_looping() => {
@@ -343,19 +454,14 @@ impl SchedulerWorkflow {
     }
 
     /// Keeps a final operation among the last [`FINISHED_OPERATIONS_KEPT`].
-    pub(super) fn record_finished(&mut self, operation: Operation) {
+    pub fn record_finished(&mut self, operation: Operation) {
         self.finished.push_back(operation);
         while self.finished.len() > FINISHED_OPERATIONS_KEPT {
             self.finished.pop_front();
         }
     }
 
-    pub(super) fn finish(
-        &mut self,
-        mut operation: Operation,
-        outcome: OperationOutcome,
-        now: Timestamp,
-    ) {
+    pub fn finish(&mut self, mut operation: Operation, outcome: OperationOutcome, now: Timestamp) {
         // A cancel that arrived after the work was done changes nothing: it finished.
         let cancelled = self.cancel_requested.take().as_deref() == Some(operation.id.as_str())
             && !outcome.succeeded;
@@ -402,12 +508,7 @@ impl SchedulerWorkflow {
 
     /// Cancels an operation: a pending one leaves the queue at once (canceled); the running
     /// one is asked to stop and is recorded as canceled when its child workflow returns.
-    pub(super) fn cancel(
-        &mut self,
-        ctx: &mut SyncWorkflowContext<Self>,
-        operation_id: String,
-    ) -> Option<Operation> {
-        let now = timestamp(ctx.workflow_time());
+    pub fn cancel(&mut self, operation_id: String, now: Timestamp) -> Option<Operation> {
         if let Some(index) = self.pending.iter().position(|op| op.id == operation_id)
             && let Some(mut op) = self.pending.remove(index)
         {
@@ -435,7 +536,7 @@ impl SchedulerWorkflow {
         }
     }
 
-    pub(super) fn should_continue_as_new(&self) -> bool {
+    pub fn should_continue_as_new(&self) -> bool {
         let every = if self.continue_as_new_every == 0 {
             DEFAULT_CONTINUE_AS_NEW_EVERY
         } else {

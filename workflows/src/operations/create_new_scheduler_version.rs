@@ -1,22 +1,22 @@
-//! Version operations: `create_new_scheduler_version` (minor change → recorded and active at
-//! once; major change → a validation room of the new version must report ready first) and
-//! `switch_active_version`. Both return an [`OperationEffect`] that the scheduler workflow
-//! applies to its own state; rooms are never replaced here (the health controller rolls a
-//! fleet over to a new major version).
+//! `create_new_scheduler_version`: a minor change is recorded and active at once; a major
+//! change must first start a validation room of the new version that reports ready (3
+//! attempts of 2 min), else the version is recorded as failed and the active one stays.
+//! Returns an [`OperationEffect`] the scheduler workflow applies to its own state; rooms
+//! are never replaced here (the health controller rolls a fleet over to a new major
+//! version, after the `switch_active_version` that follows).
 
 use std::time::Duration;
 
 use maestro_activities::{AwaitReadyInput, CreateRoomsInput, Readiness, RoomActivities};
 use maestro_core::naming::room_id;
+use maestro_core::operation::CreateNewSchedulerVersionInput;
 use maestro_core::version::classify_change;
-use maestro_core::{ChangeKind, OperationRequest, Version};
+use maestro_core::{ChangeKind, Version, VersionRecord};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{ActivityOptions, WorkflowContext, WorkflowResult};
 
-use crate::operations::{
-    Deletion, History, activity_options, delete_rooms, now, retry_policy, why, wrong_input,
-};
-use crate::{OperationEffect, OperationInput, OperationOutcome, VersionRecord};
+use super::steps::{Deletion, History, activity_options, delete_rooms, now, retry_policy, why};
+use crate::{ChildInput, OperationEffect, OperationOutcome};
 
 /// Maestro's room validation: each attempt waits this long for the room to report ready.
 pub const VALIDATION_TIMEOUT: Duration = Duration::from_secs(120);
@@ -25,13 +25,13 @@ pub const VALIDATION_ATTEMPTS: u32 = 3;
 
 #[workflow]
 #[derive(Default)]
-pub struct CreateNewSchedulerVersionWorkflow;
+pub struct CreateNewSchedulerVersion;
 
 /// One validation attempt: create a room of the new version, wait for it, remove it.
 /// `Ok(())` when it reported ready, else why not.
 async fn validate_once<W>(
     ctx: &WorkflowContext<W>,
-    input: &OperationInput,
+    input: &ChildInput<CreateNewSchedulerVersionInput>,
     record: &VersionRecord,
     attempt: u32,
 ) -> Result<String, String> {
@@ -105,21 +105,13 @@ async fn validate_once<W>(
 }
 
 #[workflow_methods]
-impl CreateNewSchedulerVersionWorkflow {
-    /// Records the new version: a minor change is active at once; a major change must first
-    /// start a validation room that reports ready (3 attempts of 2 min), else the version is
-    /// recorded as failed and the active version stays.
+impl CreateNewSchedulerVersion {
     #[run(name = "create_new_scheduler_version")]
     pub async fn run(
         ctx: &mut WorkflowContext<Self>,
-        input: OperationInput,
+        input: ChildInput<CreateNewSchedulerVersionInput>,
     ) -> WorkflowResult<OperationOutcome> {
-        let OperationRequest::CreateNewSchedulerVersion {
-            scheduler: proposed,
-        } = &input.operation.input
-        else {
-            return Ok(wrong_input(&input));
-        };
+        let proposed = &input.request.scheduler;
         let mut history = History::new();
         let Ok(version) = proposed.spec.version.parse::<Version>() else {
             let error = format!("no version was assigned ({:?})", proposed.spec.version);
@@ -197,33 +189,5 @@ impl CreateNewSchedulerVersionWorkflow {
                 Ok(history.failed_with(error, now(ctx), Some(effect)))
             }
         }
-    }
-}
-
-#[workflow]
-#[derive(Default)]
-pub struct SwitchActiveVersionWorkflow;
-
-#[workflow_methods]
-impl SwitchActiveVersionWorkflow {
-    /// Marks the version active (the scheduler workflow checked that it exists and did not
-    /// fail). Rooms of older major versions are replaced by the health controller.
-    #[run(name = "switch_active_version")]
-    pub async fn run(
-        ctx: &mut WorkflowContext<Self>,
-        input: OperationInput,
-    ) -> WorkflowResult<OperationOutcome> {
-        let OperationRequest::SwitchActiveVersion { version } = &input.operation.input else {
-            return Ok(wrong_input(&input));
-        };
-        let mut history = History::new();
-        history.push(
-            ctx,
-            format!(
-                "{version} is the active version (was {})",
-                input.scheduler.spec.version
-            ),
-        );
-        Ok(history.succeeded_with(Some(OperationEffect::Activate { version: *version })))
     }
 }

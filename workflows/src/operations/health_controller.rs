@@ -3,39 +3,35 @@
 //! to `roomsReplicas` or the autoscaler's target. The plan is `core::health::plan`; this
 //! workflow only carries it out through activities and writes the history.
 
+use maestro_core::Version;
 use maestro_core::autoscaling::{self, Fleet};
 use maestro_core::health::{self, Removal, Timeouts};
 use maestro_core::naming::room_id;
+use maestro_core::operation::HealthControllerInput;
 use maestro_core::operation::ROOM_BATCH_SIZE;
 use maestro_core::validation::{MaxSurge, parse_max_surge};
-use maestro_core::{OperationRequest, Version};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{WorkflowContext, WorkflowResult};
 
-use crate::operations::{
-    Deletion, History, create_batch, delete_rooms, list_room_ids, now, wrong_input,
-};
-use crate::{OperationEffect, OperationInput, OperationOutcome};
+use super::steps::{Deletion, History, create_batch, delete_rooms, list_room_ids, now};
+use crate::{ChildInput, OperationEffect, OperationOutcome};
 
 #[workflow]
 #[derive(Default)]
-pub struct HealthControllerWorkflow;
+pub struct HealthController;
 
 #[workflow_methods]
-impl HealthControllerWorkflow {
+impl HealthController {
     #[run(name = "health_controller")]
     pub async fn run(
         ctx: &mut WorkflowContext<Self>,
-        input: OperationInput,
+        input: ChildInput<HealthControllerInput>,
     ) -> WorkflowResult<OperationOutcome> {
-        let OperationRequest::HealthController {
+        let HealthControllerInput {
             last_downscale_at,
             rollback_to,
             crash_backoff,
-        } = &input.operation.input
-        else {
-            return Ok(wrong_input(&input));
-        };
+        } = &input.request;
         let scheduler = &input.scheduler;
         let mut history = History::new();
         let rooms = match list_room_ids(ctx, scheduler).await {
@@ -44,20 +40,12 @@ impl HealthControllerWorkflow {
         };
         let at = now(ctx);
         let live = Fleet::of_rooms(&rooms);
-        let desired = match scheduler.autoscaling.as_ref().filter(|a| a.enabled) {
-            None => u64::try_from(scheduler.rooms_replicas).unwrap_or(0),
-            Some(a) => {
-                let max_matches = u64::try_from(scheduler.max_matches()).unwrap_or(1);
-                let since = last_downscale_at.map(|t| at.since(t));
-                match autoscaling::decide(a, max_matches, live, since) {
-                    Ok(decision) => decision.target(live.current_rooms),
-                    Err(e) => {
-                        history.push(ctx, format!("autoscaling skipped: {e}"));
-                        u64::try_from(scheduler.rooms_replicas).unwrap_or(0)
-                    }
-                }
-            }
-        };
+        let since = last_downscale_at.map(|t| at.since(t));
+        let rule = autoscaling::desired_rooms(scheduler, live, since);
+        if let Some(e) = &rule.fallback {
+            history.push(ctx, format!("autoscaling skipped: {e}"));
+        }
+        let desired = rule.decision.target(live.current_rooms);
         let version: Version = scheduler.spec.version.parse().unwrap_or(Version::FIRST);
         let max_surge = parse_max_surge(&scheduler.max_surge).unwrap_or(MaxSurge::Absolute(1));
         let mut plan = health::plan(

@@ -1,0 +1,236 @@
+//! The management REST API (Maestro's :8080): schedulers, versions, rooms and operations,
+//! with Maestro's paths and JSON, one file per resource. Every handler answers a typed
+//! value, so the OpenAPI document (`/openapi.json`) is derived from what is served.
+
+pub mod auth;
+mod docs;
+mod dry_run;
+mod operations;
+mod rooms;
+mod schedulers;
+mod versions;
+
+use axum::Json;
+use axum::Router;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use maestro_core::OperationRequest;
+use maestro_core::validation::check_scheduler_name;
+use serde::Serialize;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::GatewayState;
+use crate::error::ApiError;
+use crate::schedulers::IDEMPOTENCY_KEY;
+use docs::BearerAuth;
+pub use docs::SWAGGER_UI;
+pub use dry_run::DryRunAnswer;
+
+/// The management routes with their OpenAPI operations: registered together, so a route
+/// cannot be served without being documented.
+fn api_router() -> OpenApiRouter<GatewayState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(
+            schedulers::create_scheduler,
+            schedulers::list_schedulers
+        ))
+        .routes(routes!(schedulers::schedulers_info))
+        .routes(routes!(
+            schedulers::get_scheduler,
+            versions::new_version,
+            versions::patch_scheduler,
+            versions::switch_version,
+            schedulers::delete_scheduler
+        ))
+        .routes(routes!(rooms::add_rooms))
+        .routes(routes!(rooms::remove_rooms))
+        .routes(routes!(operations::list_operations))
+        .routes(routes!(operations::get_operation))
+        .routes(routes!(operations::cancel_operation))
+        .routes(routes!(versions::list_versions))
+        .routes(routes!(rooms::list_rooms))
+        .routes(routes!(rooms::get_room))
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "Maestro management API", description = "Schedulers, versions, rooms and operations (Maestro-compatible)."),
+    modifiers(&BearerAuth),
+    components(schemas(ApiError))
+)]
+struct ApiDoc;
+
+pub fn router(state: GatewayState) -> Router {
+    let (router, _) = api_router().split_for_parts();
+    router.with_state(state)
+}
+
+/// The management API's OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_router().split_for_parts().1
+}
+
+/// Says which source answered a read: `query` (the workflow) or `memo` (no worker answered).
+pub const READ_SOURCE_HEADER: &str = "x-maestro-read-source";
+
+/// The error answers of a read of one scheduler's resources (the shared response type of
+/// the OpenAPI document; every error body is an [`ApiError`]).
+#[derive(utoipa::IntoResponses)]
+pub enum ReadErrors {
+    /// Invalid input, every bad field named.
+    #[response(status = 400)]
+    Invalid(ApiError),
+    /// No or a wrong bearer token.
+    #[response(status = 401)]
+    Unauthenticated(ApiError),
+    #[response(status = 403)]
+    Forbidden(ApiError),
+    /// No such scheduler (or what the path names within it).
+    #[response(status = 404)]
+    NotFound(ApiError),
+    /// Temporal or the room store did not answer; retry.
+    #[response(status = 503)]
+    Unavailable(ApiError),
+}
+
+/// The error answers of a listing across schedulers.
+#[derive(utoipa::IntoResponses)]
+pub enum ListErrors {
+    /// Invalid input, every bad field named.
+    #[response(status = 400)]
+    Invalid(ApiError),
+    #[response(status = 401)]
+    Unauthenticated(ApiError),
+    #[response(status = 403)]
+    Forbidden(ApiError),
+    #[response(status = 503)]
+    Unavailable(ApiError),
+}
+
+/// The error answers of a change (an operation submitted).
+#[derive(utoipa::IntoResponses)]
+pub enum WriteErrors {
+    /// Invalid input, every bad field named.
+    #[response(status = 400)]
+    Invalid(ApiError),
+    #[response(status = 401)]
+    Unauthenticated(ApiError),
+    #[response(status = 403)]
+    Forbidden(ApiError),
+    #[response(status = 404)]
+    NotFound(ApiError),
+    /// The scheduler's state forbids it now, or the Idempotency-Key was used for another
+    /// request.
+    #[response(status = 409)]
+    Conflict(ApiError),
+    /// Too many submissions are waiting for this scheduler; retry after `Retry-After`.
+    #[response(status = 429)]
+    Busy(ApiError),
+    #[response(status = 503)]
+    Unavailable(ApiError),
+}
+
+/// An operation accepted: its id, answered as soon as Temporal has it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationAccepted {
+    pub operation_id: String,
+}
+
+/// A handler's answer, or with `?dryRun=true` the plan in its place.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum OrPlan<T> {
+    Done(T),
+    Planned(DryRunAnswer),
+}
+
+impl<T: Serialize> IntoResponse for OrPlan<T> {
+    fn into_response(self) -> Response {
+        Json(self).into_response()
+    }
+}
+
+fn checked_name(name: &str) -> Result<(), ApiError> {
+    check_scheduler_name(name).map_err(|m| ApiError::invalid_field("name", m))
+}
+
+const MAX_IDEMPOTENCY_KEY_LEN: usize = 200;
+
+/// The client's `Idempotency-Key`, if any: a retried request with the same key returns the
+/// first request's operation and enqueues nothing.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY_LEN)
+        .ok_or_else(|| {
+            ApiError::invalid_field(
+                IDEMPOTENCY_KEY,
+                format!("must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"),
+            )
+        })?;
+    Ok(Some(key.to_string()))
+}
+
+/// Submits `request` to the scheduler's workflow: every change goes through here.
+async fn submit(
+    state: &GatewayState,
+    name: &str,
+    IdempotencyKey(key): IdempotencyKey,
+    request: impl Into<OperationRequest>,
+) -> Result<OrPlan<OperationAccepted>, ApiError> {
+    checked_name(name)?;
+    let operation_id = state.schedulers.submit(name, request.into(), key).await?;
+    Ok(OrPlan::Done(OperationAccepted { operation_id }))
+}
+
+/// The scheduler a path names (`/schedulers/{name}…`).
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct SchedulerPath {
+    /// The scheduler's name.
+    pub name: String,
+}
+
+/// The `Idempotency-Key` header of a change, checked: a retry with the same key answers
+/// the same operation and enqueues nothing.
+pub struct IdempotencyKey(pub Option<String>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IdempotencyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, ApiError> {
+        idempotency_key(&parts.headers).map(Self)
+    }
+}
+
+impl utoipa::IntoParams for IdempotencyKey {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        use utoipa::openapi::{Required, Type, schema::ObjectBuilder};
+        vec![
+            ParameterBuilder::new()
+                .name(IDEMPOTENCY_KEY)
+                .parameter_in(ParameterIn::Header)
+                .required(Required::False)
+                .description(Some(
+                    "a retry with the same key returns the same operation; another request \
+                     under it is 409",
+                ))
+                .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                .build(),
+        ]
+    }
+}

@@ -1,0 +1,34 @@
+//! `switch_active_version`: marks a recorded version active (the scheduler workflow checked
+//! that it exists and did not fail, `Rejection::of_switch`). Rooms of older major versions
+//! are replaced by the health controller.
+
+use maestro_core::operation::SwitchActiveVersionInput;
+use temporalio_macros::{workflow, workflow_methods};
+use temporalio_sdk::{WorkflowContext, WorkflowResult};
+
+use super::steps::History;
+use crate::{ChildInput, OperationEffect, OperationOutcome};
+
+#[workflow]
+#[derive(Default)]
+pub struct SwitchActiveVersion;
+
+#[workflow_methods]
+impl SwitchActiveVersion {
+    #[run(name = "switch_active_version")]
+    pub async fn run(
+        ctx: &mut WorkflowContext<Self>,
+        input: ChildInput<SwitchActiveVersionInput>,
+    ) -> WorkflowResult<OperationOutcome> {
+        let version = &input.request.version;
+        let mut history = History::new();
+        history.push(
+            ctx,
+            format!(
+                "{version} is the active version (was {})",
+                input.scheduler.spec.version
+            ),
+        );
+        Ok(history.succeeded_with(Some(OperationEffect::Activate { version: *version })))
+    }
+}
