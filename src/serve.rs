@@ -210,7 +210,7 @@ async fn serve_grpc(
 ) {
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let result = tonic::transport::Server::builder()
-        .add_service(maestro_gateway::rooms_grpc::server(rooms))
+        .add_service(maestro_gateway::rooms::grpc::server(rooms))
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = stop.wait_for(|s| *s).await;
         })

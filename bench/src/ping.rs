@@ -12,7 +12,7 @@ use axum::Json;
 use axum::routing::put;
 use maestro_core::room::RoomAddress;
 use maestro_core::{InstanceStatus, RoomTokenSecret, Timestamp, Version};
-use maestro_gateway::{GatewayState, RoomsApiConfig, SchedulerClient, rooms_app, rooms_grpc};
+use maestro_gateway::{GatewayState, RoomsApiConfig, SchedulerClient, rooms, rooms_app};
 use maestro_proto::rooms::rooms_service_server::{RoomsService, RoomsServiceServer};
 use maestro_proto::rooms::{
     AllocateRoomRequest, AllocateRoomResponse, ForwardEventResponse, ForwardPlayerEventRequest,
@@ -189,7 +189,7 @@ async fn start(server: &Handle, temporal: Client, redis_url: &str) -> Result<Ser
         maestro_http: serve_http(server, rooms_app(memory_state.clone())).await?,
         redis_http: serve_http(server, rooms_app(redis_state)).await?,
         bare_grpc: serve_grpc(server, RoomsServiceServer::new(BareRooms)).await?,
-        maestro_grpc: serve_grpc(server, rooms_grpc::server(memory_state.rooms.clone())).await?,
+        maestro_grpc: serve_grpc(server, rooms::grpc::server(memory_state.rooms.clone())).await?,
         rooms: Arc::new(rooms),
     })
 }

@@ -13,17 +13,13 @@
 
 use std::time::Duration;
 
-pub mod directory;
 pub mod disruption;
 pub mod error;
-pub mod forwarders;
 pub mod json;
 pub mod management;
 pub mod metrics;
 pub mod reporter;
-pub mod room_service;
 pub mod rooms;
-pub mod rooms_grpc;
 pub mod schedulers;
 mod submissions;
 pub mod watcher;
@@ -35,7 +31,7 @@ use axum::extract::State;
 use axum::routing::get;
 use maestro_runtime::{RoomStore, Runtime};
 
-pub use room_service::RoomService;
+pub use rooms::RoomService;
 pub use schedulers::SchedulerClient;
 
 /// What every handler needs; cheap to clone (one reference count: axum clones the state for
@@ -69,7 +65,7 @@ pub struct RoomsApiConfig {
     pub token_secret: Option<maestro_core::RoomTokenSecret>,
     /// How long scheduler facts (game, forwarders, token policy) are cached per gateway.
     pub directory_ttl: std::time::Duration,
-    pub forwarders: forwarders::ForwarderConfig,
+    pub forwarders: rooms::forwarders::ForwarderConfig,
     pub allocation_ttl: std::time::Duration,
 }
 
@@ -78,7 +74,7 @@ impl Default for RoomsApiConfig {
         Self {
             token_secret: None,
             directory_ttl: std::time::Duration::from_secs(10),
-            forwarders: forwarders::ForwarderConfig::default(),
+            forwarders: rooms::forwarders::ForwarderConfig::default(),
             allocation_ttl: maestro_core::room::ALLOCATION_TTL,
         }
     }
@@ -92,9 +88,11 @@ impl GatewayState {
         config: RoomsApiConfig,
     ) -> Result<Self, prometheus::Error> {
         let metrics = metrics::Metrics::standalone()?;
-        let directory =
-            directory::SchedulerDirectory::new(Arc::new(schedulers.clone()), config.directory_ttl);
-        let forwarders = forwarders::Forwarders::new(config.forwarders, &metrics.registry)?;
+        let directory = rooms::directory::SchedulerDirectory::new(
+            Arc::new(schedulers.clone()),
+            config.directory_ttl,
+        );
+        let forwarders = rooms::forwarders::Forwarders::new(config.forwarders, &metrics.registry)?;
         let rooms = RoomService::new(
             store.clone(),
             directory,
@@ -226,7 +224,7 @@ pub fn management_app(state: GatewayState, auth: management::auth::ManagementAut
 /// timer a request timeout arms cost 11 % of ping throughput (`docs/benchmarks.md`).
 pub fn rooms_app(state: GatewayState) -> Router {
     observed(
-        rooms::router(state.clone())
+        rooms::http::router(state.clone())
             .merge(probes(state.clone()))
             .layer(axum::extract::DefaultBodyLimit::max(ROOMS_BODY_LIMIT)),
         &state,

@@ -152,7 +152,7 @@ impl SchedulerWorkflowState {
             .find(|op| op.request_id.as_deref() == Some(request_id))
     }
 
-    pub fn new_operation(
+    fn new_operation(
         &mut self,
         id: String,
         request: OperationRequest,
@@ -184,7 +184,7 @@ impl SchedulerWorkflowState {
 
     /// Records a submission the scheduler cannot run as a failed operation (what Maestro
     /// does with a conflicting one), so the id the client got answers why.
-    pub fn refuse(
+    fn refuse(
         &mut self,
         id: String,
         request: OperationRequest,
@@ -204,7 +204,7 @@ impl SchedulerWorkflowState {
     }
 
     /// Any operation the workflow still holds with this id.
-    pub fn known(&self, operation_id: &str) -> Option<&Operation> {
+    fn known(&self, operation_id: &str) -> Option<&Operation> {
         self.pending
             .iter()
             .chain(self.active.iter())
@@ -340,7 +340,7 @@ impl SchedulerWorkflowState {
     }
 
     /// Makes a recorded version active; the scheduler keeps its state and creation time.
-    pub fn activate(&mut self, version: Version) {
+    fn activate(&mut self, version: Version) {
         let current: Option<Version> = self.scheduler.spec.version.parse().ok();
         if let Some(record) = self.versions.iter().find(|r| r.version == version) {
             if current.is_some_and(|c| c.major != version.major) {
@@ -354,7 +354,7 @@ impl SchedulerWorkflowState {
         }
     }
 
-    pub fn record_version(&mut self, record: VersionRecord) {
+    fn record_version(&mut self, record: VersionRecord) {
         if !self.versions.iter().any(|r| r.version == record.version) {
             self.versions.push(record);
         }
@@ -375,7 +375,7 @@ impl SchedulerWorkflowState {
 
     /// Applies what an operation asked for; a validated major version is followed by its
     /// `switch_active_version` operation (id derived from the operation's, so replay-stable).
-    pub fn apply_effect(&mut self, operation: &Operation, effect: OperationEffect, now: Timestamp) {
+    fn apply_effect(&mut self, operation: &Operation, effect: OperationEffect, now: Timestamp) {
         match effect {
             OperationEffect::RecordVersion { record, activate } => {
                 let version = record.version;
@@ -439,7 +439,7 @@ impl SchedulerWorkflowState {
 
     /// Keeps a health run's crash-loop verdict; the scheduler is on error while its rooms
     /// crash-loop and in sync again once they serve.
-    pub fn record_crash_backoff(&mut self, backoff: maestro_core::health::CrashBackoff) {
+    fn record_crash_backoff(&mut self, backoff: maestro_core::health::CrashBackoff) {
         let was_looping = self.crash_backoff.is_some_and(|b| b.is_looping());
         match self.scheduler.state {
             Some(SchedulerState::InSync) if backoff.is_looping() => {
@@ -454,7 +454,7 @@ impl SchedulerWorkflowState {
     }
 
     /// Keeps a final operation among the last [`FINISHED_OPERATIONS_KEPT`].
-    pub fn record_finished(&mut self, operation: Operation) {
+    fn record_finished(&mut self, operation: Operation) {
         self.finished.push_back(operation);
         while self.finished.len() > FINISHED_OPERATIONS_KEPT {
             self.finished.pop_front();
@@ -545,3 +545,6 @@ impl SchedulerWorkflowState {
         self.run_operations >= every
     }
 }
+
+#[cfg(test)]
+mod tests;

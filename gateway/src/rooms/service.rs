@@ -11,9 +11,9 @@ use maestro_runtime::{PingUpdate, RoomStore};
 use serde_json::Value;
 use tracing::{debug, info};
 
-use crate::directory::{SchedulerDirectory, SchedulerInfo};
+use super::directory::{SchedulerDirectory, SchedulerInfo};
+use super::forwarders::{ForwardEvent, ForwardedRoom, Forwarders};
 use crate::error::{ApiError, ErrorCode};
-use crate::forwarders::{ForwardEvent, ForwardedRoom, Forwarders};
 use crate::metrics::Metrics;
 
 /// A ping or status message, already decoded from HTTP JSON or gRPC.

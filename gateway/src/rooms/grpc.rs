@@ -11,7 +11,7 @@ use maestro_proto::rooms::{
     UpdateRoomWithPingRequest, UpdateRoomWithPingResponse,
 };
 
-use crate::room_service::{EventMessage, PingMessage, RoomService};
+use super::service::{EventMessage, PingMessage, RoomService};
 use maestro_proto::pbstruct::from_struct;
 
 pub struct RoomsGrpc {

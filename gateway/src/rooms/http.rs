@@ -10,10 +10,10 @@ use axum::http::header::AUTHORIZATION;
 use axum::routing::{get, post, put};
 use serde_json::{Value, json};
 
+use super::service::{EventMessage, PingMessage};
 use crate::GatewayState;
 use crate::error::ApiError;
 use crate::json::ValidJson;
-use crate::room_service::{EventMessage, PingMessage};
 use maestro_proto::http::{AllocateRequest, EventRequest, PingRequest};
 
 pub fn router(state: GatewayState) -> Router {
