@@ -1,10 +1,12 @@
-//! `maestro-gateway`: everything that answers the outside world.
+//! `maestro-gateway`: everything that answers the outside world, one folder per face.
 //!
-//! Owns the management REST API (schedulers and operations, backed by the scheduler
-//! workflows through a Temporal client), the game rooms API over HTTP and gRPC (room tokens,
-//! pings into the room store, allocation, events to the schedulers' forwarders), and the
-//! runtime watcher (runtime events into the room store), and the disruption guard (how many
-//! busy rooms the runtime must keep from eviction).
+//! Owns the management REST API (`management/`: schedulers and operations, backed by the
+//! scheduler workflows through the Temporal client in `schedulers.rs`), the game rooms API
+//! over HTTP and gRPC (`rooms/`: room tokens, pings into the room store, allocation, events
+//! to the schedulers' forwarders), the Metrics Reporter (`reporter.rs`) and every metric
+//! definition (`metrics/`), the runtime watcher (runtime events into the room store), and
+//! the disruption guard (how many busy rooms the runtime must keep from eviction). Handlers
+//! sit on [`GatewayState`].
 //!
 //! Must not create or delete rooms (only the worker's activities do; the guard's budget is
 //! its one write to the runtime), and
@@ -92,7 +94,7 @@ impl GatewayState {
             Arc::new(schedulers.clone()),
             config.directory_ttl,
         );
-        let forwarders = rooms::forwarders::Forwarders::new(config.forwarders, &metrics.registry)?;
+        let forwarders = rooms::forwarders::Forwarders::new(config.forwarders, metrics.clone());
         let rooms = RoomService::new(
             store.clone(),
             directory,

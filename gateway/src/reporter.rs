@@ -17,14 +17,12 @@ use maestro_core::autoscaling;
 use maestro_core::{InstanceStatus, RoomStatus, Scheduler};
 use maestro_runtime::RoomStore;
 use maestro_workflows::OperationsView;
-use prometheus::{
-    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry,
-};
+use prometheus::Registry;
 use tracing::{debug, warn};
 
 use crate::SchedulerClient;
 use crate::error::ApiError;
+use crate::metrics::reporter::ReporterMetrics;
 
 /// Where the reporter reads schedulers and operations (Temporal; fixed data in benchmarks).
 #[async_trait::async_trait]
@@ -49,160 +47,8 @@ impl Fleet for SchedulerClient {
     }
 }
 
-/// Room statuses with a `maestro_worker_gru_*` gauge (Maestro's names).
-const GRU_STATUSES: [RoomStatus; 8] = [
-    RoomStatus::Ready,
-    RoomStatus::Pending,
-    RoomStatus::Unready,
-    RoomStatus::Terminating,
-    RoomStatus::Error,
-    RoomStatus::Occupied,
-    RoomStatus::Active,
-    RoomStatus::Allocated,
-];
-
 /// Schedulers refreshed at once (each costs a store read and a workflow query).
 const CONCURRENCY: usize = 8;
-
-struct Gauges {
-    gru: Vec<(RoomStatus, IntGaugeVec)>,
-    instance: Vec<(InstanceStatus, IntGaugeVec)>,
-    running_matches: IntGaugeVec,
-    max_matches: IntGaugeVec,
-    ready_target: GaugeVec,
-    fixed_buffer: IntGaugeVec,
-    desired_rooms: IntGaugeVec,
-    current_rooms: IntGaugeVec,
-    min_rooms: IntGaugeVec,
-    max_rooms: IntGaugeVec,
-    by_version: IntGaugeVec,
-    pending_operations: IntGaugeVec,
-    on_error: IntGaugeVec,
-}
-
-fn gauge_vec(
-    registry: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> Result<IntGaugeVec, prometheus::Error> {
-    let vec = IntGaugeVec::new(Opts::new(name, help), labels)?;
-    registry.register(Box::new(vec.clone()))?;
-    Ok(vec)
-}
-
-const SCHEDULER: &[&str] = &["game", "scheduler"];
-
-impl Gauges {
-    fn new(r: &Registry) -> Result<Self, prometheus::Error> {
-        let gru = GRU_STATUSES
-            .iter()
-            .map(|&status| {
-                let name = format!("maestro_worker_gru_{}", status.as_str());
-                let help = format!("Rooms in status {}", status.as_str());
-                gauge_vec(r, &name, &help, SCHEDULER).map(|g| (status, g))
-            })
-            .collect::<Result<_, _>>()?;
-        let instance = InstanceStatus::ALL
-            .iter()
-            .map(|&status| {
-                let name = format!("maestro_worker_instance_{}", status.as_str());
-                let help = format!("Room instances the runtime reports {}", status.as_str());
-                gauge_vec(r, &name, &help, SCHEDULER).map(|g| (status, g))
-            })
-            .collect::<Result<_, _>>()?;
-        let ready_target = GaugeVec::new(
-            Opts::new(
-                "maestro_worker_ready_target",
-                "roomOccupancy autoscaling ready target (0 when not that policy)",
-            ),
-            SCHEDULER,
-        )?;
-        r.register(Box::new(ready_target.clone()))?;
-        Ok(Self {
-            gru,
-            instance,
-            running_matches: gauge_vec(
-                r,
-                "maestro_worker_running_matches",
-                "Matches running across the scheduler's rooms",
-                SCHEDULER,
-            )?,
-            max_matches: gauge_vec(
-                r,
-                "maestro_worker_max_matches",
-                "Matches one room can host",
-                SCHEDULER,
-            )?,
-            ready_target,
-            fixed_buffer: gauge_vec(
-                r,
-                "maestro_worker_fixed_buffer",
-                "fixedBufferAmount autoscaling amount (0 when not that policy)",
-                SCHEDULER,
-            )?,
-            desired_rooms: gauge_vec(
-                r,
-                "maestro_worker_desired_rooms",
-                "Rooms the scheduler should have: roomsReplicas, or the autoscaler's answer",
-                SCHEDULER,
-            )?,
-            current_rooms: gauge_vec(
-                r,
-                "maestro_worker_current_rooms",
-                "Rooms the scheduler has, in any status",
-                SCHEDULER,
-            )?,
-            min_rooms: gauge_vec(
-                r,
-                "maestro_worker_min_rooms",
-                "Configured autoscaling minimum (roomsReplicas when autoscaling is off)",
-                SCHEDULER,
-            )?,
-            max_rooms: gauge_vec(
-                r,
-                "maestro_worker_max_rooms",
-                "Configured autoscaling maximum, -1 for none (roomsReplicas when autoscaling is off)",
-                SCHEDULER,
-            )?,
-            by_version: gauge_vec(
-                r,
-                "maestro_worker_rooms_by_version",
-                "Rooms per scheduler version",
-                &["game", "scheduler", "version"],
-            )?,
-            pending_operations: gauge_vec(
-                r,
-                "maestro_worker_operations_pending",
-                "Operations waiting in the scheduler's queue",
-                SCHEDULER,
-            )?,
-            on_error: gauge_vec(
-                r,
-                "maestro_scheduler_on_error",
-                "1 while the scheduler is on error: its workflow cannot make progress, its rooms crash-loop, or its creation failed",
-                SCHEDULER,
-            )?,
-        })
-    }
-
-    fn scheduler_vecs(&self) -> Vec<&IntGaugeVec> {
-        let mut vecs: Vec<&IntGaugeVec> = self.gru.iter().map(|(_, g)| g).collect();
-        vecs.extend(self.instance.iter().map(|(_, g)| g));
-        vecs.extend([
-            &self.running_matches,
-            &self.max_matches,
-            &self.fixed_buffer,
-            &self.desired_rooms,
-            &self.current_rooms,
-            &self.min_rooms,
-            &self.max_rooms,
-            &self.pending_operations,
-            &self.on_error,
-        ]);
-        vecs
-    }
-}
 
 /// What the reporter set for one scheduler last time (to remove what disappears).
 #[derive(Default)]
@@ -219,12 +65,7 @@ struct Known {
 pub struct Reporter {
     fleet: Arc<dyn Fleet>,
     store: Arc<dyn RoomStore>,
-    gauges: Arc<Gauges>,
-    started: IntCounterVec,
-    executions: IntCounterVec,
-    durations: HistogramVec,
-    refresh_seconds: Gauge,
-    refresh_errors: IntCounter,
+    gauges: Arc<ReporterMetrics>,
     known: Arc<Mutex<Option<HashMap<String, Known>>>>,
 }
 
@@ -259,52 +100,10 @@ impl Reporter {
         store: Arc<dyn RoomStore>,
         registry: &Registry,
     ) -> Result<Self, prometheus::Error> {
-        let started = IntCounterVec::new(
-            Opts::new(
-                "maestro_worker_operations_started_total",
-                "Operations that started running, by operation name",
-            ),
-            &["operation"],
-        )?;
-        registry.register(Box::new(started.clone()))?;
-        let executions = IntCounterVec::new(
-            Opts::new(
-                "maestro_worker_operation_executions_total",
-                "Operations finished, by operation name and final status",
-            ),
-            &["operation", "status"],
-        )?;
-        registry.register(Box::new(executions.clone()))?;
-        let durations = HistogramVec::new(
-            HistogramOpts::new(
-                "maestro_worker_operation_duration_seconds",
-                "Time from an operation's start to its end, by operation name",
-            )
-            .buckets(vec![
-                0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
-            ]),
-            &["operation"],
-        )?;
-        registry.register(Box::new(durations.clone()))?;
-        let refresh_seconds = Gauge::new(
-            "maestro_reporter_refresh_duration_seconds",
-            "How long the last metrics refresh took",
-        )?;
-        registry.register(Box::new(refresh_seconds.clone()))?;
-        let refresh_errors = IntCounter::new(
-            "maestro_reporter_errors_total",
-            "Reads that failed during metrics refreshes",
-        )?;
-        registry.register(Box::new(refresh_errors.clone()))?;
         Ok(Self {
             fleet,
             store,
-            gauges: Arc::new(Gauges::new(registry)?),
-            started,
-            executions,
-            durations,
-            refresh_seconds,
-            refresh_errors,
+            gauges: Arc::new(ReporterMetrics::new(registry)?),
             known: Arc::default(),
         })
     }
@@ -325,7 +124,7 @@ impl Reporter {
     pub async fn refresh(&self) -> Result<(), ApiError> {
         let started = Instant::now();
         let schedulers = self.fleet.schedulers().await.inspect_err(|_| {
-            self.refresh_errors.inc();
+            self.gauges.refresh_errors.inc();
         })?;
         let first_refresh = self
             .known
@@ -379,7 +178,9 @@ impl Reporter {
             }
         }
         *known = Some(current);
-        self.refresh_seconds.set(started.elapsed().as_secs_f64());
+        self.gauges
+            .refresh_seconds
+            .set(started.elapsed().as_secs_f64());
         debug!(schedulers = count, elapsed = ?started.elapsed(), "metrics refreshed");
         Ok(())
     }
@@ -398,13 +199,13 @@ impl Reporter {
         );
         let rooms = rooms
             .inspect_err(|e| {
-                self.refresh_errors.inc();
+                self.gauges.refresh_errors.inc();
                 warn!(scheduler = %scheduler.name, error = %e, "rooms unreadable for metrics");
             })
             .ok();
         let operations = operations
             .inspect_err(|e| {
-                self.refresh_errors.inc();
+                self.gauges.refresh_errors.inc();
                 warn!(scheduler = %scheduler.name, error = %e, "operations unreadable for metrics");
             })
             .ok();
@@ -493,7 +294,8 @@ impl Reporter {
         for op in view.active.iter().chain(&view.finished) {
             running.insert(op.id.clone());
             if !baseline_only && !known.started.contains(&op.id) {
-                self.started
+                self.gauges
+                    .started
                     .with_label_values(&[op.definition_name.as_str()])
                     .inc();
             }
@@ -509,11 +311,13 @@ impl Reporter {
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_else(|| "unknown".into());
-            self.executions
+            self.gauges
+                .executions
                 .with_label_values(&[op.definition_name.as_str(), status.as_str()])
                 .inc();
             if let (Some(started), Some(finished)) = (op.started_at, op.finished_at) {
-                self.durations
+                self.gauges
+                    .durations
                     .with_label_values(&[op.definition_name.as_str()])
                     .observe(finished.since(started).as_secs_f64());
             }

@@ -256,6 +256,8 @@ impl SchedulerWorkflow {
 
     /// Legacy, like `submit_operation`: replaced by the `request_cancel` signal.
     #[update_validator(cancel_operation)]
+    // The SDK hands a validator a reference to the update's input type.
+    #[allow(clippy::ptr_arg)]
     fn validate_cancel_operation(
         &self,
         _ctx: &WorkflowContextView,

@@ -18,10 +18,10 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::metrics::Metrics;
 use backon::{ExponentialBuilder, Retryable};
 use maestro_core::scheduler::Forwarder;
 use maestro_proto::eventforwarder::{self, grpc_forwarder_client::GrpcForwarderClient};
-use prometheus::{IntCounterVec, Opts, Registry};
 use serde_json::Value;
 use tokio::sync::{Semaphore, mpsc};
 use tonic::transport::{Channel, Endpoint};
@@ -118,36 +118,18 @@ pub struct Forwarders {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     slots: Arc<Mutex<HashMap<ForwarderKey, Arc<Semaphore>>>>,
     lanes: Arc<Mutex<HashMap<(ForwarderKey, usize), Lane>>>,
-    calls: IntCounterVec,
-    dropped: IntCounterVec,
+    metrics: Metrics,
 }
 
 impl Forwarders {
-    pub fn new(config: ForwarderConfig, registry: &Registry) -> Result<Self, prometheus::Error> {
-        let calls = IntCounterVec::new(
-            Opts::new(
-                "maestro_forwarder_calls_total",
-                "Event forwarding calls by forwarder, event kind and outcome (success, failure)",
-            ),
-            &["forwarder", "event", "outcome"],
-        )?;
-        registry.register(Box::new(calls.clone()))?;
-        let dropped = IntCounterVec::new(
-            Opts::new(
-                "maestro_forwarder_dropped_total",
-                "Status changes not forwarded because the forwarder's lane was full (it is slow or down)",
-            ),
-            &["forwarder", "event"],
-        )?;
-        registry.register(Box::new(dropped.clone()))?;
-        Ok(Self {
+    pub fn new(config: ForwarderConfig, metrics: Metrics) -> Self {
+        Self {
             config,
             channels: Arc::default(),
             slots: Arc::default(),
             lanes: Arc::default(),
-            calls,
-            dropped,
-        })
+            metrics,
+        }
     }
 
     /// Hands `event` to each forwarder's lane for `room` and returns at once; what the
@@ -166,9 +148,7 @@ impl Forwarders {
                 event: event.clone(),
             };
             if let Err(e) = lane.try_send(queued) {
-                self.dropped
-                    .with_label_values(&[forwarder.name.as_str(), event.label()])
-                    .inc();
+                self.metrics.forward_dropped(&forwarder.name, event.label());
                 let why = match e {
                     mpsc::error::TrySendError::Full(_) => "its lane is full",
                     mpsc::error::TrySendError::Closed(_) => "its lane is closed",
@@ -239,9 +219,8 @@ impl Forwarders {
             .call_with_retries(forwarder, room, event, event_metadata)
             .await;
         let outcome = if result.is_ok() { "success" } else { "failure" };
-        self.calls
-            .with_label_values(&[forwarder.name.as_str(), event.label(), outcome])
-            .inc();
+        self.metrics
+            .forwarded(&forwarder.name, event.label(), outcome);
         match &result {
             Ok(()) => {
                 debug!(scheduler = %room.scheduler, room = %room.room_id, forwarder = %forwarder.name, event = event.label(), "forwarded")

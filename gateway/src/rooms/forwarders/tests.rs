@@ -2,6 +2,7 @@
 use maestro_core::scheduler::ForwarderOptions;
 
 use super::*;
+use crate::metrics::Metrics;
 
 fn forwarder(address: String, timeout_ms: i64) -> Forwarder {
     Forwarder {
@@ -24,8 +25,8 @@ async fn unreachable_forwarder_fails_after_retries_and_is_counted() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().to_string()
     };
-    let registry = Registry::new();
-    let forwarders = Forwarders::new(ForwarderConfig::default(), &registry).unwrap();
+    let metrics = Metrics::standalone().unwrap();
+    let forwarders = Forwarders::new(ForwarderConfig::default(), metrics);
     let started = std::time::Instant::now();
     let err = forwarders
         .forward_all(
@@ -42,7 +43,8 @@ async fn unreachable_forwarder_fails_after_retries_and_is_counted() {
         "bounded by timeout × tries"
     );
     let failures = forwarders
-        .calls
+        .metrics
+        .forwarder_calls
         .with_label_values(&["mm", "room_event", "failure"])
         .get();
     assert_eq!(failures, 1);
@@ -139,8 +141,8 @@ fn room(scheduler: &str, id: usize) -> ForwardedRoom {
 /// meanwhile another scheduler's forwarder gets every status change and every event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_forwarder_delays_nothing_and_starves_no_other() {
-    let registry = Registry::new();
-    let forwarders = Forwarders::new(ForwarderConfig::default(), &registry).unwrap();
+    let metrics = Metrics::standalone().unwrap();
+    let forwarders = Forwarders::new(ForwarderConfig::default(), metrics);
     let silent = [forwarder(silent_forwarder(), 10_000)];
     let (address, healthy) = counting_forwarder().await;
     let other = [forwarder(address, 1_000)];
@@ -157,7 +159,8 @@ async fn a_silent_forwarder_delays_nothing_and_starves_no_other() {
         started.elapsed()
     );
     let dropped = forwarders
-        .dropped
+        .metrics
+        .forwarder_dropped
         .with_label_values(&["mm", "room_status"])
         .get();
     assert!(dropped >= 2_000 - 8 * 129, "dropped {dropped}");
@@ -186,7 +189,7 @@ async fn a_silent_forwarder_delays_nothing_and_starves_no_other() {
 
 #[tokio::test]
 async fn a_bad_address_is_a_failure_not_a_panic() {
-    let forwarders = Forwarders::new(ForwarderConfig::default(), &Registry::new()).unwrap();
+    let forwarders = Forwarders::new(ForwarderConfig::default(), Metrics::standalone().unwrap());
     let err = forwarders
         .forward_all(
             &[forwarder("not a uri at all\n".into(), 100)],
