@@ -42,7 +42,7 @@ pub struct MetricsInner {
     pub(crate) forwarder_dropped: IntCounterVec,
 }
 
-fn register<T: prometheus::core::Collector + Clone + 'static>(
+pub(super) fn register<T: prometheus::core::Collector + Clone + 'static>(
     registry: &Registry,
     collector: T,
 ) -> Result<T, prometheus::Error> {

@@ -8,6 +8,8 @@ use prometheus::{
     Registry,
 };
 
+use super::register;
+
 /// Room statuses with a `maestro_worker_gru_*` gauge (Maestro's names).
 pub(crate) const GRU_STATUSES: [RoomStatus; 8] = [
     RoomStatus::Ready,
@@ -47,9 +49,7 @@ fn gauge_vec(
     help: &str,
     labels: &[&str],
 ) -> Result<IntGaugeVec, prometheus::Error> {
-    let vec = IntGaugeVec::new(Opts::new(name, help), labels)?;
-    registry.register(Box::new(vec.clone()))?;
-    Ok(vec)
+    register(registry, IntGaugeVec::new(Opts::new(name, help), labels)?)
 }
 
 const SCHEDULER: &[&str] = &["game", "scheduler"];
@@ -72,51 +72,63 @@ impl ReporterMetrics {
                 gauge_vec(r, &name, &help, SCHEDULER).map(|g| (status, g))
             })
             .collect::<Result<_, _>>()?;
-        let ready_target = GaugeVec::new(
-            Opts::new(
-                "maestro_worker_ready_target",
-                "roomOccupancy autoscaling ready target (0 when not that policy)",
-            ),
-            SCHEDULER,
+        let ready_target = register(
+            r,
+            GaugeVec::new(
+                Opts::new(
+                    "maestro_worker_ready_target",
+                    "roomOccupancy autoscaling ready target (0 when not that policy)",
+                ),
+                SCHEDULER,
+            )?,
         )?;
-        r.register(Box::new(ready_target.clone()))?;
-        let started = IntCounterVec::new(
-            Opts::new(
-                "maestro_worker_operations_started_total",
-                "Operations that started running, by operation name",
-            ),
-            &["operation"],
+        let started = register(
+            r,
+            IntCounterVec::new(
+                Opts::new(
+                    "maestro_worker_operations_started_total",
+                    "Operations that started running, by operation name",
+                ),
+                &["operation"],
+            )?,
         )?;
-        r.register(Box::new(started.clone()))?;
-        let executions = IntCounterVec::new(
-            Opts::new(
-                "maestro_worker_operation_executions_total",
-                "Operations finished, by operation name and final status",
-            ),
-            &["operation", "status"],
+        let executions = register(
+            r,
+            IntCounterVec::new(
+                Opts::new(
+                    "maestro_worker_operation_executions_total",
+                    "Operations finished, by operation name and final status",
+                ),
+                &["operation", "status"],
+            )?,
         )?;
-        r.register(Box::new(executions.clone()))?;
-        let durations = HistogramVec::new(
-            HistogramOpts::new(
-                "maestro_worker_operation_duration_seconds",
-                "Time from an operation's start to its end, by operation name",
-            )
-            .buckets(vec![
-                0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
-            ]),
-            &["operation"],
+        let durations = register(
+            r,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "maestro_worker_operation_duration_seconds",
+                    "Time from an operation's start to its end, by operation name",
+                )
+                .buckets(vec![
+                    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+                ]),
+                &["operation"],
+            )?,
         )?;
-        r.register(Box::new(durations.clone()))?;
-        let refresh_seconds = Gauge::new(
-            "maestro_reporter_refresh_duration_seconds",
-            "How long the last metrics refresh took",
+        let refresh_seconds = register(
+            r,
+            Gauge::new(
+                "maestro_reporter_refresh_duration_seconds",
+                "How long the last metrics refresh took",
+            )?,
         )?;
-        r.register(Box::new(refresh_seconds.clone()))?;
-        let refresh_errors = IntCounter::new(
-            "maestro_reporter_errors_total",
-            "Reads that failed during metrics refreshes",
+        let refresh_errors = register(
+            r,
+            IntCounter::new(
+                "maestro_reporter_errors_total",
+                "Reads that failed during metrics refreshes",
+            )?,
         )?;
-        r.register(Box::new(refresh_errors.clone()))?;
         Ok(Self {
             started,
             executions,
