@@ -134,11 +134,17 @@ impl Client {
                 "{status}: {}",
                 answer["message"].as_str().unwrap_or(&answer.to_string())
             );
-            for field in answer["fields"].as_array().into_iter().flatten() {
+            // grpc-gateway's `google.rpc.Status`: bad fields are BadRequest violations.
+            let violations = answer["details"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|d| d["fieldViolations"].as_array().into_iter().flatten());
+            for field in violations {
                 message.push_str(&format!(
                     "\n  {}: {}",
                     field["field"].as_str().unwrap_or("?"),
-                    field["message"].as_str().unwrap_or("?")
+                    field["description"].as_str().unwrap_or("?")
                 ));
             }
             bail!(message);

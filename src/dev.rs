@@ -60,8 +60,9 @@ fn sample_scheduler(rooms: u32) -> Scheduler {
     s.spec.containers[0].image = "maestro/game-room:local".into();
     s.spec.containers[0].ports = vec![ContainerPort {
         name: "game".into(),
-        protocol: "UDP".into(),
+        protocol: "udp".into(),
         port: 7777,
+        host_port: 0,
         host_port_range: None,
     }];
     s

@@ -117,6 +117,15 @@ pub struct ServeArgs {
     /// when it is not given; `maestro serve` requires it.
     #[arg(long, env = "MAESTRO_ROOM_TOKEN_SECRET", hide_env_values = true)]
     pub room_token_secret: Option<String>,
+    /// `required` (default): rooms must send their token. `optional`: for studios moving from
+    /// Maestro, whose rooms send none; a token is still checked when a room sends one.
+    #[arg(
+        long,
+        env = "MAESTRO_ROOM_TOKENS",
+        value_enum,
+        default_value = "required"
+    )]
+    pub room_tokens: RoomTokens,
     /// Where rooms run.
     #[arg(long, env = "MAESTRO_RUNTIME", value_enum, default_value = "process")]
     pub runtime: RuntimeKind,
@@ -127,6 +136,13 @@ pub struct ServeArgs {
     /// The rooms gRPC API's URL as rooms see it; by default `http://` + `--rooms-grpc-addr`.
     #[arg(long, env = "MAESTRO_ROOMS_GRPC_URL")]
     pub rooms_grpc_url: Option<String>,
+}
+
+/// Whether the rooms API requires each room's token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RoomTokens {
+    Required,
+    Optional,
 }
 
 /// What only `maestro dev` adds to the wiring.
@@ -304,6 +320,7 @@ pub async fn start(
         .with_continue_as_new_every(args.continue_as_new_every);
     let rooms_config = RoomsApiConfig {
         token_secret: Some(token_secret),
+        tokens_required: args.room_tokens == RoomTokens::Required,
         ..RoomsApiConfig::default()
     };
     let state = GatewayState::new(

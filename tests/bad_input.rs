@@ -16,6 +16,17 @@ async fn send(
     body: Vec<u8>,
     token: &str,
 ) -> anyhow::Result<(StatusCode, Value)> {
+    let (status, body, _) = send_for_headers(maestro, url, content_type, body, token).await?;
+    Ok((status, body))
+}
+
+async fn send_for_headers(
+    maestro: &Maestro,
+    url: String,
+    content_type: &str,
+    body: Vec<u8>,
+    token: &str,
+) -> anyhow::Result<(StatusCode, Value, reqwest::header::HeaderMap)> {
     let response = maestro
         .http
         .post(url)
@@ -25,10 +36,12 @@ async fn send(
         .send()
         .await?;
     let status = response.status();
+    let headers = response.headers().clone();
     let text = response.text().await?;
     Ok((
         status,
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        headers,
     ))
 }
 
@@ -76,14 +89,26 @@ async fn raw(
     Ok((status, json))
 }
 
-/// The answer names `what` in its message or its fields.
+/// The answer (a `google.rpc.Status`) names `what` in its message or in a field violation
+/// of its `google.rpc.BadRequest` detail.
 fn names(body: &Value, what: &str) -> bool {
     body["message"].as_str().is_some_and(|m| m.contains(what))
-        || body["fields"]
+        || body["details"]
             .as_array()
             .into_iter()
             .flatten()
+            .filter(|d| d["@type"] == "type.googleapis.com/google.rpc.BadRequest")
+            .flat_map(|d| d["fieldViolations"].as_array().into_iter().flatten())
             .any(|f| f["field"].as_str().is_some_and(|f| f.contains(what)))
+}
+
+/// The fields the answer says were ignored.
+fn ignored(headers: &reqwest::header::HeaderMap) -> String {
+    headers
+        .get("x-maestro-ignored-fields")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[tokio::test]
@@ -110,7 +135,8 @@ async fn bad_requests_get_4xx_answers_that_name_the_problem() -> anyhow::Result<
     assert_eq!(code, 413, "{body}");
     assert!(names(&body, "body"), "{body}");
 
-    // Not JSON by its content type: 415 naming the header.
+    // Any Content-Type is read as JSON, as grpc-gateway reads it for Maestro (curl's
+    // default form type included).
     let (code, body) = send(
         &maestro,
         create.clone(),
@@ -119,8 +145,26 @@ async fn bad_requests_get_4xx_answers_that_name_the_problem() -> anyhow::Result<
         API_TOKEN,
     )
     .await?;
-    assert_eq!(code, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{body}");
-    assert!(names(&body, "Content-Type"), "{body}");
+    assert_eq!(code, StatusCode::OK, "{body}");
+
+    // Routes nobody serves, as grpc-gateway answers them for Maestro: an unknown path is
+    // 404 with code 5, a known path with another method 501 with code 12; both JSON.
+    let unknown = maestro
+        .http
+        .get(format!("{}/no/such/route", maestro.api))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await?;
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    assert_eq!(unknown.json::<Value>().await?["code"], 5);
+    let wrong_method = maestro
+        .http
+        .delete(format!("{}/schedulers", maestro.api))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await?;
+    assert_eq!(wrong_method.status(), StatusCode::NOT_IMPLEMENTED);
+    assert_eq!(wrong_method.json::<Value>().await?["code"], 12);
 
     // Broken JSON: 400.
     let (code, body) = send(
@@ -133,10 +177,11 @@ async fn bad_requests_get_4xx_answers_that_name_the_problem() -> anyhow::Result<
     .await?;
     assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
 
-    // Unknown fields, top level and nested: 400 naming them.
+    // Unknown fields, top level and nested: ignored as Maestro ignores them, but named in
+    // the answer's header so a typo is still visible.
     let mut unknown = scheduler_body("unknown-field");
     unknown["roomReplicas"] = json!(3);
-    let (code, body) = send(
+    let (code, body, headers) = send_for_headers(
         &maestro,
         create.clone(),
         "application/json",
@@ -144,11 +189,11 @@ async fn bad_requests_get_4xx_answers_that_name_the_problem() -> anyhow::Result<
         API_TOKEN,
     )
     .await?;
-    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
-    assert!(names(&body, "roomReplicas"), "{body}");
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(ignored(&headers), "roomReplicas");
     let mut nested = scheduler_body("unknown-nested");
     nested["spec"]["containers"][0]["imagePullPolcy"] = json!("Always");
-    let (code, body) = send(
+    let (code, body, headers) = send_for_headers(
         &maestro,
         create.clone(),
         "application/json",
@@ -156,8 +201,8 @@ async fn bad_requests_get_4xx_answers_that_name_the_problem() -> anyhow::Result<
         API_TOKEN,
     )
     .await?;
-    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
-    assert!(names(&body, "imagePullPolcy"), "{body}");
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(ignored(&headers), "spec.containers.0.imagePullPolcy");
 
     // Huge numbers: 400 naming the field, never an overflow.
     for (field, value) in [
@@ -256,7 +301,8 @@ async fn bad_requests_get_4xx_answers_that_name_the_problem() -> anyhow::Result<
         .body("status=ready")
         .send()
         .await?;
-    assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    // Any Content-Type is read as JSON; a form body is not JSON.
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let response = maestro
         .http
         .put(&ping)
@@ -272,7 +318,7 @@ async fn bad_requests_get_4xx_answers_that_name_the_problem() -> anyhow::Result<
 
 /// Field names of a 400's `fields`.
 fn fields(body: &Value) -> Vec<String> {
-    body["fields"]
+    body["details"][0]["fieldViolations"]
         .as_array()
         .into_iter()
         .flatten()
@@ -283,7 +329,7 @@ fn fields(body: &Value) -> Vec<String> {
 /// What could never run is refused when it is submitted, naming the field, not accepted to
 /// fail every health run: no command or a program that does not exist (the process runtime),
 /// more rooms than the port range holds, a forwarder timeout past the maximum. A reused
-/// Idempotency-Key with another request is 409 naming the key.
+/// Idempotency-Key with another request is 400 (code 9) naming the key.
 #[tokio::test]
 async fn schedulers_that_can_never_run_are_refused_naming_the_field() -> anyhow::Result<()> {
     let temporal = TemporalDevServer::start().await?;
@@ -359,7 +405,7 @@ async fn schedulers_that_can_never_run_are_refused_naming_the_field() -> anyhow:
         "{answer}"
     );
 
-    // An Idempotency-Key reused for another request: 409 naming the key, nothing enqueued.
+    // An Idempotency-Key reused for another request: 400 naming the key, nothing enqueued.
     let keyed = |amount: u32| {
         maestro
             .http
@@ -378,7 +424,8 @@ async fn schedulers_that_can_never_run_are_refused_naming_the_field() -> anyhow:
         "a retry is the same operation"
     );
     let reused = keyed(2).await?;
-    assert_eq!(reused.status(), StatusCode::CONFLICT);
+    // FailedPrecondition (code 9): 400, as grpc-gateway answers every precondition.
+    assert_eq!(reused.status(), StatusCode::BAD_REQUEST);
     let reused: Value = reused.json().await?;
     assert_eq!(
         fields(&reused),

@@ -48,7 +48,8 @@ async fn the_cli_drives_the_management_api() -> Result<()> {
             "name: cli-sched\ngame: cli-game\nmaxSurge: \"1\"\nroomsReplicas: 2\n\
              portRange: {{start: 47100, end: 47199}}\n\
              spec:\n  terminationGracePeriod: 5s\n  containers:\n  - name: room\n    image: local\n    \
-             command: [\"{}\", \"--ping-interval\", \"1s\"]\n",
+             imagePullPolicy: IfNotPresent\n    requests: {{cpu: 10m, memory: 32Mi}}\n    \
+             limits: {{cpu: 500m, memory: 256Mi}}\n    command: [\"{}\", \"--ping-interval\", \"1s\"]\n",
             env!("CARGO_BIN_EXE_game-room")
         ),
     )?;
@@ -140,7 +141,8 @@ async fn the_cli_drives_the_management_api() -> Result<()> {
     );
     let final_cancel = cli(&["operation", "cancel", "cli-sched", &add_id]);
     assert!(!final_cancel.status.success());
-    assert!(String::from_utf8_lossy(&final_cancel.stderr).contains("409"));
+    // FailedPrecondition: 400 as grpc-gateway answers it.
+    assert!(String::from_utf8_lossy(&final_cancel.stderr).contains("400"));
     let anonymous = maestro_cli(&maestro, None, &["scheduler", "list"]);
     assert!(!anonymous.status.success());
     assert!(String::from_utf8_lossy(&anonymous.stderr).contains("401"));

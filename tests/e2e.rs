@@ -25,7 +25,7 @@ async fn scheduler_lifecycle_through_the_rest_api() -> Result<()> {
         .await?;
     assert_eq!(unauthenticated.status(), StatusCode::UNAUTHORIZED);
     let body: Value = unauthenticated.json().await?;
-    assert_eq!(body["code"], "unauthenticated");
+    assert_eq!(body["code"], 16);
     let wrong = maestro
         .http
         .get(format!("{}/schedulers", maestro.api))
@@ -53,8 +53,8 @@ async fn scheduler_lifecycle_through_the_rest_api() -> Result<()> {
     bad["spec"]["containers"][0]["ports"][0]["protocol"] = json!("HTTP");
     let (code, body) = maestro.post("/schedulers", bad).await?;
     assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
-    assert_eq!(body["code"], "invalid_argument");
-    let fields: Vec<&str> = body["fields"]
+    assert_eq!(body["code"], 3);
+    let fields: Vec<&str> = body["details"][0]["fieldViolations"]
         .as_array()
         .unwrap()
         .iter()
@@ -68,7 +68,7 @@ async fn scheduler_lifecycle_through_the_rest_api() -> Result<()> {
         .post("/schedulers", json!({"name": name, "game": 5}))
         .await?;
     assert_eq!(code, StatusCode::BAD_REQUEST);
-    assert_eq!(body["fields"][0]["field"], "game");
+    assert_eq!(body["details"][0]["fieldViolations"][0]["field"], "game");
     let (code, _) = maestro.get(&format!("/schedulers/{name}")).await?;
     assert_eq!(code, StatusCode::NOT_FOUND);
 
@@ -132,7 +132,10 @@ async fn scheduler_lifecycle_through_the_rest_api() -> Result<()> {
         )
         .await?;
     assert_eq!(
-        (code, body["fields"][0]["field"].as_str()),
+        (
+            code,
+            body["details"][0]["fieldViolations"][0]["field"].as_str()
+        ),
         (StatusCode::BAD_REQUEST, Some("amount"))
     );
     let (code, _) = maestro
@@ -188,9 +191,12 @@ async fn scheduler_lifecycle_through_the_rest_api() -> Result<()> {
         .send()
         .await?;
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    // Maestro answers a ping for a room it does not know with 200 `success: false`.
+    let unknown_ping = ping("no-such-room", "ready").await?;
+    assert_eq!(unknown_ping.status(), StatusCode::OK);
     assert_eq!(
-        ping("no-such-room", "ready").await?.status(),
-        StatusCode::NOT_FOUND
+        unknown_ping.json::<Value>().await?,
+        json!({"success": false})
     );
 
     // Remove 1: 2 remain, in the store and as processes.

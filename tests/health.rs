@@ -21,9 +21,10 @@ fn document(name: &str, replicas: u32, ports: (u16, u16), interval: &str) -> Val
         "portRange": {"start": ports.0, "end": ports.1},
         "spec": {"terminationGracePeriod": "5s", "containers": [{
             "name": "room", "image": "local/game-room",
+            "imagePullPolicy": "IfNotPresent", "requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"},
             // One ping at start, then silence: the test sets statuses itself.
             "command": [env!("CARGO_BIN_EXE_game-room"), "--ping-interval", interval],
-            "ports": [{"name": "game", "protocol": "UDP", "port": 7777}]}]}
+            "ports": [{"name": "game", "protocol": "udp", "port": 7777}]}]}
     })
 }
 

@@ -103,8 +103,9 @@ async fn metrics_after_a_scripted_scenario() -> Result<()> {
         "portRange": {"start": 46600, "end": 46699},
         "spec": {"terminationGracePeriod": "5s", "containers": [{
             "name": "room", "image": "local/game-room",
+            "imagePullPolicy": "IfNotPresent", "requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"},
             "command": [env!("CARGO_BIN_EXE_game-room"), "--ping-interval", "1h"],
-            "ports": [{"name": "game", "protocol": "UDP", "port": 7777}]}]}
+            "ports": [{"name": "game", "protocol": "udp", "port": 7777}]}]}
     });
     let (code, answer) = maestro.post("/schedulers", body).await?;
     assert_eq!(code, StatusCode::OK, "{answer}");

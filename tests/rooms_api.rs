@@ -12,8 +12,10 @@ use anyhow::Result;
 use common::{Maestro, ROOM_TOKEN_SECRET};
 use maestro_core::RoomTokenSecret;
 use maestro_proto::eventforwarder::grpc_forwarder_server::{GrpcForwarder, GrpcForwarderServer};
+use maestro_proto::eventforwarder::player_event::PlayerEventType;
+use maestro_proto::eventforwarder::room_status::RoomStatusType;
 use maestro_proto::eventforwarder::{
-    PlayerEvent, Response as FwdResponse, RoomEvent, RoomInfo, RoomStatus,
+    PlayerEvent, Response as FwdResponse, Room, RoomEvent, RoomInfo, RoomStatus,
 };
 use maestro_proto::rooms::rooms_service_client::RoomsServiceClient;
 use maestro_proto::rooms::{
@@ -44,22 +46,12 @@ struct FakeForwarder {
     answer_code: Arc<Mutex<i32>>,
 }
 
-fn struct_json(s: Option<prost_types::Struct>) -> Value {
-    let Some(s) = s else { return Value::Null };
-    let fields = s
-        .fields
-        .into_iter()
-        .map(|(k, v)| {
-            let v = match v.kind {
-                Some(prost_types::value::Kind::StringValue(s)) => Value::String(s),
-                Some(prost_types::value::Kind::NumberValue(n)) => json!(n),
-                Some(prost_types::value::Kind::BoolValue(b)) => json!(b),
-                other => Value::String(format!("{other:?}")),
-            };
-            (k, v)
-        })
-        .collect();
-    Value::Object(fields)
+fn map_json(map: std::collections::HashMap<String, String>) -> Value {
+    Value::Object(
+        map.into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect(),
+    )
 }
 
 impl FakeForwarder {
@@ -83,9 +75,15 @@ fn received(
     room: Option<maestro_proto::eventforwarder::Room>,
     kind: String,
     player_id: String,
-    metadata: Option<prost_types::Struct>,
+    metadata: std::collections::HashMap<String, String>,
 ) -> Received {
     let room = room.unwrap_or_default();
+    // Room calls carry their metadata on the room; a player event on the event.
+    let metadata = if metadata.is_empty() {
+        map_json(room.metadata)
+    } else {
+        map_json(metadata)
+    };
     Received {
         call,
         room_id: room.room_id,
@@ -93,8 +91,15 @@ fn received(
         room_type: room.room_type,
         kind,
         player_id,
-        metadata: struct_json(metadata),
+        metadata,
     }
+}
+
+fn status_name(value: i32) -> String {
+    RoomStatusType::try_from(value).map_or_else(
+        |_| format!("unknown {value}"),
+        |t| t.as_str_name().to_string(),
+    )
 }
 
 #[tonic::async_trait]
@@ -117,25 +122,26 @@ impl GrpcForwarder for FakeForwarder {
         r: tonic::Request<RoomStatus>,
     ) -> tonic::Result<tonic::Response<FwdResponse>> {
         let r = r.into_inner();
+        let kind = status_name(r.status_type);
         self.record(received(
             "room_status",
             r.room,
-            r.status_type,
+            kind,
             String::new(),
-            None,
+            Default::default(),
         ))
     }
     async fn send_room_ping(
         &self,
-        r: tonic::Request<RoomStatus>,
+        r: tonic::Request<Room>,
     ) -> tonic::Result<tonic::Response<FwdResponse>> {
         let r = r.into_inner();
         self.record(received(
             "room_ping",
-            r.room,
-            r.status_type,
+            Some(r),
             String::new(),
-            None,
+            String::new(),
+            Default::default(),
         ))
     }
     async fn send_room_resync(
@@ -143,12 +149,13 @@ impl GrpcForwarder for FakeForwarder {
         r: tonic::Request<RoomStatus>,
     ) -> tonic::Result<tonic::Response<FwdResponse>> {
         let r = r.into_inner();
+        let kind = status_name(r.status_type);
         self.record(received(
             "room_resync",
             r.room,
-            r.status_type,
+            kind,
             String::new(),
-            None,
+            Default::default(),
         ))
     }
     async fn send_player_event(
@@ -156,10 +163,12 @@ impl GrpcForwarder for FakeForwarder {
         r: tonic::Request<PlayerEvent>,
     ) -> tonic::Result<tonic::Response<FwdResponse>> {
         let r = r.into_inner();
+        let kind = PlayerEventType::try_from(r.event_type)
+            .map_or_else(|_| "unknown".to_string(), |t| t.as_str_name().to_string());
         self.record(received(
             "player_event",
             r.room,
-            r.event_type,
+            kind,
             r.player_id,
             r.metadata,
         ))
@@ -173,7 +182,7 @@ impl GrpcForwarder for FakeForwarder {
             None,
             String::new(),
             String::new(),
-            None,
+            Default::default(),
         ))
     }
 }
@@ -206,8 +215,9 @@ fn scheduler(name: &str, ports: (u16, u16), rooms: u32, command: &[&str]) -> Val
             "containers": [{
                 "name": "room",
                 "image": "local/game-room",
+                "imagePullPolicy": "IfNotPresent", "requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"},
                 "command": command,
-                "ports": [{"name": "game", "protocol": "UDP", "port": 7777}]
+                "ports": [{"name": "game", "protocol": "udp", "port": 7777}]
             }]
         }
     })
@@ -287,19 +297,20 @@ async fn tokens_pings_events_and_forwarders() -> Result<()> {
     let mut body = scheduler("fwd", (46000, 46099), 2, &game_room(&[]));
     body["forwarders"] = json!([{
         "name": "matchmaker", "enable": true, "type": "gRPC", "address": forwarder_address,
-        "options": {"timeout": 500, "metadata": {"region": "eu"}}
+        "options": {"timeout": 500, "metadata": {"region": "eu", "roomType": "duel-room", "tier": 2}}
     }]);
     let ids = create_with_rooms(&maestro, body).await?;
     let (a, b) = (ids[0].as_str(), ids[1].as_str());
     let (token_a, token_b) = (secret.token("fwd", a), secret.token("fwd", b));
 
-    // Each room's first ready ping was forwarded as a status change.
+    // Each room's first ready ping was forwarded as a status change: `SendRoomResync`, as
+    // Maestro's room manager does (events_forwarder.go).
     eventually(
         Duration::from_secs(20),
         "status changes forwarded",
         || async {
             let ready: BTreeSet<String> = forwarder
-                .calls("room_status")
+                .calls("room_resync")
                 .into_iter()
                 .filter(|r| r.kind == "ready")
                 .map(|r| r.room_id)
@@ -308,10 +319,27 @@ async fn tokens_pings_events_and_forwarders() -> Result<()> {
         },
     )
     .await?;
-    let status = &forwarder.calls("room_status")[0];
+    let status = &forwarder.calls("room_resync")[0];
     assert_eq!(
         (status.game.as_str(), status.room_type.as_str()),
-        ("rooms-game", "fwd")
+        ("rooms-game", "duel-room")
+    );
+    // Maestro's attributes, values stringified: the forwarder's metadata under the room's.
+    for (key, value) in [
+        ("eventType", "resync"),
+        ("pingType", "ready"),
+        ("region", "eu"),
+        ("tier", "2"),
+    ] {
+        assert_eq!(status.metadata[key], value, "{key} in {}", status.metadata);
+    }
+    assert!(
+        status.metadata["ports"]
+            .as_str()
+            .unwrap()
+            .contains(r#""name":"game""#),
+        "{}",
+        status.metadata
     );
 
     // Tokens: none → 401, another room's → 403, bad input → 400 naming the field.
@@ -321,7 +349,7 @@ async fn tokens_pings_events_and_forwarders() -> Result<()> {
     let (code, answer) =
         room_call(&maestro, put.clone(), &ping_path, None, Some(ping("ready"))).await?;
     assert_eq!(code, StatusCode::UNAUTHORIZED, "{answer}");
-    assert_eq!(answer["code"], "unauthenticated");
+    assert_eq!(answer["code"], 16, "gRPC Unauthenticated: {answer}");
     let (code, answer) = room_call(
         &maestro,
         put.clone(),
@@ -331,7 +359,7 @@ async fn tokens_pings_events_and_forwarders() -> Result<()> {
     )
     .await?;
     assert_eq!(code, StatusCode::FORBIDDEN, "{answer}");
-    assert_eq!(answer["code"], "permission_denied");
+    assert_eq!(answer["code"], 7, "gRPC PermissionDenied: {answer}");
     let (code, answer) = room_call(
         &maestro,
         put.clone(),
@@ -341,7 +369,15 @@ async fn tokens_pings_events_and_forwarders() -> Result<()> {
     )
     .await?;
     assert_eq!(code, StatusCode::BAD_REQUEST);
-    assert_eq!(answer["fields"][0]["field"], "status");
+    assert_eq!(answer["code"], 3, "{answer}");
+    assert_eq!(
+        answer["details"][0]["@type"],
+        "type.googleapis.com/google.rpc.BadRequest"
+    );
+    assert_eq!(
+        answer["details"][0]["fieldViolations"][0]["field"],
+        "status"
+    );
     let (code, answer) = room_call(
         &maestro,
         put.clone(),
@@ -370,7 +406,18 @@ async fn tokens_pings_events_and_forwarders() -> Result<()> {
         (room_event.room_id.as_str(), room_event.kind.as_str()),
         (a, "matchStarted")
     );
-    assert_eq!(room_event.metadata, json!({"mode": "duel", "region": "eu"}));
+    for (key, value) in [
+        ("mode", "duel"),
+        ("region", "eu"),
+        ("eventType", "roomEvent"),
+        ("roomEvent", "matchStarted"),
+    ] {
+        assert_eq!(
+            room_event.metadata[key], value,
+            "{key} in {}",
+            room_event.metadata
+        );
+    }
     let player = json!({"event": "playerJoin", "metadata": {"playerId": "p-1"}});
     let (code, answer) = room_call(
         &maestro,
@@ -390,7 +437,36 @@ async fn tokens_pings_events_and_forwarders() -> Result<()> {
         .expect("a player event");
     assert_eq!(
         (player_event.player_id.as_str(), player_event.kind.as_str()),
-        ("p-1", "playerJoin")
+        ("p-1", "PLAYER_JOINED")
+    );
+    assert_eq!(
+        player_event.metadata,
+        json!({"playerId": "p-1", "eventType": "playerJoin", "roomType": "duel-room"})
+    );
+
+    // Maestro v9's `/status` forwards the status (`SendRoomStatus`) and changes nothing.
+    let (code, answer) = room_call(
+        &maestro,
+        put.clone(),
+        &format!("/scheduler/fwd/rooms/{a}/status"),
+        Some(&token_a),
+        Some(json!({"status": "occupied", "timestamp": "5"})),
+    )
+    .await?;
+    assert_eq!((code, answer), (StatusCode::OK, json!({"success": true})));
+    let forwarded = forwarder
+        .calls("room_status")
+        .pop()
+        .expect("a status event");
+    assert_eq!(
+        (forwarded.room_id.as_str(), forwarded.kind.as_str()),
+        (a, "occupied")
+    );
+    assert_eq!(forwarded.metadata["eventType"], "status");
+    assert_eq!(
+        maestro.rooms("fwd", "occupied").await?,
+        0,
+        "/status changed a room"
     );
 
     // A forwarder that refuses: the event answer says so (Maestro's contract), not an error.
@@ -418,7 +494,34 @@ async fn tokens_pings_events_and_forwarders() -> Result<()> {
         Some(json!({"event": "x"})),
     )
     .await?;
-    assert_eq!(code, StatusCode::NOT_FOUND, "{answer}");
+    // Maestro answers 200 with the reason for a room it does not know; pings too.
+    assert_eq!(
+        (code, answer["success"].clone()),
+        (StatusCode::OK, json!(false)),
+        "{answer}"
+    );
+    let (code, answer) = room_call(
+        &maestro,
+        put.clone(),
+        "/scheduler/fwd/rooms/nope/ping",
+        Some(&secret.token("fwd", "nope")),
+        Some(ping("ready")),
+    )
+    .await?;
+    assert_eq!((code, answer), (StatusCode::OK, json!({"success": false})));
+
+    // Maestro's documented game room (docs/tutorials/Development.md): curl's form
+    // Content-Type and the timestamp as a string.
+    let documented = maestro
+        .http
+        .put(format!("{}{ping_path}", maestro.rooms_api))
+        .bearer_auth(&token_a)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(r#"{"status": "ready","timestamp": "12312312313"}"#)
+        .send()
+        .await?;
+    assert_eq!(documented.status(), StatusCode::OK);
+    assert_eq!(documented.json::<Value>().await?, json!({"success": true}));
 
     let metrics = maestro
         .http
@@ -445,6 +548,10 @@ async fn tokens_pings_events_and_forwarders() -> Result<()> {
     assert_eq!(code, StatusCode::OK, "{address}");
     assert_eq!(address["host"], "127.0.0.1");
     assert_eq!(address["ports"][0]["name"], "game");
+    assert_eq!(
+        address["ipv6Label"], "",
+        "Maestro's GetRoomAddressResponse has it"
+    );
 
     // The same over gRPC.
     let mut client = grpc(&maestro).await?;
@@ -548,7 +655,7 @@ async fn tokens_pings_events_and_forwarders() -> Result<()> {
 }
 
 /// 100 concurrent allocations (half HTTP, half gRPC) against 50 ready game rooms: exactly 50
-/// distinct rooms handed out, 50 clear "no room available" answers.
+/// distinct rooms handed out, 50 of Maestro's "no ready rooms available" answers.
 async fn allocation_hands_out_each_room_once(store: &str) -> Result<()> {
     let temporal = TemporalDevServer::start().await?;
     let mut maestro = Maestro::start_with(&temporal, &["--room-store", store]).await?;
@@ -568,11 +675,12 @@ async fn allocation_hands_out_each_room_once(store: &str) -> Result<()> {
         Some(json!({"metadataSelector": {"mode": "ranked"}})),
     )
     .await?;
-    assert_eq!(code, StatusCode::OK);
     assert_eq!(
-        answer["success"], false,
+        code,
+        StatusCode::INTERNAL_SERVER_ERROR,
         "no room reports mode=ranked: {answer}"
     );
+    assert_eq!(answer["code"], 2, "{answer}");
     let (code, _) = room_call(
         &maestro,
         reqwest::Method::POST,
@@ -581,7 +689,8 @@ async fn allocation_hands_out_each_room_once(store: &str) -> Result<()> {
         Some(json!({})),
     )
     .await?;
-    assert_eq!(code, StatusCode::NOT_FOUND);
+    // Maestro's answer when nothing is ready, for unknown schedulers too: gRPC Unknown.
+    assert_eq!(code, StatusCode::INTERNAL_SERVER_ERROR);
 
     let client = grpc(&maestro).await?;
     let calls = (0..100).map(|i| {
@@ -599,14 +708,21 @@ async fn allocation_hands_out_each_room_once(store: &str) -> Result<()> {
                     answer["message"].as_str().unwrap_or("").to_string(),
                 ))
             } else {
-                let answer = client
+                match client
                     .allocate_room(AllocateRoomRequest {
                         scheduler_name: "alloc".into(),
-                        metadata_selector: Default::default(),
                     })
-                    .await?
-                    .into_inner();
-                anyhow::Ok((answer.success, answer.room_id, answer.message))
+                    .await
+                {
+                    Ok(answer) => {
+                        let answer = answer.into_inner();
+                        anyhow::Ok((answer.success, answer.room_id, answer.message))
+                    }
+                    Err(status) if status.code() == tonic::Code::Unknown => {
+                        anyhow::Ok((false, String::new(), status.message().to_string()))
+                    }
+                    Err(status) => Err(status.into()),
+                }
             }
         })
     });
@@ -617,7 +733,7 @@ async fn allocation_hands_out_each_room_once(store: &str) -> Result<()> {
         if success {
             assert!(rooms.insert(room.clone()), "room {room} handed out twice");
         } else {
-            assert!(message.contains("no room available"), "{message}");
+            assert!(message.contains("no ready rooms available"), "{message}");
             refused += 1;
         }
     }
@@ -688,7 +804,7 @@ async fn a_forwarder_that_never_answers_delays_no_ping() -> Result<()> {
         "a ping waited {slowest:?}"
     );
 
-    let before = healthy.calls("room_status").len();
+    let before = healthy.calls("room_resync").len();
     let code = maestro
         .ping_as("fast-forwarder", &fast_room, "occupied", 1)
         .await?;
@@ -696,7 +812,7 @@ async fn a_forwarder_that_never_answers_delays_no_ping() -> Result<()> {
     eventually(
         Duration::from_secs(10),
         "the other forwarder's change",
-        || async { (healthy.calls("room_status").len() > before).then_some(()) },
+        || async { (healthy.calls("room_resync").len() > before).then_some(()) },
     )
     .await?;
     Ok(())

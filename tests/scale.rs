@@ -38,7 +38,8 @@ async fn listing_1000_schedulers() -> Result<()> {
                 let body = json!({
                     "name": name, "game": game, "maxSurge": "1", "roomsReplicas": 0,
                     "spec": {"terminationGracePeriod": "5s", "containers": [{
-                        "name": "room", "image": "local", "command": ["true"]}]}
+                        "name": "room", "image": "local", "command": ["true"],
+                        "imagePullPolicy": "IfNotPresent", "requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}}]}
                 });
                 let (code, answer) = maestro.post("/schedulers", body).await?;
                 anyhow::ensure!(code == StatusCode::OK, "{name}: {code} {answer}");

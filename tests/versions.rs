@@ -21,7 +21,8 @@ fn document(command: &[&str]) -> Value {
         "portRange": {"start": 46700, "end": 46799},
         "spec": {"terminationGracePeriod": "5s", "containers": [{
             "name": "room", "image": "local/game-room", "command": command,
-            "ports": [{"name": "game", "protocol": "UDP", "port": 7777}]}]}
+            "imagePullPolicy": "IfNotPresent", "requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"},
+            "ports": [{"name": "game", "protocol": "udp", "port": 7777}]}]}
     })
 }
 
@@ -138,7 +139,7 @@ async fn versions_minor_major_failed_and_switch() -> Result<()> {
         .get(&format!("/schedulers/{NAME}/operations?orderBy=sideways"))
         .await?;
     assert_eq!(code, StatusCode::BAD_REQUEST);
-    assert_eq!(body["fields"][0]["field"], "orderBy");
+    assert_eq!(body["details"][0]["fieldViolations"][0]["field"], "orderBy");
 
     // Dry runs: the plan, and nothing enqueued.
     let before = final_operations(&maestro).await?;
@@ -222,7 +223,7 @@ async fn versions_minor_major_failed_and_switch() -> Result<()> {
     )
     .await?;
     assert_eq!(code, StatusCode::BAD_REQUEST);
-    assert_eq!(body["fields"][0]["field"], "dryRun");
+    assert_eq!(body["details"][0]["fieldViolations"][0]["field"], "dryRun");
     assert_eq!(
         final_operations(&maestro).await?,
         before,
@@ -317,25 +318,30 @@ async fn versions_minor_major_failed_and_switch() -> Result<()> {
     finished(&maestro, body["operationId"].as_str().unwrap()).await?;
     assert_eq!(active_version(&maestro).await?, "v1.1");
     let (code, body) = call(&maestro, put.clone(), json!({"version": "v3.0"})).await?;
-    assert_eq!(code, StatusCode::CONFLICT, "{body}");
+    // Maestro's FailedPrecondition (code 9), which grpc-gateway answers with 400.
+    assert_eq!(
+        (code, body["code"].clone()),
+        (StatusCode::BAD_REQUEST, json!(9)),
+        "{body}"
+    );
     let (code, _) = call(&maestro, put.clone(), json!({"version": "v9.0"})).await?;
     assert_eq!(code, StatusCode::NOT_FOUND);
     let (code, body) = call(&maestro, put.clone(), json!({"version": "nine"})).await?;
     assert_eq!(code, StatusCode::BAD_REQUEST);
-    assert_eq!(body["fields"][0]["field"], "version");
+    assert_eq!(body["details"][0]["fieldViolations"][0]["field"], "version");
 
     // Bad new versions: every bad field named; a rename refused; unknown schedulers 404.
     let mut renamed = document(&game_room("1s"));
     renamed["name"] = json!("other-name");
     let (code, body) = call(&maestro, reqwest::Method::POST, renamed).await?;
     assert_eq!(code, StatusCode::BAD_REQUEST);
-    assert_eq!(body["fields"][0]["field"], "name");
+    assert_eq!(body["details"][0]["fieldViolations"][0]["field"], "name");
     let mut invalid = document(&game_room("1s"));
     invalid["maxSurge"] = json!("lots");
     invalid["spec"]["containers"][0]["ports"][0]["protocol"] = json!("HTTP");
     let (code, body) = call(&maestro, reqwest::Method::POST, invalid).await?;
     assert_eq!(code, StatusCode::BAD_REQUEST);
-    let fields: Vec<&str> = body["fields"]
+    let fields: Vec<&str> = body["details"][0]["fieldViolations"]
         .as_array()
         .unwrap()
         .iter()
@@ -349,7 +355,10 @@ async fn versions_minor_major_failed_and_switch() -> Result<()> {
     )
     .await?;
     assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
-    assert_eq!(body["fields"][0]["field"], "roomsReplicas");
+    assert_eq!(
+        body["details"][0]["fieldViolations"][0]["field"],
+        "roomsReplicas"
+    );
     let (code, _) = call(&maestro, reqwest::Method::PATCH, json!([1, 2])).await?;
     assert_eq!(code, StatusCode::BAD_REQUEST);
     let (code, _) = maestro
@@ -413,7 +422,11 @@ async fn versions_minor_major_failed_and_switch() -> Result<()> {
         "no validation room left behind"
     );
     let (code, body) = cancel(slow).await?;
-    assert_eq!(code, StatusCode::CONFLICT, "{body}");
+    assert_eq!(
+        (code, body["code"].clone()),
+        (StatusCode::BAD_REQUEST, json!(9)),
+        "{body}"
+    );
     let (code, _) = cancel("no-such-operation".into()).await?;
     assert_eq!(code, StatusCode::NOT_FOUND);
 

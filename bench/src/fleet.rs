@@ -255,10 +255,10 @@ pub fn scheduler(name: &str, replicas: u32) -> Value {
         "portRange": {"start": 20000, "end": 29999},
         "spec": {"terminationGracePeriod": "1s", "containers": [{
             "name": "room", "image": "example/game-room:1",
-            "command": ["game-room"],
+            "command": ["game-room"], "imagePullPolicy": "IfNotPresent",
             "requests": {"cpu": "100m", "memory": "64Mi"},
             "limits": {"cpu": "200m", "memory": "128Mi"},
-            "ports": [{"name": "game", "protocol": "UDP", "port": 7777}]}]}
+            "ports": [{"name": "game", "protocol": "udp", "port": 7777}]}]}
     })
 }
 

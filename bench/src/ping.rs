@@ -15,9 +15,10 @@ use maestro_core::{InstanceStatus, RoomTokenSecret, Timestamp, Version};
 use maestro_gateway::{GatewayState, RoomsApiConfig, SchedulerClient, rooms, rooms_app};
 use maestro_proto::rooms::rooms_service_server::{RoomsService, RoomsServiceServer};
 use maestro_proto::rooms::{
-    AllocateRoomRequest, AllocateRoomResponse, ForwardEventResponse, ForwardPlayerEventRequest,
-    ForwardRoomEventRequest, GetRoomAddressRequest, GetRoomAddressResponse,
-    UpdateRoomWithPingRequest, UpdateRoomWithPingResponse,
+    AllocateRoomRequest, AllocateRoomResponse, ForwardPlayerEventRequest,
+    ForwardPlayerEventResponse, ForwardRoomEventRequest, ForwardRoomEventResponse,
+    GetRoomAddressRequest, GetRoomAddressResponse, UpdateRoomStatusRequest,
+    UpdateRoomStatusResponse, UpdateRoomWithPingRequest, UpdateRoomWithPingResponse,
 };
 use maestro_runtime::{MemoryRoomStore, RedisRoomStore, RedisStoreConfig, RoomStore};
 use serde_json::json;
@@ -65,20 +66,20 @@ impl RoomsService for BareRooms {
     }
     async fn update_room_status(
         &self,
-        request: Request<UpdateRoomWithPingRequest>,
-    ) -> Result<Response<UpdateRoomWithPingResponse>, Status> {
-        self.update_room_with_ping(request).await
+        _request: Request<UpdateRoomStatusRequest>,
+    ) -> Result<Response<UpdateRoomStatusResponse>, Status> {
+        Ok(Response::new(UpdateRoomStatusResponse { success: true }))
     }
     async fn forward_room_event(
         &self,
         _request: Request<ForwardRoomEventRequest>,
-    ) -> Result<Response<ForwardEventResponse>, Status> {
+    ) -> Result<Response<ForwardRoomEventResponse>, Status> {
         Err(Status::unimplemented("bare"))
     }
     async fn forward_player_event(
         &self,
         _request: Request<ForwardPlayerEventRequest>,
-    ) -> Result<Response<ForwardEventResponse>, Status> {
+    ) -> Result<Response<ForwardPlayerEventResponse>, Status> {
         Err(Status::unimplemented("bare"))
     }
     async fn get_room_address(

@@ -25,7 +25,7 @@ fn document() -> String {
             "environment": [{"name": "MODE", "value": "ranked"}],
             "requests": {"cpu": "500m", "memory": "512Mi"},
             "limits": {"cpu": "1", "memory": "1Gi"},
-            "ports": [{"name": "game", "protocol": "UDP", "port": 7777}]}]}
+            "ports": [{"name": "game", "protocol": "udp", "port": 7777}]}]}
     })
     .to_string()
 }

@@ -4,7 +4,7 @@
 //!   `desiredRooms = ceil(desiredMatches / maxMatches)`; an allocated room counts as one
 //!   running match. Scaling down is allowed only when
 //!   `ceil(desiredRooms × maxMatches × readyTarget) / freeSlots <= downThreshold`.
-//! - `fixedBufferAmount`: `desired = occupied + amount`.
+//! - `fixedBuffer`: `desired = occupied + amount`.
 //!
 //! Both are clamped to `[min, max]` (`max = -1`: no upper limit), and a scale-down waits for
 //! the cooldown since the last one. Fractions are resolved to millionths and computed in
@@ -23,7 +23,7 @@ const MILLION: u128 = 1_000_000;
 pub struct Fleet {
     /// Rooms of the scheduler in any status but terminating/terminated.
     pub current_rooms: u64,
-    /// Rooms reporting occupied (for `fixedBufferAmount`).
+    /// Rooms reporting occupied (for `fixedBuffer`).
     pub occupied_rooms: u64,
     /// Matches running across rooms, plus one per allocated room.
     pub running_matches: u64,

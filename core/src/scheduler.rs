@@ -14,7 +14,6 @@ use crate::time::Timestamp;
 
 /// One kind of game room, as Maestro's API describes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct Scheduler {
     pub name: String,
@@ -24,11 +23,15 @@ pub struct Scheduler {
     pub state: Option<SchedulerState>,
     /// Set by Maestro; ignored on input.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(alias = "created_at")]
     pub created_at: Option<Timestamp>,
+    #[serde(alias = "max_surge")]
     pub max_surge: String,
     #[serde(default)]
+    #[serde(alias = "rooms_replicas")]
     pub rooms_replicas: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(alias = "port_range")]
     pub port_range: Option<PortRange>,
     pub spec: Spec,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -40,6 +43,7 @@ pub struct Scheduler {
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(alias = "match_allocation")]
     pub match_allocation: Option<MatchAllocation>,
     /// Extension: rooms must send their per-room token (the default). `false` lets game rooms
     /// written for Maestro, which send none, keep working; a wrong token is refused anyway.
@@ -54,7 +58,6 @@ pub struct Scheduler {
 /// seen and `errorShare` of them failed (error, or not ready in time), the previous version
 /// is made active again and the new rooms are replaced.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct AutoRollback {
     #[serde(default = "yes")]
@@ -108,14 +111,15 @@ impl Scheduler {
                 termination_grace_period: "30s".into(),
                 toleration: None,
                 affinity: None,
+                restart_policy: None,
                 containers: vec![Container {
                     name: "room".into(),
                     image: "local".into(),
-                    image_pull_policy: None,
+                    image_pull_policy: Some("IfNotPresent".into()),
                     command: command.iter().map(|s| s.to_string()).collect(),
                     environment: Vec::new(),
-                    requests: None,
-                    limits: None,
+                    requests: Some(Resources::of("100m", "64Mi")),
+                    limits: Some(Resources::of("500m", "256Mi")),
                     ports: Vec::new(),
                 }],
             },
@@ -156,7 +160,6 @@ impl SchedulerState {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct PortRange {
     pub start: i64,
     pub end: i64,
@@ -164,27 +167,34 @@ pub struct PortRange {
 
 /// Everything under `spec`: a change here is a major version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct Spec {
     /// Computed by Maestro, never trusted from clients.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub version: String,
+    #[serde(alias = "termination_grace_period")]
     pub termination_grace_period: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub toleration: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<String>,
     pub containers: Vec<Container>,
+    /// The pod's restart policy (Maestro: `Never` when absent).
+    #[serde(
+        default,
+        alias = "restart_policy",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub restart_policy: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct Container {
     pub name: String,
     pub image: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(alias = "image_pull_policy")]
     pub image_pull_policy: Option<String>,
     #[serde(default)]
     pub command: Vec<String>,
@@ -199,35 +209,35 @@ pub struct Container {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct EnvVar {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(alias = "value_from")]
     pub value_from: Option<EnvVarSource>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct EnvVarSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(alias = "field_ref")]
     pub field_ref: Option<FieldRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(alias = "secret_key_ref")]
     pub secret_key_ref: Option<SecretKeyRef>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct FieldRef {
+    #[serde(alias = "field_path")]
     pub field_path: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct SecretKeyRef {
     pub name: String,
     pub key: String,
@@ -235,7 +245,6 @@ pub struct SecretKeyRef {
 
 /// Kubernetes quantities, kept as the strings the user wrote (`"100m"`, `"20Mi"`).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct Resources {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<String>,
@@ -243,19 +252,30 @@ pub struct Resources {
     pub cpu: Option<String>,
 }
 
+impl Resources {
+    pub fn of(cpu: &str, memory: &str) -> Self {
+        Self {
+            memory: Some(memory.into()),
+            cpu: Some(cpu.into()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerPort {
     pub name: String,
     pub protocol: String,
     pub port: i64,
+    /// A fixed host port (Maestro's `hostPort`; 0 = allocated from the port range).
+    #[serde(default, alias = "host_port")]
+    pub host_port: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(alias = "host_port_range")]
     pub host_port_range: Option<PortRange>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct Autoscaling {
     #[serde(default)]
     pub enabled: bool,
@@ -267,7 +287,6 @@ pub struct Autoscaling {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct AutoscalingPolicy {
     #[serde(rename = "type")]
     pub kind: String,
@@ -276,21 +295,23 @@ pub struct AutoscalingPolicy {
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyParameters {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(alias = "room_occupancy")]
     pub room_occupancy: Option<RoomOccupancyParams>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(alias = "fixed_buffer")]
     pub fixed_buffer: Option<FixedBufferParams>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct RoomOccupancyParams {
+    #[serde(alias = "ready_target")]
     pub ready_target: f64,
     #[serde(default = "default_down_threshold")]
+    #[serde(alias = "down_threshold")]
     pub down_threshold: f64,
 }
 
@@ -299,13 +320,11 @@ fn default_down_threshold() -> f64 {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct FixedBufferParams {
     pub amount: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct Forwarder {
     pub name: String,
     #[serde(default)]
@@ -318,7 +337,6 @@ pub struct Forwarder {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct ForwarderOptions {
     /// Milliseconds.
     #[serde(default)]
@@ -328,9 +346,9 @@ pub struct ForwarderOptions {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 pub struct MatchAllocation {
+    #[serde(alias = "max_matches")]
     pub max_matches: i64,
 }
 
@@ -362,7 +380,7 @@ pub(crate) mod fixtures {
                     ],
                     "requests": {"memory": "20Mi", "cpu": "100m"},
                     "limits": {"memory": "200Mi", "cpu": "200m"},
-                    "ports": [{"name": "game", "protocol": "UDP", "port": 7777}]
+                    "ports": [{"name": "game", "protocol": "udp", "port": 7777, "hostPort": 0}]
                 }]
             },
             "autoscaling": {

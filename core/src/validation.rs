@@ -65,9 +65,16 @@ impl ValidationErrors {
 
 pub const MAX_NAME_LEN: usize = 63;
 const PULL_POLICIES: [&str; 3] = ["IfNotPresent", "Always", "Never"];
-const PROTOCOLS: [&str; 3] = ["UDP", "TCP", "SCTP"];
+/// Maestro's protocols are lowercase (`internal/validations`); the runtime upper-cases them
+/// for Kubernetes as Maestro does.
+const PROTOCOLS: [&str; 3] = ["tcp", "udp", "sctp"];
+const RESTART_POLICIES: [&str; 3] = ["Never", "OnFailure", "Always"];
+/// Maestro's longest port name (`max=15`, as Kubernetes' IANA_SVC_NAME).
+const MAX_PORT_NAME_LEN: usize = 15;
+/// Maestro's `matchAllocation.maxMatches` bounds.
+const MAX_MATCHES: std::ops::RangeInclusive<i64> = 1..=35;
 pub const POLICY_ROOM_OCCUPANCY: &str = "roomOccupancy";
-pub const POLICY_FIXED_BUFFER: &str = "fixedBufferAmount";
+pub const POLICY_FIXED_BUFFER: &str = "fixedBuffer";
 
 /// A Kubernetes DNS-1123 label: what a scheduler name (its namespace) must be.
 pub fn check_dns_label(value: &str) -> Result<(), String> {
@@ -199,9 +206,16 @@ impl Scheduler {
         validate_forwarders(&self.forwarders, &mut errs);
         crate::ports::check_capacity(self, &mut errs);
         if let Some(m) = &self.match_allocation
-            && m.max_matches < 1
+            && !MAX_MATCHES.contains(&m.max_matches)
         {
-            errs.push("matchAllocation.maxMatches", "must be >= 1");
+            errs.push(
+                "matchAllocation.maxMatches",
+                format!(
+                    "must be between {} and {}",
+                    MAX_MATCHES.start(),
+                    MAX_MATCHES.end()
+                ),
+            );
         }
         errs.into_result()
     }
@@ -211,6 +225,14 @@ impl Scheduler {
             Ok(d) if d.is_zero() => errs.push("spec.terminationGracePeriod", "must be > 0"),
             Ok(_) => {}
             Err(m) => errs.push("spec.terminationGracePeriod", m),
+        }
+        if let Some(p) = &self.spec.restart_policy
+            && !RESTART_POLICIES.contains(&p.as_str())
+        {
+            errs.push(
+                "spec.restartPolicy",
+                format!("must be one of {}", RESTART_POLICIES.join(", ")),
+            );
         }
         if self.spec.containers.is_empty() {
             errs.push("spec.containers", "at least one container is required");
@@ -253,12 +275,14 @@ fn validate_container(
     if c.image.trim().is_empty() {
         errs.push(format!("{path}.image"), "is required");
     }
-    if let Some(p) = &c.image_pull_policy
-        && !PULL_POLICIES.contains(&p.as_str())
+    if !c
+        .image_pull_policy
+        .as_deref()
+        .is_some_and(|p| PULL_POLICIES.contains(&p))
     {
         errs.push(
             format!("{path}.imagePullPolicy"),
-            format!("must be one of {}", PULL_POLICIES.join(", ")),
+            format!("is required, one of {}", PULL_POLICIES.join(", ")),
         );
     }
     let mut env_names = BTreeSet::new();
@@ -272,10 +296,14 @@ fn validate_container(
         }
         validate_env(env, &env_path, errs);
     }
+    // Maestro requires both, each with memory and cpu.
     for (kind, res) in [("requests", &c.requests), ("limits", &c.limits)] {
-        if let Some(res) = res {
-            validate_resources(res, &format!("{path}.{kind}"), errs);
-        }
+        let empty = Resources::default();
+        validate_resources(
+            res.as_ref().unwrap_or(&empty),
+            &format!("{path}.{kind}"),
+            errs,
+        );
     }
     let mut port_names = BTreeSet::new();
     for (i, port) in c.ports.iter().enumerate() {
@@ -336,10 +364,13 @@ fn validate_env(env: &EnvVar, path: &str, errs: &mut ValidationErrors) {
 
 fn validate_resources(res: &Resources, path: &str, errs: &mut ValidationErrors) {
     for (name, value) in [("memory", &res.memory), ("cpu", &res.cpu)] {
-        if let Some(v) = value
-            && let Err(m) = check_quantity(v)
-        {
-            errs.push(format!("{path}.{name}"), m);
+        match value.as_deref() {
+            None | Some("") => errs.push(format!("{path}.{name}"), "is required"),
+            Some(v) => {
+                if let Err(m) = check_quantity(v) {
+                    errs.push(format!("{path}.{name}"), m);
+                }
+            }
         }
     }
 }
@@ -352,6 +383,11 @@ fn validate_port(
 ) {
     if port.name.trim().is_empty() {
         errs.push(format!("{path}.name"), "is required");
+    } else if port.name.len() > MAX_PORT_NAME_LEN {
+        errs.push(
+            format!("{path}.name"),
+            format!("must be at most {MAX_PORT_NAME_LEN} characters"),
+        );
     }
     if !PROTOCOLS.contains(&port.protocol.as_str()) {
         errs.push(
@@ -551,7 +587,7 @@ mod tests {
         let mut j = scheduler_json();
         j["autoscaling"]["policy"]["type"] = "magic".into();
         assert!(errors_of(j.clone()).has_field("autoscaling.policy.type"));
-        j["autoscaling"]["policy"] = serde_json::json!({"type": "fixedBufferAmount"});
+        j["autoscaling"]["policy"] = serde_json::json!({"type": "fixedBuffer"});
         assert!(errors_of(j).has_field("autoscaling.policy.parameters.fixedBuffer"));
     }
 

@@ -1,5 +1,7 @@
-//! The API error model: a JSON body with a machine code, a readable message and, for
-//! validation, every bad field by its path.
+//! The API error model, as grpc-gateway writes a gRPC status over HTTP (Maestro's management
+//! and rooms APIs are grpc-gateway): `{"code": <gRPC code number>, "message", "details": []}`
+//! with grpc-gateway's HTTP status for each code. Every bad field is named in a
+//! `google.rpc.BadRequest` detail, which strict `google.rpc.Status` decoders accept.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -7,21 +9,26 @@ use axum::response::{IntoResponse, Response};
 use maestro_core::{FieldError, ValidationErrors};
 use serde::Serialize;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
+/// The gRPC status codes the API answers with (numbers are gRPC's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
+    /// 2: Maestro answers it for failures it did not classify (e.g. allocate with no room).
+    Unknown,
     InvalidArgument,
     Unauthenticated,
     PermissionDenied,
     NotFound,
     AlreadyExists,
+    /// 9: the scheduler's state forbids the change now. grpc-gateway answers HTTP 400.
     FailedPrecondition,
-    /// The body is larger than the API accepts.
+    /// 10: a concurrent or repeated request conflicts (an Idempotency-Key reused): HTTP 409.
+    Aborted,
+    /// The body is larger than the API accepts: code 3 (InvalidArgument) with HTTP 413.
     PayloadTooLarge,
-    /// The body is not JSON by its `Content-Type`.
-    UnsupportedMediaType,
     /// Too much at once (a scheduler's queue, Temporal's rate limits): retry after a while.
     ResourceExhausted,
+    /// 12: no such method on this path.
+    Unimplemented,
     Unavailable,
     Internal,
 }
@@ -30,32 +37,109 @@ pub enum ErrorCode {
 pub const RETRY_AFTER_SECS: u32 = 1;
 
 impl ErrorCode {
-    fn status(self) -> StatusCode {
+    /// The gRPC code number written in `code`.
+    pub fn grpc(self) -> i32 {
+        self.tonic() as i32
+    }
+
+    /// The HTTP status, as grpc-gateway's `HTTPStatusFromCode` maps the gRPC code.
+    pub fn status(self) -> StatusCode {
         match self {
-            Self::InvalidArgument => StatusCode::BAD_REQUEST,
+            Self::InvalidArgument | Self::FailedPrecondition => StatusCode::BAD_REQUEST,
             Self::Unauthenticated => StatusCode::UNAUTHORIZED,
             Self::PermissionDenied => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
-            Self::AlreadyExists | Self::FailedPrecondition => StatusCode::CONFLICT,
+            Self::AlreadyExists | Self::Aborted => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unimplemented => StatusCode::NOT_IMPLEMENTED,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Unknown | Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn tonic(self) -> tonic::Code {
+        use tonic::Code;
+        match self {
+            Self::Unknown => Code::Unknown,
+            Self::InvalidArgument | Self::PayloadTooLarge => Code::InvalidArgument,
+            Self::Unauthenticated => Code::Unauthenticated,
+            Self::PermissionDenied => Code::PermissionDenied,
+            Self::NotFound => Code::NotFound,
+            Self::AlreadyExists => Code::AlreadyExists,
+            Self::FailedPrecondition => Code::FailedPrecondition,
+            Self::Aborted => Code::Aborted,
+            Self::ResourceExhausted => Code::ResourceExhausted,
+            Self::Unimplemented => Code::Unimplemented,
+            Self::Unavailable => Code::Unavailable,
+            Self::Internal => Code::Internal,
         }
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, thiserror::Error, utoipa::ToSchema)]
+/// An API error. On the wire it is a `google.rpc.Status` (see [`StatusBody`]).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{code:?}: {message}")]
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub fields: Vec<FieldError>,
 }
 
+/// The body of every error answer: `google.rpc.Status` in protojson.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct StatusBody {
+    /// The gRPC status code number (3 invalid argument, 5 not found, 9 failed precondition…).
+    pub code: i32,
+    pub message: String,
+    /// `google.rpc.BadRequest` with one field violation per bad field, when fields are bad.
+    pub details: Vec<BadRequestDetail>,
+}
+
+/// `google.protobuf.Any` holding a `google.rpc.BadRequest`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BadRequestDetail {
+    /// Always `type.googleapis.com/google.rpc.BadRequest`.
+    #[serde(rename = "@type")]
+    pub type_url: &'static str,
+    #[serde(rename = "fieldViolations")]
+    pub field_violations: Vec<FieldViolation>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FieldViolation {
+    /// The field's path in the request (`spec.containers[0].ports[0].protocol`).
+    pub field: String,
+    pub description: String,
+}
+
+pub const BAD_REQUEST_TYPE: &str = "type.googleapis.com/google.rpc.BadRequest";
+
 impl ApiError {
+    /// The `google.rpc.Status` this error is written as.
+    pub fn body(&self) -> StatusBody {
+        let details = if self.fields.is_empty() {
+            Vec::new()
+        } else {
+            vec![BadRequestDetail {
+                type_url: BAD_REQUEST_TYPE,
+                field_violations: self
+                    .fields
+                    .iter()
+                    .map(|f| FieldViolation {
+                        field: f.field.clone(),
+                        description: f.message.clone(),
+                    })
+                    .collect(),
+            }]
+        };
+        StatusBody {
+            code: self.code.grpc(),
+            message: self.message.clone(),
+            details,
+        }
+    }
+
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             code,
@@ -125,23 +209,10 @@ impl From<maestro_runtime::StoreError> for ApiError {
 /// the bad fields (as `field: message` lines) for validation errors.
 impl From<ApiError> for tonic::Status {
     fn from(error: ApiError) -> Self {
-        use tonic::Code;
-        let code = match error.code {
-            ErrorCode::InvalidArgument
-            | ErrorCode::PayloadTooLarge
-            | ErrorCode::UnsupportedMediaType => Code::InvalidArgument,
-            ErrorCode::Unauthenticated => Code::Unauthenticated,
-            ErrorCode::PermissionDenied => Code::PermissionDenied,
-            ErrorCode::NotFound => Code::NotFound,
-            ErrorCode::AlreadyExists => Code::AlreadyExists,
-            ErrorCode::FailedPrecondition => Code::FailedPrecondition,
-            ErrorCode::ResourceExhausted => Code::ResourceExhausted,
-            ErrorCode::Unavailable => Code::Unavailable,
-            ErrorCode::Internal => Code::Internal,
-        };
         if error.code == ErrorCode::Internal {
             tracing::error!(message = %error.message, "internal error");
         }
+        let code = error.code.tonic();
         let mut message = error.message;
         for field in &error.fields {
             message.push_str(&format!("\n{}: {}", field.field, field.message));
@@ -159,7 +230,7 @@ impl IntoResponse for ApiError {
             self.code,
             ErrorCode::Unavailable | ErrorCode::ResourceExhausted
         );
-        let mut response = (self.code.status(), Json(self)).into_response();
+        let mut response = (self.code.status(), Json(self.body())).into_response();
         if retry {
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
@@ -168,4 +239,14 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// Answers requests no route takes as grpc-gateway does: an unknown path is 404 with code 5,
+/// a known path with another method 501 with code 12; both JSON like every other error.
+pub fn answer_unrouted(router: axum::Router) -> axum::Router {
+    router
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(ErrorCode::Unimplemented, "Method Not Allowed")
+        })
+        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "Not Found") })
 }

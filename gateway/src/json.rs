@@ -1,14 +1,39 @@
-//! A JSON body extractor whose errors name the offending field (`spec.containers[0].port`)
-//! instead of axum's generic rejection.
+//! Request bodies read as grpc-gateway reads them for Maestro: whatever the `Content-Type`,
+//! the body is JSON; fields no message has are ignored. Unlike grpc-gateway we say which:
+//! they are logged and named in the [`IGNORED_FIELDS_HEADER`] of the answer, so a typo is
+//! still visible. Errors name the offending field (`spec.containers[0].ports[0].port`).
+
+use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
 use serde::de::DeserializeOwned;
 
-use axum::http::StatusCode;
-
 use crate::error::{ApiError, ErrorCode};
+
+/// Answer header naming, comma-separated, the body fields that were ignored.
+pub const IGNORED_FIELDS_HEADER: &str = "x-maestro-ignored-fields";
+
+/// Where an extractor leaves the fields it ignored for [`report_ignored`] to answer.
+#[derive(Clone, Default)]
+struct Ignored(Arc<Mutex<Vec<String>>>);
+
+/// Middleware: names the ignored body fields in the answer's [`IGNORED_FIELDS_HEADER`].
+pub async fn report_ignored(mut request: Request, next: Next) -> Response {
+    let ignored = Ignored::default();
+    request.extensions_mut().insert(ignored.clone());
+    let mut response = next.run(request).await;
+    let fields = ignored.0.lock().map(|f| f.join(",")).unwrap_or_default();
+    if !fields.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&fields)
+    {
+        response.headers_mut().insert(IGNORED_FIELDS_HEADER, value);
+    }
+    response
+}
 
 pub struct ValidJson<T>(pub T);
 
@@ -16,19 +41,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ValidJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let json_content = req
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or("").trim())
-            .is_none_or(|v| v == "application/json" || v.ends_with("+json"));
-        if !json_content {
-            return Err(ApiError::field(
-                ErrorCode::UnsupportedMediaType,
-                "Content-Type",
-                "must be application/json",
-            ));
-        }
+        let ignored = req.extensions().get::<Ignored>().cloned();
+        let path = req.uri().path().to_string();
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::field(
@@ -40,14 +54,35 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ValidJson<T> {
                 ApiError::invalid_field("body", e.body_text())
             }
         })?;
-        parse(&bytes).map(ValidJson)
+        let (value, fields) = parse_reporting(&bytes)?;
+        if !fields.is_empty() {
+            tracing::warn!(path = %path, fields = %fields.join(","), "request fields ignored: no such field");
+            if let Some(Ignored(slot)) = ignored
+                && let Ok(mut slot) = slot.lock()
+            {
+                slot.extend(fields);
+            }
+        }
+        Ok(ValidJson(value))
     }
 }
 
-/// Parses JSON, reporting the path of the first field that does not fit.
+/// Parses JSON, reporting the path of the first field that does not fit; unknown fields
+/// are ignored.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    parse_reporting(bytes).map(|(value, _)| value)
+}
+
+/// [`parse`], also answering the paths of the fields it ignored.
+pub fn parse_reporting<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, Vec<String>), ApiError> {
+    let mut ignored = Vec::new();
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| field_error(e, "body"))
+    let value = {
+        let mut note = |path: serde_ignored::Path| ignored.push(path.to_string());
+        let de = serde_ignored::Deserializer::new(de, &mut note);
+        serde_path_to_error::deserialize(de).map_err(|e| field_error(e, "body"))?
+    };
+    Ok((value, ignored))
 }
 
 /// A deserialization error as an API error naming the field; `whole` names the input itself.
@@ -87,11 +122,18 @@ mod tests {
 
     #[test]
     fn type_errors_name_the_field() {
-        let err = parse::<Scheduler>(br#"{"name":"a","game":"g","maxSurge":"1","spec":{"terminationGracePeriod":"1s","containers":[{"name":"c","image":"i","ports":[{"name":"p","protocol":"UDP","port":"x"}]}]}}"#).unwrap_err();
+        let err = parse::<Scheduler>(br#"{"name":"a","game":"g","maxSurge":"1","spec":{"terminationGracePeriod":"1s","containers":[{"name":"c","image":"i","ports":[{"name":"p","protocol":"udp","port":"x"}]}]}}"#).unwrap_err();
         assert_eq!(err.fields[0].field, "spec.containers[0].ports[0].port");
         let err = parse::<Scheduler>(b"{").unwrap_err();
         assert_eq!(err.fields[0].field, "body");
         let err = parse::<Scheduler>(br#"{"game":"g"}"#).unwrap_err();
         assert!(err.fields[0].message.contains("name"), "{err:?}");
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_and_named() {
+        let (scheduler, ignored) = parse_reporting::<Scheduler>(br#"{"name":"a","game":"g","maxSurge":"1","typo":1,"spec":{"terminationGracePeriod":"1s","containers":[{"name":"c","image":"i","imagePulPolicy":"Always"}]}}"#).unwrap();
+        assert_eq!(scheduler.name, "a");
+        assert_eq!(ignored, ["typo", "spec.containers.0.imagePulPolicy"]);
     }
 }

@@ -65,6 +65,9 @@ pub struct GatewayParts {
 pub struct RoomsApiConfig {
     /// Secret rooms' tokens derive from; `None` turns room tokens off.
     pub token_secret: Option<maestro_core::RoomTokenSecret>,
+    /// `false`: tokens are checked when a room sends one and never required (rooms written
+    /// for Maestro send none). `maestro serve --room-tokens optional`.
+    pub tokens_required: bool,
     /// How long scheduler facts (game, forwarders, token policy) are cached per gateway.
     pub directory_ttl: std::time::Duration,
     pub forwarders: rooms::forwarders::ForwarderConfig,
@@ -75,6 +78,7 @@ impl Default for RoomsApiConfig {
     fn default() -> Self {
         Self {
             token_secret: None,
+            tokens_required: true,
             directory_ttl: std::time::Duration::from_secs(10),
             forwarders: rooms::forwarders::ForwarderConfig::default(),
             allocation_ttl: maestro_core::room::ALLOCATION_TTL,
@@ -102,7 +106,8 @@ impl GatewayState {
             config.token_secret,
             metrics.clone(),
         )
-        .with_allocation_ttl(config.allocation_ttl);
+        .with_allocation_ttl(config.allocation_ttl)
+        .with_tokens_required(config.tokens_required);
         Ok(Self(Arc::new(GatewayParts {
             schedulers,
             store,
@@ -174,6 +179,7 @@ fn probes(state: GatewayState) -> Router {
 
 fn observed(router: Router, state: &GatewayState, api: &'static str) -> Router {
     router
+        .layer(axum::middleware::from_fn(json::report_ignored))
         .layer(axum::middleware::from_fn_with_state(
             (state.metrics.clone(), api),
             metrics::track_http,
@@ -216,7 +222,11 @@ pub fn management_app(state: GatewayState, auth: management::auth::ManagementAut
             auth,
             management::auth::require_token,
         ));
-    observed(bounded(routes, MANAGEMENT_BODY_LIMIT), &state, "management")
+    observed(
+        error::answer_unrouted(bounded(routes, MANAGEMENT_BODY_LIMIT)),
+        &state,
+        "management",
+    )
 }
 
 /// The game rooms API.
@@ -226,9 +236,11 @@ pub fn management_app(state: GatewayState, auth: management::auth::ManagementAut
 /// timer a request timeout arms cost 11 % of ping throughput (`docs/benchmarks.md`).
 pub fn rooms_app(state: GatewayState) -> Router {
     observed(
-        rooms::http::router(state.clone())
-            .merge(probes(state.clone()))
-            .layer(axum::extract::DefaultBodyLimit::max(ROOMS_BODY_LIMIT)),
+        error::answer_unrouted(
+            rooms::http::router(state.clone())
+                .merge(probes(state.clone()))
+                .layer(axum::extract::DefaultBodyLimit::max(ROOMS_BODY_LIMIT)),
+        ),
         &state,
         "rooms",
     )

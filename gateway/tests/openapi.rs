@@ -52,7 +52,7 @@ fn the_document_has_every_route_and_nothing_else() {
         "Scheduler",
         "Operation",
         "GameRoom",
-        "ApiError",
+        "StatusBody",
         "OperationRequest",
     ] {
         assert!(schemas.contains_key(name), "schema {name} missing");

@@ -1,8 +1,9 @@
-//! The rooms API's HTTP JSON messages (Maestro's shapes): what rooms and matchmakers send.
+//! The rooms API's HTTP JSON messages, read as grpc-gateway reads Maestro's (protojson):
+//! lowerCamelCase or proto (snake_case) names, every `int64` as a JSON number or string.
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 /// Maestro's ping/status message. `timestamp` is the room's clock (unix seconds); Maestro
@@ -10,10 +11,11 @@ use serde_json::Value;
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PingRequest {
+    #[serde(default)]
     pub status: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "int64")]
     pub timestamp: i64,
-    #[serde(default)]
+    #[serde(default, alias = "running_matches", deserialize_with = "int64")]
     pub running_matches: i64,
     #[serde(default)]
     pub metadata: Option<BTreeMap<String, Value>>,
@@ -22,10 +24,11 @@ pub struct PingRequest {
 /// Maestro's room/player event message.
 #[derive(Debug, Deserialize)]
 pub struct EventRequest {
+    #[serde(default)]
     pub event: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "int64")]
     pub timestamp: i64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "or_default")]
     pub metadata: BTreeMap<String, Value>,
 }
 
@@ -33,6 +36,58 @@ pub struct EventRequest {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AllocateRequest {
-    #[serde(default)]
+    #[serde(default, alias = "metadata_selector")]
     pub metadata_selector: BTreeMap<String, String>,
+}
+
+/// protojson's `int64`: a JSON number or a decimal string (`"12312312313"`); `null` is 0.
+pub fn int64<'de, D: Deserializer<'de>>(de: D) -> Result<i64, D::Error> {
+    use serde::de::Error;
+    match Option::<Value>::deserialize(de)? {
+        None | Some(Value::Null) => Ok(0),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .or_else(|| {
+                // protojson accepts an integral float (`1e3`, `5.0`).
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 9.2e18)
+                    .map(|f| f as i64)
+            })
+            .ok_or_else(|| D::Error::custom(format!("{n} is not a 64-bit integer"))),
+        Some(Value::String(s)) => s
+            .trim()
+            .parse::<i64>()
+            .map_err(|_| D::Error::custom(format!("{s:?} is not a 64-bit integer"))),
+        Some(other) => Err(D::Error::custom(format!(
+            "expected a 64-bit integer (number or string), got {other}"
+        ))),
+    }
+}
+
+/// `null` for a message field means "not sent".
+fn or_default<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(
+    de: D,
+) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(de)?.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn int64_reads_numbers_and_strings_as_protojson_does() {
+        // Maestro's documented game room ping (docs/reference/GameRoom.md).
+        let ping: PingRequest =
+            serde_json::from_str(r#"{"status":"ready","timestamp":"12312312313"}"#).unwrap();
+        assert_eq!(ping.timestamp, 12_312_312_313);
+        let ping: PingRequest =
+            serde_json::from_str(r#"{"status":"occupied","running_matches":"2","timestamp":5}"#)
+                .unwrap();
+        assert_eq!((ping.running_matches, ping.timestamp), (2, 5));
+        assert!(serde_json::from_str::<PingRequest>(r#"{"timestamp":"soon"}"#).is_err());
+        assert!(serde_json::from_str::<PingRequest>(r#"{"timestamp":1.5}"#).is_err());
+        let event: EventRequest = serde_json::from_str(r#"{"event":"e","metadata":null}"#).unwrap();
+        assert!(event.metadata.is_empty());
+    }
 }

@@ -1,6 +1,6 @@
 //! `maestro-proto`: the gRPC contracts, generated from `proto/*.proto` by tonic/prost.
 //!
-//! Owns the rooms API service (`maestro.rooms.v1.RoomsService`: the same messages as the
+//! Owns the rooms API service (Maestro's `api.v1.RoomsService`: the same messages as the
 //! HTTP rooms routes) and Maestro's event forwarder interface (`eventforwarder.GRPCForwarder`).
 //!
 //! Also owns the rooms API's HTTP JSON messages ([`http`]) and the JSON ↔
@@ -14,7 +14,7 @@ pub mod pbstruct;
 
 #[allow(clippy::all, clippy::pedantic)]
 pub mod rooms {
-    tonic::include_proto!("maestro.rooms.v1");
+    tonic::include_proto!("api.v1");
 }
 
 #[allow(clippy::all, clippy::pedantic)]

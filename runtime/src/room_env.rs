@@ -99,7 +99,9 @@ pub fn allocate_ports<'a>(
         taken.insert(free);
         allocated.push(RoomPort {
             name: port.name.clone(),
-            protocol: port.protocol.clone(),
+            // Addresses carry the protocol as Kubernetes writes it (Maestro reads it back
+            // from the pod: `UDP`), whatever case the scheduler used.
+            protocol: port.protocol.to_ascii_uppercase(),
             port: free,
         });
     }
@@ -115,6 +117,7 @@ mod tests {
             name: name.into(),
             protocol: "UDP".into(),
             port: 7777,
+            host_port: 0,
             host_port_range: range.map(|(start, end)| PortRange { start, end }),
         }
     }

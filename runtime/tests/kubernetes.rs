@@ -100,6 +100,7 @@ fn scheduler(test: &str, ports: (i64, i64)) -> Scheduler {
         name: "game".into(),
         protocol: "UDP".into(),
         port: 7777,
+        host_port: 0,
         host_port_range: None,
     }];
     s

@@ -290,8 +290,9 @@ pub fn scheduler_body(name: &str) -> Value {
             "containers": [{
                 "name": "room",
                 "image": "local/game-room",
+                "imagePullPolicy": "IfNotPresent", "requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"},
                 "command": [env!("CARGO_BIN_EXE_game-room"), "--ping-interval", "300ms"],
-                "ports": [{"name": "game", "protocol": "UDP", "port": 7777}]
+                "ports": [{"name": "game", "protocol": "udp", "port": 7777}]
             }]
         }
     })

@@ -22,7 +22,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::GatewayState;
-use crate::error::ApiError;
+use crate::error::{ApiError, StatusBody};
 use crate::schedulers::IDEMPOTENCY_KEY;
 use docs::BearerAuth;
 pub use docs::SWAGGER_UI;
@@ -58,7 +58,7 @@ fn api_router() -> OpenApiRouter<GatewayState> {
 #[openapi(
     info(title = "Maestro management API", description = "Schedulers, versions, rooms and operations (Maestro-compatible)."),
     modifiers(&BearerAuth),
-    components(schemas(ApiError))
+    components(schemas(StatusBody))
 )]
 struct ApiDoc;
 
@@ -76,23 +76,23 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub const READ_SOURCE_HEADER: &str = "x-maestro-read-source";
 
 /// The error answers of a read of one scheduler's resources (the shared response type of
-/// the OpenAPI document; every error body is an [`ApiError`]).
+/// the OpenAPI document; every error body is a [`StatusBody`], `google.rpc.Status`).
 #[derive(utoipa::IntoResponses)]
 pub enum ReadErrors {
     /// Invalid input, every bad field named.
     #[response(status = 400)]
-    Invalid(ApiError),
+    Invalid(StatusBody),
     /// No or a wrong bearer token.
     #[response(status = 401)]
-    Unauthenticated(ApiError),
+    Unauthenticated(StatusBody),
     #[response(status = 403)]
-    Forbidden(ApiError),
+    Forbidden(StatusBody),
     /// No such scheduler (or what the path names within it).
     #[response(status = 404)]
-    NotFound(ApiError),
+    NotFound(StatusBody),
     /// Temporal or the room store did not answer; retry.
     #[response(status = 503)]
-    Unavailable(ApiError),
+    Unavailable(StatusBody),
 }
 
 /// The error answers of a listing across schedulers.
@@ -100,13 +100,13 @@ pub enum ReadErrors {
 pub enum ListErrors {
     /// Invalid input, every bad field named.
     #[response(status = 400)]
-    Invalid(ApiError),
+    Invalid(StatusBody),
     #[response(status = 401)]
-    Unauthenticated(ApiError),
+    Unauthenticated(StatusBody),
     #[response(status = 403)]
-    Forbidden(ApiError),
+    Forbidden(StatusBody),
     #[response(status = 503)]
-    Unavailable(ApiError),
+    Unavailable(StatusBody),
 }
 
 /// The error answers of a change (an operation submitted).
@@ -114,22 +114,22 @@ pub enum ListErrors {
 pub enum WriteErrors {
     /// Invalid input, every bad field named.
     #[response(status = 400)]
-    Invalid(ApiError),
+    Invalid(StatusBody),
     #[response(status = 401)]
-    Unauthenticated(ApiError),
+    Unauthenticated(StatusBody),
     #[response(status = 403)]
-    Forbidden(ApiError),
+    Forbidden(StatusBody),
     #[response(status = 404)]
-    NotFound(ApiError),
-    /// The scheduler's state forbids it now, or the Idempotency-Key was used for another
-    /// request.
+    NotFound(StatusBody),
+    /// The scheduler already exists, or the Idempotency-Key was used for another request.
+    /// (A change the scheduler's state forbids now is 400, code 9, as in Maestro.)
     #[response(status = 409)]
-    Conflict(ApiError),
+    Conflict(StatusBody),
     /// Too many submissions are waiting for this scheduler; retry after `Retry-After`.
     #[response(status = 429)]
-    Busy(ApiError),
+    Busy(StatusBody),
     #[response(status = 503)]
-    Unavailable(ApiError),
+    Unavailable(StatusBody),
 }
 
 /// An operation accepted: its id, answered as soon as Temporal has it.
@@ -227,7 +227,7 @@ impl utoipa::IntoParams for IdempotencyKey {
                 .required(Required::False)
                 .description(Some(
                     "a retry with the same key returns the same operation; another request \
-                     under it is 409",
+                     under it is 400 (FailedPrecondition, code 9)",
                 ))
                 .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
                 .build(),

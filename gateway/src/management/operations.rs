@@ -161,7 +161,7 @@ pub(super) async fn get_operation(
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Cancelled {}
 
-/// Cancels a pending or running operation: `{}`; 404 unknown, 409 already final.
+/// Cancels a pending or running operation: `{}`; 404 unknown, 400 (code 9) already final.
 #[utoipa::path(post, path = "/schedulers/{name}/operations/{id}/cancel", tag = "operations", params(OperationPath, DryRun), responses((status = 200, body = Cancelled), (status = 200, body = super::DryRunAnswer, description = "dry run"), WriteErrors))]
 pub(super) async fn cancel_operation(
     State(state): State<GatewayState>,

@@ -18,7 +18,6 @@ use crate::error::ApiError;
 use crate::json::{ValidJson, ValidQuery};
 
 #[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
 pub(super) struct AmountBody {
     amount: u32,
 }

@@ -138,7 +138,6 @@ pub(super) async fn patch_scheduler(
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
 pub(super) struct SwitchBody {
     version: String,
 }

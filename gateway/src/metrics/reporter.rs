@@ -153,7 +153,7 @@ impl ReporterMetrics {
             fixed_buffer: gauge_vec(
                 r,
                 "maestro_worker_fixed_buffer",
-                "fixedBufferAmount autoscaling amount (0 when not that policy)",
+                "fixedBuffer autoscaling amount (0 when not that policy)",
                 SCHEDULER,
             )?,
             desired_rooms: gauge_vec(

@@ -27,8 +27,6 @@ use tokio::sync::{Semaphore, mpsc};
 use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, warn};
 
-use maestro_proto::pbstruct::to_struct;
-
 /// Maestro's default when a forwarder sets no timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -75,27 +73,179 @@ pub struct ForwardedRoom {
     pub scheduler: String,
     pub room_id: String,
     pub host: String,
+    /// The first port (Maestro's `selectPort`), 0 when the room has none yet.
     pub port: i32,
+    pub ports: Vec<maestro_core::room::RoomPort>,
+    /// What the room last sent (ping metadata).
     pub metadata: BTreeMap<String, Value>,
 }
 
-/// What is forwarded.
+/// What is forwarded, and with which call, as Maestro's events forwarder does.
 #[derive(Debug, Clone)]
 pub enum ForwardEvent {
-    /// The room's status changed (sent with `SendRoomStatus`).
-    RoomStatus { status: String },
+    /// A ping changed the room's status: `SendRoomResync` with the status the room sent.
+    Resync { ping_status: String },
+    /// Maestro v9's `/status` route: `SendRoomStatus` with the status sent.
+    Status { status: String },
     /// A room event (`SendRoomEvent`).
     Room { event: String },
-    /// A player event (`SendPlayerEvent`); Maestro reads the player id from `playerId`.
+    /// A player event (`SendPlayerEvent`, `playerJoin`/`playerLeft`); the player id is the
+    /// event metadata's `playerId`.
     Player { event: String },
 }
 
 impl ForwardEvent {
     fn label(&self) -> &'static str {
         match self {
-            Self::RoomStatus { .. } => "room_status",
+            Self::Resync { .. } => "room_resync",
+            Self::Status { .. } => "room_status",
             Self::Room { .. } => "room_event",
             Self::Player { .. } => "player_event",
+        }
+    }
+}
+
+/// One call to a forwarder, built.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outgoing {
+    Resync(eventforwarder::RoomStatus),
+    Status(eventforwarder::RoomStatus),
+    Room(eventforwarder::RoomEvent),
+    Player(eventforwarder::PlayerEvent),
+}
+
+/// A metadata value as Maestro writes it into the forwarders' `map<string, string>` (Go's
+/// `%v`: strings as they are, numbers and booleans as text; lists and objects as JSON).
+fn stringify(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => "<nil>".into(),
+        other => other.to_string(),
+    }
+}
+
+fn strings(map: &BTreeMap<String, Value>) -> std::collections::HashMap<String, String> {
+    map.iter().map(|(k, v)| (k.clone(), stringify(v))).collect()
+}
+
+fn status_type(status: &str) -> Option<eventforwarder::room_status::RoomStatusType> {
+    use eventforwarder::room_status::RoomStatusType;
+    match status.to_ascii_lowercase().as_str() {
+        "ready" => Some(RoomStatusType::Ready),
+        "occupied" => Some(RoomStatusType::Occupied),
+        "terminating" => Some(RoomStatusType::Terminating),
+        "terminated" => Some(RoomStatusType::Terminated),
+        _ => None,
+    }
+}
+
+/// Builds the call Maestro would make for `event` (its `internal/adapters/events`
+/// `events_forwarder.go` and `internal/core/services/events`): which metadata is merged over
+/// which, the event attributes it adds (`eventType`, `pingType`, `roomEvent`, `ports`) and
+/// `roomType` from the forwarder's `options.metadata`. `Err` says why nothing is sent.
+pub fn build(
+    forwarder: &Forwarder,
+    room: &ForwardedRoom,
+    event: &ForwardEvent,
+    event_metadata: &BTreeMap<String, Value>,
+) -> Result<Outgoing, String> {
+    let forwarder_metadata = forwarder
+        .options
+        .as_ref()
+        .map(|o| o.metadata.clone())
+        .unwrap_or_default();
+    let room_type = match forwarder_metadata.get("roomType") {
+        Some(Value::String(s)) => s.clone(),
+        _ => String::new(),
+    };
+    // The event's attributes ("Other" in Maestro): what the room sent plus what Maestro adds.
+    let mut other = event_metadata.clone();
+    let ports = || {
+        let list: Vec<Value> = room
+            .ports
+            .iter()
+            .map(|p| serde_json::json!({"port": p.port, "name": p.name, "protocol": p.protocol}))
+            .collect();
+        Value::String(Value::Array(list).to_string())
+    };
+    let pb_room = |metadata| eventforwarder::Room {
+        game: room.game.clone(),
+        room_id: room.room_id.clone(),
+        host: room.host.clone(),
+        port: room.port,
+        metadata,
+        room_type: String::new(),
+    };
+    let status_message = |status: &str, kind: &str, mut other: BTreeMap<String, Value>| {
+        let status_type =
+            status_type(status).ok_or_else(|| format!("status {status:?} is not forwarded"))?;
+        other.insert("eventType".into(), Value::String(kind.into()));
+        other.insert("pingType".into(), Value::String(status.into()));
+        if !room.ports.is_empty() {
+            other.insert("ports".into(), ports());
+        }
+        // The room's attributes win over the forwarder's for status messages.
+        let mut metadata = strings(&forwarder_metadata);
+        metadata.extend(strings(&other));
+        let mut pb = pb_room(metadata);
+        pb.room_type = room_type.clone();
+        Ok::<_, String>(eventforwarder::RoomStatus {
+            room: Some(pb),
+            status_type: status_type as i32,
+        })
+    };
+    match event {
+        ForwardEvent::Resync { ping_status } => {
+            other.extend(room.metadata.clone());
+            status_message(ping_status, "resync", other).map(Outgoing::Resync)
+        }
+        ForwardEvent::Status { status } => {
+            status_message(status, "status", other).map(Outgoing::Status)
+        }
+        ForwardEvent::Room { event } => {
+            other.insert("eventType".into(), Value::String("roomEvent".into()));
+            other.insert("roomEvent".into(), Value::String(event.clone()));
+            if !room.ports.is_empty() {
+                other.insert("ports".into(), ports());
+            }
+            // The forwarder's metadata wins over the event's for room events.
+            let mut metadata = strings(&other);
+            metadata.extend(strings(&forwarder_metadata));
+            Ok(Outgoing::Room(eventforwarder::RoomEvent {
+                room: Some(pb_room(metadata)),
+                event_type: event.clone(),
+                metadata: Default::default(),
+            }))
+        }
+        ForwardEvent::Player { event } => {
+            use eventforwarder::player_event::PlayerEventType;
+            let kind = match event.as_str() {
+                "playerJoin" => PlayerEventType::PlayerJoined,
+                "playerLeft" => PlayerEventType::PlayerLeft,
+                _ => {
+                    return Err(format!(
+                        "player event {event:?} is not one of playerJoin, playerLeft"
+                    ));
+                }
+            };
+            let player_id = match other.get("playerId") {
+                Some(Value::String(s)) => s.clone(),
+                _ => return Err("the event's metadata needs a string playerId".into()),
+            };
+            other.insert("eventType".into(), Value::String(event.clone()));
+            if let Some(room_type) = forwarder_metadata.get("roomType") {
+                other.insert("roomType".into(), room_type.clone());
+            }
+            Ok(Outgoing::Player(eventforwarder::PlayerEvent {
+                player_id,
+                room: Some(eventforwarder::Room {
+                    game: room.game.clone(),
+                    room_id: room.room_id.clone(),
+                    ..Default::default()
+                }),
+                event_type: kind as i32,
+                metadata: strings(&other),
+            }))
         }
     }
 }
@@ -110,6 +260,9 @@ pub enum ForwardError {
     },
     #[error("forwarder {forwarder} failed: {reason}")]
     Failed { forwarder: String, reason: String },
+    /// Nothing was sent: the event cannot be forwarded (Maestro refuses it the same way).
+    #[error("not forwarded to {forwarder}: {reason}")]
+    Invalid { forwarder: String, reason: String },
 }
 
 #[derive(Clone)]
@@ -280,13 +433,15 @@ impl Forwarders {
             .await
             .map_err(|_| failed("too many calls to this forwarder in flight".into()))?
             .map_err(|_| failed("forwarders are shutting down".into()))?;
-        let mut metadata = event_metadata.clone();
-        if let Some(options) = &forwarder.options {
-            metadata.extend(options.metadata.clone());
-        }
+        let outgoing = build(forwarder, room, event, event_metadata).map_err(|reason| {
+            ForwardError::Invalid {
+                forwarder: forwarder.name.clone(),
+                reason,
+            }
+        })?;
         let call = || async {
             let mut client = GrpcForwarderClient::new(channel.clone());
-            let sent = tokio::time::timeout(timeout, send(&mut client, room, event, &metadata))
+            let sent = tokio::time::timeout(timeout, send(&mut client, outgoing.clone()))
                 .await
                 .map_err(|_| tonic::Status::deadline_exceeded(format!("no answer in {timeout:?}")))
                 .and_then(|r| r);
@@ -321,51 +476,13 @@ impl Forwarders {
 
 async fn send(
     client: &mut GrpcForwarderClient<Channel>,
-    room: &ForwardedRoom,
-    event: &ForwardEvent,
-    metadata: &BTreeMap<String, Value>,
+    outgoing: Outgoing,
 ) -> Result<tonic::Response<eventforwarder::Response>, tonic::Status> {
-    let pb_room = eventforwarder::Room {
-        game: room.game.clone(),
-        room_id: room.room_id.clone(),
-        room_type: room.scheduler.clone(),
-        host: room.host.clone(),
-        port: room.port,
-        metadata: Some(to_struct(&room.metadata)),
-    };
-    match event {
-        ForwardEvent::RoomStatus { status } => {
-            client
-                .send_room_status(eventforwarder::RoomStatus {
-                    room: Some(pb_room),
-                    status_type: status.clone(),
-                })
-                .await
-        }
-        ForwardEvent::Room { event } => {
-            client
-                .send_room_event(eventforwarder::RoomEvent {
-                    room: Some(pb_room),
-                    event_type: event.clone(),
-                    metadata: Some(to_struct(metadata)),
-                })
-                .await
-        }
-        ForwardEvent::Player { event } => {
-            let player_id = match metadata.get("playerId") {
-                Some(Value::String(s)) => s.clone(),
-                Some(other) => other.to_string(),
-                None => String::new(),
-            };
-            client
-                .send_player_event(eventforwarder::PlayerEvent {
-                    player_id,
-                    room: Some(pb_room),
-                    event_type: event.clone(),
-                    metadata: Some(to_struct(metadata)),
-                })
-                .await
-        }
+    match outgoing {
+        Outgoing::Resync(m) => client.send_room_resync(m).await,
+        Outgoing::Status(m) => client.send_room_status(m).await,
+        Outgoing::Room(m) => client.send_room_event(m).await,
+        Outgoing::Player(m) => client.send_player_event(m).await,
     }
 }
 

@@ -1,4 +1,4 @@
-//! The game rooms API over gRPC (`maestro.rooms.v1.RoomsService`): the same behaviour as the
+//! The game rooms API over gRPC (`api.v1.RoomsService`): the same behaviour as the
 //! HTTP routes, through [`RoomService`]. A room sends its token as `authorization: Bearer …`
 //! request metadata.
 
@@ -6,9 +6,10 @@ use tonic::{Request, Response, Status};
 
 use maestro_proto::rooms::rooms_service_server::{RoomsService, RoomsServiceServer};
 use maestro_proto::rooms::{
-    AllocateRoomRequest, AllocateRoomResponse, ForwardEventResponse, ForwardPlayerEventRequest,
-    ForwardRoomEventRequest, GetRoomAddressRequest, GetRoomAddressResponse, Port,
-    UpdateRoomWithPingRequest, UpdateRoomWithPingResponse,
+    AllocateRoomRequest, AllocateRoomResponse, ForwardPlayerEventRequest,
+    ForwardPlayerEventResponse, ForwardRoomEventRequest, ForwardRoomEventResponse,
+    GetRoomAddressRequest, GetRoomAddressResponse, Port, UpdateRoomStatusRequest,
+    UpdateRoomStatusResponse, UpdateRoomWithPingRequest, UpdateRoomWithPingResponse,
 };
 
 use super::service::{EventMessage, PingMessage, RoomService};
@@ -56,10 +57,32 @@ impl RoomsGrpc {
             running_matches: r.running_matches,
             metadata: r.metadata.map(from_struct),
         };
-        self.service
+        let success = self
+            .service
             .ping(&r.scheduler_name, &r.room_name, token.as_deref(), message)
             .await?;
-        Ok(Response::new(UpdateRoomWithPingResponse { success: true }))
+        Ok(Response::new(UpdateRoomWithPingResponse { success }))
+    }
+
+    async fn status(
+        &self,
+        request: Request<UpdateRoomStatusRequest>,
+    ) -> Result<Response<UpdateRoomStatusResponse>, Status> {
+        let token = token(&request);
+        let r = request.into_inner();
+        let outcome = self
+            .service
+            .status(
+                &r.scheduler_name,
+                &r.room_name,
+                token.as_deref(),
+                r.status,
+                r.metadata.map(from_struct).unwrap_or_default(),
+            )
+            .await?;
+        Ok(Response::new(UpdateRoomStatusResponse {
+            success: outcome.success,
+        }))
     }
 
     async fn event(
@@ -67,7 +90,7 @@ impl RoomsGrpc {
         token: Option<String>,
         (scheduler, room, event, metadata): (String, String, String, Option<prost_types::Struct>),
         player: bool,
-    ) -> Result<Response<ForwardEventResponse>, Status> {
+    ) -> Result<super::service::EventOutcome, Status> {
         let message = EventMessage {
             event,
             metadata: metadata.map(from_struct).unwrap_or_default(),
@@ -76,10 +99,7 @@ impl RoomsGrpc {
             .service
             .event(&scheduler, &room, token.as_deref(), message, player)
             .await?;
-        Ok(Response::new(ForwardEventResponse {
-            success: outcome.success,
-            message: outcome.message,
-        }))
+        Ok(outcome)
     }
 }
 
@@ -112,36 +132,53 @@ impl RoomsService for RoomsGrpc {
 
     async fn update_room_status(
         &self,
-        request: Request<UpdateRoomWithPingRequest>,
-    ) -> Result<Response<UpdateRoomWithPingResponse>, Status> {
-        self.observed("UpdateRoomStatus", self.ping(request)).await
+        request: Request<UpdateRoomStatusRequest>,
+    ) -> Result<Response<UpdateRoomStatusResponse>, Status> {
+        self.observed("UpdateRoomStatus", self.status(request))
+            .await
     }
 
     async fn forward_room_event(
         &self,
         request: Request<ForwardRoomEventRequest>,
-    ) -> Result<Response<ForwardEventResponse>, Status> {
+    ) -> Result<Response<ForwardRoomEventResponse>, Status> {
         let token = token(&request);
         let r = request.into_inner();
-        let call = self.event(
-            token,
-            (r.scheduler_name, r.room_name, r.event, r.metadata),
-            false,
-        );
+        let call = async {
+            let o = self
+                .event(
+                    token,
+                    (r.scheduler_name, r.room_name, r.event, r.metadata),
+                    false,
+                )
+                .await?;
+            Ok(Response::new(ForwardRoomEventResponse {
+                success: o.success,
+                message: o.message,
+            }))
+        };
         self.observed("ForwardRoomEvent", call).await
     }
 
     async fn forward_player_event(
         &self,
         request: Request<ForwardPlayerEventRequest>,
-    ) -> Result<Response<ForwardEventResponse>, Status> {
+    ) -> Result<Response<ForwardPlayerEventResponse>, Status> {
         let token = token(&request);
         let r = request.into_inner();
-        let call = self.event(
-            token,
-            (r.scheduler_name, r.room_name, r.event, r.metadata),
-            true,
-        );
+        let call = async {
+            let o = self
+                .event(
+                    token,
+                    (r.scheduler_name, r.room_name, r.event, r.metadata),
+                    true,
+                )
+                .await?;
+            Ok(Response::new(ForwardPlayerEventResponse {
+                success: o.success,
+                message: o.message,
+            }))
+        };
         self.observed("ForwardPlayerEvent", call).await
     }
 
@@ -174,7 +211,7 @@ impl RoomsGrpc {
         Ok(Response::new(GetRoomAddressResponse {
             host: address.host,
             ports: ports(address.ports),
-            ipv6_label: address.ipv6_label,
+            ipv6_label: String::new(),
         }))
     }
 
@@ -183,21 +220,23 @@ impl RoomsGrpc {
         request: Request<AllocateRoomRequest>,
     ) -> Result<Response<AllocateRoomResponse>, Status> {
         let r = request.into_inner();
-        let selector = r.metadata_selector.into_iter().collect();
-        let allocation = self.service.allocate(&r.scheduler_name, &selector).await?;
-        Ok(Response::new(match allocation {
-            Some(a) => AllocateRoomResponse {
+        let allocation = self
+            .service
+            .allocate(&r.scheduler_name, &Default::default())
+            .await?;
+        match allocation {
+            Some(a) => Ok(Response::new(AllocateRoomResponse {
                 room_id: a.room_id,
                 success: true,
                 message: String::new(),
                 host: a.address.host,
                 ports: ports(a.address.ports),
-            },
-            None => AllocateRoomResponse {
-                success: false,
-                message: format!("no room available in scheduler {}", r.scheduler_name),
-                ..Default::default()
-            },
-        }))
+            })),
+            // Maestro's answer: Unknown with its storage's reason.
+            None => Err(Status::unknown(format!(
+                "no ready rooms available for scheduler {}",
+                r.scheduler_name
+            ))),
+        }
     }
 }

@@ -19,7 +19,7 @@ use maestro_proto::http::{AllocateRequest, EventRequest, PingRequest};
 pub fn router(state: GatewayState) -> Router {
     Router::new()
         .route("/scheduler/{scheduler}/rooms/{room}/ping", put(ping))
-        .route("/scheduler/{scheduler}/rooms/{room}/status", put(ping))
+        .route("/scheduler/{scheduler}/rooms/{room}/status", put(status))
         .route(
             "/scheduler/{scheduler}/rooms/{room}/roomevent",
             post(room_event),
@@ -54,11 +54,31 @@ async fn ping(
         running_matches: body.running_matches,
         metadata: body.metadata,
     };
-    state
+    let success = state
         .rooms
         .ping(&scheduler, &room, bearer(&headers), message)
         .await?;
-    Ok(Json(json!({ "success": true })))
+    Ok(Json(json!({ "success": success })))
+}
+
+/// Maestro v9's route: forwards the status to the scheduler's forwarders, changes nothing.
+async fn status(
+    State(state): State<GatewayState>,
+    Path((scheduler, room)): Path<(String, String)>,
+    headers: HeaderMap,
+    ValidJson(body): ValidJson<PingRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let outcome = state
+        .rooms
+        .status(
+            &scheduler,
+            &room,
+            bearer(&headers),
+            body.status,
+            body.metadata.unwrap_or_default(),
+        )
+        .await?;
+    Ok(Json(json!({ "success": outcome.success })))
 }
 
 async fn room_event(
@@ -109,7 +129,11 @@ async fn address(
         .rooms
         .address(&scheduler, &room, bearer(&headers))
         .await?;
-    Ok(Json(json!(address)))
+    Ok(Json(json!({
+        "ports": address.ports,
+        "host": address.host,
+        "ipv6Label": "",
+    })))
 }
 
 async fn allocate(
@@ -127,20 +151,18 @@ async fn allocate(
         .rooms
         .allocate(&scheduler, &body.metadata_selector)
         .await?;
-    Ok(Json(match allocation {
-        Some(a) => json!({
+    match allocation {
+        Some(a) => Ok(Json(json!({
             "roomId": a.room_id,
             "success": true,
             "message": "",
-            "host": a.address.host,
             "ports": a.address.ports,
-        }),
-        None => json!({
-            "roomId": "",
-            "success": false,
-            "message": format!("no room available in scheduler {scheduler}"),
-            "host": "",
-            "ports": [],
-        }),
-    }))
+            "host": a.address.host,
+        }))),
+        // Maestro's answer: gRPC Unknown (HTTP 500) with its storage's reason.
+        None => Err(ApiError::new(
+            crate::error::ErrorCode::Unknown,
+            format!("no ready rooms available for scheduler {scheduler}"),
+        )),
+    }
 }

@@ -52,6 +52,9 @@ pub struct RoomService {
     forwarders: Forwarders,
     /// `None`: room tokens are off for this gateway (every room is trusted).
     token_secret: Option<RoomTokenSecret>,
+    /// `false` (a studio migrating from Maestro, whose rooms send none): a token is checked
+    /// when sent and never required.
+    tokens_required: bool,
     allocation_ttl: Duration,
     metrics: Metrics,
 }
@@ -77,9 +80,16 @@ impl RoomService {
             directory,
             forwarders,
             token_secret,
+            tokens_required: true,
             allocation_ttl: ALLOCATION_TTL,
             metrics,
         }
+    }
+
+    /// Tokens checked when sent, never required (see [`RoomService::authenticate`]).
+    pub fn with_tokens_required(mut self, required: bool) -> Self {
+        self.tokens_required = required;
+        self
     }
 
     pub fn with_allocation_ttl(mut self, ttl: Duration) -> Self {
@@ -101,7 +111,8 @@ impl RoomService {
     }
 
     /// A message for `room` must carry that room's token: a wrong one is refused (403)
-    /// without looking anything up; a missing one (401) unless the scheduler opted out.
+    /// without looking anything up; a missing one (401) unless the gateway does not require
+    /// tokens or the scheduler opted out.
     pub async fn authenticate(
         &self,
         scheduler: &str,
@@ -117,6 +128,7 @@ impl RoomService {
                 ErrorCode::PermissionDenied,
                 format!("the token is not room {room}'s token"),
             )),
+            None if !self.tokens_required => Ok(()),
             None if !self.scheduler(scheduler).await?.room_token_required => Ok(()),
             None => Err(ApiError::new(
                 ErrorCode::Unauthenticated,
@@ -134,14 +146,27 @@ impl RoomService {
         room: &str,
         token: Option<&str>,
         message: PingMessage,
-    ) -> Result<(), ApiError> {
+    ) -> Result<bool, ApiError> {
         self.metrics.ping(&message.status);
+        let ping_status = message.status.to_ascii_lowercase();
         let update = decode_ping(message)?;
-        self.authenticate(scheduler, room, token).await?;
-        let change = self
-            .store
-            .apply_ping(scheduler, room, update, now())
-            .await?;
+        let applied = async {
+            self.authenticate(scheduler, room, token).await?;
+            Ok::<_, ApiError>(
+                self.store
+                    .apply_ping(scheduler, room, update, now())
+                    .await?,
+            )
+        };
+        let change = match applied.await {
+            Ok(change) => change,
+            // Maestro answers `success: false` (200) for a room it does not know.
+            Err(e) if e.code == ErrorCode::NotFound => {
+                debug!(scheduler = %scheduler, room = %room, reason = %e.message, "ping not recorded");
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        };
         if change.changed() {
             info!(scheduler = %scheduler, room = %room, from = change.previous.as_str(), to = change.room.status.as_str(), "room status changed");
             // The ping is recorded and answered whatever the forwarders do: the change goes
@@ -151,9 +176,7 @@ impl RoomService {
             if let Ok(info) = info
                 && !info.forwarders.is_empty()
             {
-                let event = ForwardEvent::RoomStatus {
-                    status: change.room.status.as_str().to_string(),
-                };
+                let event = ForwardEvent::Resync { ping_status };
                 self.forwarders.forward_in_background(
                     &info.forwarders,
                     &forwarded_room(&info, &change.room),
@@ -163,7 +186,7 @@ impl RoomService {
         } else {
             debug!(scheduler = %scheduler, room = %room, "ping");
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Forwards a room event (`player: false`) or player event to the scheduler's forwarders.
@@ -179,24 +202,76 @@ impl RoomService {
         if message.event.trim().is_empty() {
             return Err(ApiError::invalid_field("event", "must not be empty"));
         }
+        self.forward_event(scheduler, room, token, message, player, None)
+            .await
+    }
+
+    /// Maestro v9's `/status`: forwards the status as a status event (`SendRoomStatus`) and
+    /// never changes the room; only pings do.
+    #[tracing::instrument(level = "debug", skip_all, fields(scheduler = %scheduler, room = %room))]
+    pub async fn status(
+        &self,
+        scheduler: &str,
+        room: &str,
+        token: Option<&str>,
+        status: String,
+        metadata: BTreeMap<String, Value>,
+    ) -> Result<EventOutcome, ApiError> {
+        let message = EventMessage {
+            event: String::new(),
+            metadata,
+        };
+        self.forward_event(scheduler, room, token, message, false, Some(status))
+            .await
+    }
+
+    async fn scheduler_and_room(
+        &self,
+        scheduler: &str,
+        room: &str,
+    ) -> Result<(Arc<SchedulerInfo>, GameRoom), ApiError> {
+        Ok((
+            self.scheduler(scheduler).await?,
+            self.room(scheduler, room).await?,
+        ))
+    }
+
+    async fn forward_event(
+        &self,
+        scheduler: &str,
+        room: &str,
+        token: Option<&str>,
+        message: EventMessage,
+        player: bool,
+        status: Option<String>,
+    ) -> Result<EventOutcome, ApiError> {
         self.authenticate(scheduler, room, token).await?;
-        let info = self.scheduler(scheduler).await?;
-        let found = self.room(scheduler, room).await?;
+        let (info, found) = match self.scheduler_and_room(scheduler, room).await {
+            Ok(both) => both,
+            // Maestro answers 200 with the reason when it cannot forward (no such room).
+            Err(e) if e.code == ErrorCode::NotFound => {
+                return Ok(EventOutcome {
+                    success: false,
+                    message: e.message,
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        let event = match (player, status) {
+            (_, Some(status)) => ForwardEvent::Status { status },
+            (true, None) => ForwardEvent::Player {
+                event: message.event,
+            },
+            (false, None) => ForwardEvent::Room {
+                event: message.event,
+            },
+        };
         if info.forwarders.is_empty() {
             return Ok(EventOutcome {
                 success: true,
                 message: "no forwarders configured".into(),
             });
         }
-        let event = if player {
-            ForwardEvent::Player {
-                event: message.event,
-            }
-        } else {
-            ForwardEvent::Room {
-                event: message.event,
-            }
-        };
         Ok(
             match self
                 .forwarders
@@ -248,7 +323,11 @@ impl RoomService {
         scheduler: &str,
         selector: &BTreeMap<String, String>,
     ) -> Result<Option<Allocation>, ApiError> {
-        self.scheduler(scheduler).await?;
+        // An unknown scheduler has no ready room: the same answer as Maestro's, which also
+        // does not tell a caller which scheduler names exist.
+        if self.directory.get(scheduler).await?.is_none() {
+            return Ok(None);
+        }
         let now = now();
         let until = Timestamp::from_unix_millis(
             now.unix_millis()
@@ -279,6 +358,12 @@ fn decode_ping(message: PingMessage) -> Result<PingUpdate, ApiError> {
     let running_matches = u32::try_from(message.running_matches).map_err(|_| {
         ApiError::invalid_field("runningMatches", "must be between 0 and 4294967295")
     })?;
+    // Maestro's rule (requestadapters/rooms.go): an occupied room hosts at least one match.
+    let running_matches = if status == PingStatus::Occupied && running_matches == 0 {
+        1
+    } else {
+        running_matches
+    };
     Ok(PingUpdate {
         status,
         running_matches,
@@ -303,6 +388,11 @@ fn forwarded_room(info: &SchedulerInfo, room: &GameRoom) -> ForwardedRoom {
         room_id: room.id.clone(),
         host,
         port,
+        ports: room
+            .address
+            .as_ref()
+            .map(|a| a.ports.clone())
+            .unwrap_or_default(),
         metadata: room.metadata.clone(),
     }
 }

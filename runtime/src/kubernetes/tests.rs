@@ -66,12 +66,14 @@ pub(crate) fn full_scheduler() -> Scheduler {
             name: "game".into(),
             protocol: "UDP".into(),
             port: 7777,
+            host_port: 0,
             host_port_range: None,
         },
         ContainerPort {
             name: "metrics".into(),
             protocol: "TCP".into(),
             port: 9090,
+            host_port: 0,
             host_port_range: Some(PortRange {
                 start: 50000,
                 end: 50010,

@@ -12,8 +12,9 @@ fn scheduler(name: &str, command: &[&str]) -> Scheduler {
     s.spec.termination_grace_period = "5s".into();
     s.spec.containers[0].ports = vec![ContainerPort {
         name: "game".into(),
-        protocol: "UDP".into(),
+        protocol: "udp".into(),
         port: 7777,
+        host_port: 0,
         host_port_range: None,
     }];
     s

@@ -103,7 +103,7 @@ impl eventforwarder::grpc_forwarder_server::GrpcForwarder for Counting {
     }
     async fn send_room_ping(
         &self,
-        _: tonic::Request<eventforwarder::RoomStatus>,
+        _: tonic::Request<eventforwarder::Room>,
     ) -> Result<tonic::Response<eventforwarder::Response>, tonic::Status> {
         Err(tonic::Status::unimplemented("not used"))
     }
@@ -146,8 +146,8 @@ async fn a_silent_forwarder_delays_nothing_and_starves_no_other() {
     let silent = [forwarder(silent_forwarder(), 10_000)];
     let (address, healthy) = counting_forwarder().await;
     let other = [forwarder(address, 1_000)];
-    let status = ForwardEvent::RoomStatus {
-        status: "ready".into(),
+    let status = ForwardEvent::Resync {
+        ping_status: "ready".into(),
     };
     let started = std::time::Instant::now();
     for i in 0..2_000 {
@@ -161,7 +161,7 @@ async fn a_silent_forwarder_delays_nothing_and_starves_no_other() {
     let dropped = forwarders
         .metrics
         .forwarder_dropped
-        .with_label_values(&["mm", "room_status"])
+        .with_label_values(&["mm", "room_resync"])
         .get();
     assert!(dropped >= 2_000 - 8 * 129, "dropped {dropped}");
 
@@ -194,8 +194,8 @@ async fn a_bad_address_is_a_failure_not_a_panic() {
         .forward_all(
             &[forwarder("not a uri at all\n".into(), 100)],
             &ForwardedRoom::default(),
-            &ForwardEvent::RoomStatus {
-                status: "ready".into(),
+            &ForwardEvent::Resync {
+                ping_status: "ready".into(),
             },
             &BTreeMap::new(),
         )
@@ -217,5 +217,135 @@ fn timeout_defaults_to_maestros() {
     assert_eq!(
         Forwarders::timeout(&forwarder("a:1".into(), 250)),
         Duration::from_millis(250)
+    );
+}
+
+/// What Maestro's events forwarder (internal/adapters/events/events_forwarder.go) puts in
+/// each call: the call per event kind, enum values, which metadata wins, `%v` strings,
+/// `roomType` from the forwarder's options.
+#[test]
+fn calls_are_built_as_maestro_builds_them() {
+    use serde_json::json;
+    let mut fwd = forwarder("127.0.0.1:1".into(), 100);
+    fwd.options.as_mut().unwrap().metadata = [
+        ("roomType".to_string(), json!("duel")),
+        ("region".to_string(), json!("eu")),
+        ("mode".to_string(), json!("forwarder's")),
+    ]
+    .into();
+    let room = ForwardedRoom {
+        game: "g".into(),
+        scheduler: "s".into(),
+        room_id: "r1".into(),
+        host: "10.0.0.1".into(),
+        port: 7000,
+        ports: vec![maestro_core::room::RoomPort {
+            name: "game".into(),
+            protocol: "UDP".into(),
+            port: 7000,
+        }],
+        metadata: [
+            ("mode".to_string(), json!("room's")),
+            ("n".to_string(), json!(3)),
+        ]
+        .into(),
+    };
+    let none = BTreeMap::new();
+    let Ok(Outgoing::Resync(status)) = build(
+        &fwd,
+        &room,
+        &ForwardEvent::Resync {
+            ping_status: "occupied".into(),
+        },
+        &none,
+    ) else {
+        panic!("a ping's change is a resync");
+    };
+    assert_eq!(
+        status.status_type,
+        eventforwarder::room_status::RoomStatusType::Occupied as i32
+    );
+    let pb = status.room.unwrap();
+    assert_eq!(
+        (pb.room_type.as_str(), pb.port, pb.host.as_str()),
+        ("duel", 7000, "10.0.0.1")
+    );
+    // The room's attributes win for status calls; numbers become text.
+    assert_eq!(pb.metadata["mode"], "room's");
+    assert_eq!(pb.metadata["n"], "3");
+    assert_eq!(pb.metadata["eventType"], "resync");
+    assert_eq!(pb.metadata["pingType"], "occupied");
+    assert_eq!(
+        pb.metadata["ports"],
+        r#"[{"name":"game","port":7000,"protocol":"UDP"}]"#
+    );
+
+    let event: BTreeMap<String, Value> = [("mode".to_string(), json!("event's"))].into();
+    let Ok(Outgoing::Room(room_event)) = build(
+        &fwd,
+        &room,
+        &ForwardEvent::Room {
+            event: "started".into(),
+        },
+        &event,
+    ) else {
+        panic!("a room event");
+    };
+    let pb = room_event.room.unwrap();
+    // The forwarder's metadata wins for room events, and Maestro sets no roomType there.
+    assert_eq!(pb.metadata["mode"], "forwarder's");
+    assert_eq!(
+        (pb.metadata["roomEvent"].as_str(), pb.room_type.as_str()),
+        ("started", "")
+    );
+    assert_eq!(room_event.event_type, "started");
+
+    let player: BTreeMap<String, Value> = [("playerId".to_string(), json!("p1"))].into();
+    let Ok(Outgoing::Player(p)) = build(
+        &fwd,
+        &room,
+        &ForwardEvent::Player {
+            event: "playerLeft".into(),
+        },
+        &player,
+    ) else {
+        panic!("a player event");
+    };
+    assert_eq!(
+        p.event_type,
+        eventforwarder::player_event::PlayerEventType::PlayerLeft as i32
+    );
+    assert_eq!(p.player_id, "p1");
+    assert_eq!(p.metadata["roomType"], "duel");
+    assert_eq!(
+        p.room.unwrap().host,
+        "",
+        "Maestro sends only game and room id"
+    );
+
+    for (event, metadata) in [("playerJoin", BTreeMap::new()), ("sat", player)] {
+        assert!(
+            build(
+                &fwd,
+                &room,
+                &ForwardEvent::Player {
+                    event: event.into()
+                },
+                &metadata
+            )
+            .is_err(),
+            "{event}"
+        );
+    }
+    assert!(
+        build(
+            &fwd,
+            &room,
+            &ForwardEvent::Status {
+                status: "error".into()
+            },
+            &none
+        )
+        .is_err()
     );
 }
