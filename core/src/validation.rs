@@ -206,7 +206,68 @@ impl Scheduler {
         validate_forwarders(&self.forwarders, &mut errs);
         crate::ports::check_capacity(self, &mut errs);
         if let Some(m) = &self.match_allocation
-            && !MAX_MATCHES.contains(&m.max_matches)
+            && m.max_matches < *MAX_MATCHES.start()
+        {
+            errs.push("matchAllocation.maxMatches", "must be >= 1");
+        }
+        errs.into_result()
+    }
+
+    /// [`Scheduler::validate`] plus Maestro's rules for documents submitted now
+    /// (`internal/validations`, its entities' `validate` tags): what a client sends must
+    /// pass both.
+    ///
+    /// Kept apart on purpose: the scheduler workflow re-checks every request it accepts,
+    /// also when it replays a recorded history, so `validate` must stay the rules those
+    /// histories were made with; a stricter rule there would refuse, on replay, a document
+    /// the history accepted.
+    pub fn validate_submission(&self) -> Result<(), ValidationErrors> {
+        let mut errs = match self.validate() {
+            Ok(()) => ValidationErrors::default(),
+            Err(errs) => errs,
+        };
+        self.maestro_rules(&mut errs);
+        errs.into_result()
+    }
+
+    fn maestro_rules(&self, errs: &mut ValidationErrors) {
+        for (i, c) in self.spec.containers.iter().enumerate() {
+            let path = format!("spec.containers[{i}]");
+            if c.image_pull_policy.is_none() {
+                errs.push(
+                    format!("{path}.imagePullPolicy"),
+                    format!("is required, one of {}", PULL_POLICIES.join(", ")),
+                );
+            }
+            for (kind, res) in [("requests", &c.requests), ("limits", &c.limits)] {
+                let res = res.clone().unwrap_or_default();
+                for (name, value) in [("memory", &res.memory), ("cpu", &res.cpu)] {
+                    if value.as_deref().is_none_or(str::is_empty) {
+                        errs.push(format!("{path}.{kind}.{name}"), "is required");
+                    }
+                }
+            }
+            for (j, port) in c.ports.iter().enumerate() {
+                let port_path = format!("{path}.ports[{j}]");
+                if port.name.len() > MAX_PORT_NAME_LEN {
+                    errs.push(
+                        format!("{port_path}.name"),
+                        format!("must be at most {MAX_PORT_NAME_LEN} characters"),
+                    );
+                }
+                // `validate` accepts any case (documents recorded before were upper case).
+                if PROTOCOLS.contains(&port.protocol.to_ascii_lowercase().as_str())
+                    && !PROTOCOLS.contains(&port.protocol.as_str())
+                {
+                    errs.push(
+                        format!("{port_path}.protocol"),
+                        format!("must be one of {} (lower case)", PROTOCOLS.join(", ")),
+                    );
+                }
+            }
+        }
+        if let Some(m) = &self.match_allocation
+            && m.max_matches > *MAX_MATCHES.end()
         {
             errs.push(
                 "matchAllocation.maxMatches",
@@ -217,7 +278,6 @@ impl Scheduler {
                 ),
             );
         }
-        errs.into_result()
     }
 
     fn validate_spec(&self, errs: &mut ValidationErrors) {
@@ -275,14 +335,12 @@ fn validate_container(
     if c.image.trim().is_empty() {
         errs.push(format!("{path}.image"), "is required");
     }
-    if !c
-        .image_pull_policy
-        .as_deref()
-        .is_some_and(|p| PULL_POLICIES.contains(&p))
+    if let Some(p) = &c.image_pull_policy
+        && !PULL_POLICIES.contains(&p.as_str())
     {
         errs.push(
             format!("{path}.imagePullPolicy"),
-            format!("is required, one of {}", PULL_POLICIES.join(", ")),
+            format!("must be one of {}", PULL_POLICIES.join(", ")),
         );
     }
     let mut env_names = BTreeSet::new();
@@ -296,14 +354,10 @@ fn validate_container(
         }
         validate_env(env, &env_path, errs);
     }
-    // Maestro requires both, each with memory and cpu.
     for (kind, res) in [("requests", &c.requests), ("limits", &c.limits)] {
-        let empty = Resources::default();
-        validate_resources(
-            res.as_ref().unwrap_or(&empty),
-            &format!("{path}.{kind}"),
-            errs,
-        );
+        if let Some(res) = res {
+            validate_resources(res, &format!("{path}.{kind}"), errs);
+        }
     }
     let mut port_names = BTreeSet::new();
     for (i, port) in c.ports.iter().enumerate() {
@@ -364,13 +418,10 @@ fn validate_env(env: &EnvVar, path: &str, errs: &mut ValidationErrors) {
 
 fn validate_resources(res: &Resources, path: &str, errs: &mut ValidationErrors) {
     for (name, value) in [("memory", &res.memory), ("cpu", &res.cpu)] {
-        match value.as_deref() {
-            None | Some("") => errs.push(format!("{path}.{name}"), "is required"),
-            Some(v) => {
-                if let Err(m) = check_quantity(v) {
-                    errs.push(format!("{path}.{name}"), m);
-                }
-            }
+        if let Some(v) = value
+            && let Err(m) = check_quantity(v)
+        {
+            errs.push(format!("{path}.{name}"), m);
         }
     }
 }
@@ -383,13 +434,8 @@ fn validate_port(
 ) {
     if port.name.trim().is_empty() {
         errs.push(format!("{path}.name"), "is required");
-    } else if port.name.len() > MAX_PORT_NAME_LEN {
-        errs.push(
-            format!("{path}.name"),
-            format!("must be at most {MAX_PORT_NAME_LEN} characters"),
-        );
     }
-    if !PROTOCOLS.contains(&port.protocol.as_str()) {
+    if !PROTOCOLS.contains(&port.protocol.to_ascii_lowercase().as_str()) {
         errs.push(
             format!("{path}.protocol"),
             format!("must be one of {}", PROTOCOLS.join(", ")),
@@ -511,6 +557,33 @@ mod tests {
     #[test]
     fn the_fixture_is_valid() {
         scheduler().validate().unwrap();
+        scheduler().validate_submission().unwrap();
+    }
+
+    /// Maestro's submission rules refuse what recorded histories accepted; `validate` (the
+    /// workflow's re-check on replay) still accepts it.
+    #[test]
+    fn maestro_rules_apply_to_submissions_only() {
+        let mut j = scheduler_json();
+        let container = &mut j["spec"]["containers"][0];
+        container.as_object_mut().unwrap().remove("requests");
+        container.as_object_mut().unwrap().remove("imagePullPolicy");
+        container["ports"][0]["protocol"] = "UDP".into();
+        container["ports"][0]["name"] = "a-very-long-port-name".into();
+        j["matchAllocation"]["maxMatches"] = 36.into();
+        let s: Scheduler = serde_json::from_value(j).unwrap();
+        s.validate().unwrap();
+        let errs = s.validate_submission().unwrap_err();
+        for field in [
+            "spec.containers[0].imagePullPolicy",
+            "spec.containers[0].requests.memory",
+            "spec.containers[0].requests.cpu",
+            "spec.containers[0].ports[0].protocol",
+            "spec.containers[0].ports[0].name",
+            "matchAllocation.maxMatches",
+        ] {
+            assert!(errs.has_field(field), "{field}: {errs}");
+        }
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub(super) async fn create_scheduler(
     scheduler.state = None;
     scheduler.created_at = None;
     scheduler.spec.version.clear();
-    scheduler.validate()?;
+    scheduler.validate_submission()?;
     state.check_runnable(&scheduler)?;
     let name = scheduler.name.clone();
     if dry_run {

@@ -35,7 +35,7 @@ fn prepare_version(name: &str, mut scheduler: Scheduler) -> Result<Scheduler, Ap
     scheduler.state = None;
     scheduler.created_at = None;
     scheduler.spec.version.clear();
-    scheduler.validate()?;
+    scheduler.validate_submission()?;
     Ok(scheduler)
 }
 

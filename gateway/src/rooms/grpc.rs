@@ -211,7 +211,7 @@ impl RoomsGrpc {
         Ok(Response::new(GetRoomAddressResponse {
             host: address.host,
             ports: ports(address.ports),
-            ipv6_label: String::new(),
+            ipv6_label: address.ipv6_label,
         }))
     }
 

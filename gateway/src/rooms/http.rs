@@ -129,11 +129,8 @@ async fn address(
         .rooms
         .address(&scheduler, &room, bearer(&headers))
         .await?;
-    Ok(Json(json!({
-        "ports": address.ports,
-        "host": address.host,
-        "ipv6Label": "",
-    })))
+    // `RoomAddress` serialises as Maestro's GetRoomAddressResponse (`ipv6Label` included).
+    Ok(Json(json!(address)))
 }
 
 async fn allocate(

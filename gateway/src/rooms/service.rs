@@ -202,7 +202,16 @@ impl RoomService {
         if message.event.trim().is_empty() {
             return Err(ApiError::invalid_field("event", "must not be empty"));
         }
-        self.forward_event(scheduler, room, token, message, player, None)
+        let event = if player {
+            ForwardEvent::Player {
+                event: message.event,
+            }
+        } else {
+            ForwardEvent::Room {
+                event: message.event,
+            }
+        };
+        self.forward_event(scheduler, room, token, event, &message.metadata)
             .await
     }
 
@@ -217,11 +226,8 @@ impl RoomService {
         status: String,
         metadata: BTreeMap<String, Value>,
     ) -> Result<EventOutcome, ApiError> {
-        let message = EventMessage {
-            event: String::new(),
-            metadata,
-        };
-        self.forward_event(scheduler, room, token, message, false, Some(status))
+        let event = ForwardEvent::Status { status };
+        self.forward_event(scheduler, room, token, event, &metadata)
             .await
     }
 
@@ -241,9 +247,8 @@ impl RoomService {
         scheduler: &str,
         room: &str,
         token: Option<&str>,
-        message: EventMessage,
-        player: bool,
-        status: Option<String>,
+        event: ForwardEvent,
+        metadata: &BTreeMap<String, Value>,
     ) -> Result<EventOutcome, ApiError> {
         self.authenticate(scheduler, room, token).await?;
         let (info, found) = match self.scheduler_and_room(scheduler, room).await {
@@ -256,15 +261,6 @@ impl RoomService {
                 });
             }
             Err(e) => return Err(e),
-        };
-        let event = match (player, status) {
-            (_, Some(status)) => ForwardEvent::Status { status },
-            (true, None) => ForwardEvent::Player {
-                event: message.event,
-            },
-            (false, None) => ForwardEvent::Room {
-                event: message.event,
-            },
         };
         if info.forwarders.is_empty() {
             return Ok(EventOutcome {
@@ -279,7 +275,7 @@ impl RoomService {
                     &info.forwarders,
                     &forwarded_room(&info, &found),
                     &event,
-                    &message.metadata,
+                    metadata,
                 )
                 .await
             {
