@@ -50,6 +50,7 @@ PROMETHEUS_CLIENT_VERSION="0.21.1"
 SCHEMATHESIS_VERSION="4.32.5"
 export MAESTRO_PYTHONPATH="$TOOLS_DIR/python"
 ensure_python_tools() {
+  ensure_protobuf_python
   local marker="$MAESTRO_PYTHONPATH/.tools-prometheus_client-$PROMETHEUS_CLIENT_VERSION-schemathesis-$SCHEMATHESIS_VERSION"
   if [ -f "$marker" ]; then return; fi
   log "installing prometheus_client $PROMETHEUS_CLIENT_VERSION and schemathesis $SCHEMATHESIS_VERSION (PyPI) into .tools/python"
@@ -59,5 +60,19 @@ ensure_python_tools() {
   python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
     --target "$MAESTRO_PYTHONPATH" "prometheus_client==$PROMETHEUS_CLIENT_VERSION" \
     "schemathesis==$SCHEMATHESIS_VERSION"
+  touch "$marker"
+}
+
+# protoc and the protobuf runtime for Python (grpcio-tools, PyPI), apart from the tools above
+# so their dependencies never meet: the Maestro conformance suite decodes every answer with
+# messages compiled from Maestro's protos (tests/maestro_compat/).
+GRPCIO_TOOLS_VERSION="1.85.1"
+export MAESTRO_PROTOBUF_PYTHONPATH="$TOOLS_DIR/protobuf-python"
+ensure_protobuf_python() {
+  local marker="$MAESTRO_PROTOBUF_PYTHONPATH/.tools-grpcio-tools-$GRPCIO_TOOLS_VERSION"
+  if [ -f "$marker" ]; then return; fi
+  log "installing grpcio-tools $GRPCIO_TOOLS_VERSION (PyPI) into .tools/protobuf-python"
+  python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+    --target "$MAESTRO_PROTOBUF_PYTHONPATH" "grpcio-tools==$GRPCIO_TOOLS_VERSION"
   touch "$marker"
 }

@@ -115,7 +115,11 @@ impl Client {
         body: Option<Value>,
     ) -> Result<Value> {
         let url = format!("{}{path}", self.args.server.trim_end_matches('/'));
-        let mut request = self.http.request(method, &url);
+        // Our answers in full (seq, error, startedAt, …), not only Maestro's fields.
+        let mut request = self
+            .http
+            .request(method, &url)
+            .header(maestro_gateway::management::EXTENSIONS_HEADER, "true");
         if let Some(token) = &self.args.token {
             request = request.bearer_auth(token);
         }
@@ -350,11 +354,23 @@ pub async fn operation(args: ClientArgs, command: OperationCommand) -> Result<()
     use reqwest::Method;
     match command {
         OperationCommand::List { scheduler, stage } => {
-            let path = format!(
-                "/schedulers/{scheduler}/operations{}",
-                query(&[("stage", stage.as_deref())])
-            );
-            let answer = client.call(Method::GET, &path, None).await?;
+            // Maestro lists one stage at a time; without --stage: pending, active, finished.
+            let stages = match stage.as_deref() {
+                Some(stage) => vec![stage],
+                None => vec!["pending", "active", "final"],
+            };
+            let mut operations = Vec::new();
+            for stage in stages {
+                let path = format!(
+                    "/schedulers/{scheduler}/operations{}",
+                    query(&[("stage", Some(stage))])
+                );
+                let page = client.call(Method::GET, &path, None).await?;
+                if let Value::Array(ops) = &page["operations"] {
+                    operations.extend(ops.iter().cloned());
+                }
+            }
+            let answer = serde_json::json!({ "operations": operations });
             client.print(&answer, |a| {
                 table(
                     &["OPERATION", "KIND", "STATUS", "CREATED"],

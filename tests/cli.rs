@@ -61,7 +61,7 @@ async fn the_cli_drives_the_management_api() -> Result<()> {
         "{created}"
     );
     let got = json_of(&cli(&["scheduler", "get", "cli-sched", "-o", "json"]));
-    assert_eq!(got["scheduler"]["spec"]["version"], "v1.0");
+    assert_eq!(got["scheduler"]["spec"]["version"], "v1.0.0");
     let listed = ok(&cli(&["scheduler", "list", "--game", "cli-game"]));
     assert!(listed.contains("cli-sched"), "{listed}");
 
@@ -82,7 +82,10 @@ async fn the_cli_drives_the_management_api() -> Result<()> {
     })
     .await?;
     let table = ok(&cli(&["rooms", "list", "cli-sched"]));
-    assert!(table.contains("ready") && table.contains("v1.0"), "{table}");
+    assert!(
+        table.contains("ready") && table.contains("v1.0.0"),
+        "{table}"
+    );
     let ops = ok(&cli(&[
         "operation",
         "list",
@@ -116,13 +119,18 @@ async fn the_cli_drives_the_management_api() -> Result<()> {
     assert!(updated["operationId"].is_string());
     eventually(Duration::from_secs(30), "v1.1 active", || async {
         let got = json_of(&cli(&["scheduler", "get", "cli-sched", "-o", "json"]));
-        (got["scheduler"]["spec"]["version"] == "v1.1").then_some(())
+        (got["scheduler"]["spec"]["version"] == "v1.1.0").then_some(())
     })
     .await?;
-    ok(&cli(&["scheduler", "switch-version", "cli-sched", "v1.0"]));
+    ok(&cli(&[
+        "scheduler",
+        "switch-version",
+        "cli-sched",
+        "v1.0.0",
+    ]));
     eventually(Duration::from_secs(30), "v1.0 active again", || async {
         let got = json_of(&cli(&["scheduler", "get", "cli-sched", "-o", "json"]));
-        (got["scheduler"]["spec"]["version"] == "v1.0").then_some(())
+        (got["scheduler"]["spec"]["version"] == "v1.0.0").then_some(())
     })
     .await?;
 

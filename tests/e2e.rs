@@ -75,7 +75,7 @@ async fn scheduler_lifecycle_through_the_rest_api() -> Result<()> {
     // Create; a second create is a conflict.
     let (code, body) = maestro.post("/schedulers", scheduler_body(name)).await?;
     assert_eq!(code, StatusCode::OK, "{body}");
-    assert_eq!(body["scheduler"]["spec"]["version"], "v1.0");
+    assert_eq!(body["scheduler"]["spec"]["version"], "v1.0.0");
     assert_eq!(body["scheduler"]["state"], "creating");
     let (code, _) = maestro.post("/schedulers", scheduler_body(name)).await?;
     assert_eq!(code, StatusCode::CONFLICT);
@@ -118,7 +118,7 @@ async fn scheduler_lifecycle_through_the_rest_api() -> Result<()> {
     .await?;
     assert_eq!(
         (listed["version"].as_str(), listed["roomsReplicas"].as_i64()),
-        (Some("v1.0"), Some(3))
+        (Some("v1.0.0"), Some(3))
     );
     assert!(listed.get("spec").is_none(), "lists carry no spec");
     let (_, other) = maestro.get("/schedulers?game=another-game").await?;
@@ -278,7 +278,7 @@ async fn scheduler_lifecycle_through_the_rest_api() -> Result<()> {
             versions["versions"][0]["version"].as_str(),
             versions["versions"][0]["isActive"].as_bool()
         ),
-        (Some("v1.0"), Some(true))
+        (Some("v1.0.0"), Some(true))
     );
     let (code, _) = maestro.get("/readyz").await?;
     assert_eq!(code, StatusCode::OK, "Temporal and the room store answer");

@@ -80,7 +80,7 @@ async fn operations_named(
 ) -> anyhow::Result<Vec<Value>> {
     let (code, body) = maestro
         .get(&format!(
-            "/schedulers/{scheduler}/operations?stage=final&perPage=1000"
+            "/schedulers/{scheduler}/operations?stage=final&perPage=100"
         ))
         .await?;
     anyhow::ensure!(code == StatusCode::OK, "{code} {body}");

@@ -196,7 +196,7 @@ async fn health_controller_converges_replaces_and_scales() -> Result<()> {
             .any(|(id, (s, _))| old.contains(id) && !occupied.contains(id) && s == "ready");
         let occupied_left = occupied.iter().filter(|id| now.contains_key(*id)).count();
         occupied_gone_while_ready_old_left |= occupied_left < 2 && old_ready_left;
-        let done = now.len() == 10 && now.values().all(|(s, v)| v == "v2.0" && s == "ready");
+        let done = now.len() == 10 && now.values().all(|(s, v)| v == "v2.0.0" && s == "ready");
         if done {
             break;
         }
@@ -213,7 +213,7 @@ async fn health_controller_converges_replaces_and_scales() -> Result<()> {
         "an occupied room went before the ready old rooms"
     );
     let (_, ops) = maestro
-        .get("/schedulers/rolled/operations?stage=final&perPage=1000")
+        .get("/schedulers/rolled/operations?stage=final&perPage=100")
         .await?;
     let health_runs = ops["operations"]
         .as_array()
@@ -251,7 +251,7 @@ async fn health_controller_converges_replaces_and_scales() -> Result<()> {
     assert_eq!(code, StatusCode::OK, "{body}");
     let reason = eventually(Duration::from_secs(90), "the rollback", || async {
         let (_, ops) = maestro
-            .get("/schedulers/rollback/operations?stage=final&perPage=1000")
+            .get("/schedulers/rollback/operations?stage=final&perPage=100")
             .await
             .ok()?;
         let health_runs = ops["operations"]
@@ -265,7 +265,7 @@ async fn health_controller_converges_replaces_and_scales() -> Result<()> {
                 .await
                 .ok()?;
             let history = detail["operation"]["executionHistory"].to_string();
-            if history.contains("rolled back to v1.0") {
+            if history.contains("rolled back to v1.0.0") {
                 return Some(history);
             }
         }
@@ -274,10 +274,10 @@ async fn health_controller_converges_replaces_and_scales() -> Result<()> {
     .await?;
     assert!(reason.contains("failed"), "{reason}");
     let (_, body) = maestro.get("/schedulers/rollback").await?;
-    assert_eq!(body["scheduler"]["spec"]["version"], "v1.0");
+    assert_eq!(body["scheduler"]["spec"]["version"], "v1.0.0");
     eventually(Duration::from_secs(60), "v1.0 rooms back", || async {
         let rooms = rooms(&maestro, "rollback").await.ok()?;
-        let back = rooms.len() == 4 && rooms.values().all(|(s, v)| s == "ready" && v == "v1.0");
+        let back = rooms.len() == 4 && rooms.values().all(|(s, v)| s == "ready" && v == "v1.0.0");
         back.then_some(())
     })
     .await?;

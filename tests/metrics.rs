@@ -152,7 +152,7 @@ async fn metrics_after_a_scripted_scenario() -> Result<()> {
     expect("maestro_worker_max_matches", &[], 1.0);
     expect(
         "maestro_worker_rooms_by_version",
-        &[("version", "v1.0")],
+        &[("version", "v1.0.0")],
         4.0,
     );
     expect("maestro_worker_operations_pending", &[], 0.0);

@@ -132,11 +132,15 @@ async fn versions_minor_major_failed_and_switch() -> Result<()> {
         .await?;
     assert_eq!(code, StatusCode::NOT_FOUND);
     let (_, ops) = maestro
-        .get(&format!("/schedulers/{NAME}/operations?orderBy=asc"))
+        .get(&format!(
+            "/schedulers/{NAME}/operations?stage=final&orderBy=createdAt%20asc"
+        ))
         .await?;
     assert_eq!(ops["operations"][0]["definitionName"], "create_scheduler");
     let (code, body) = maestro
-        .get(&format!("/schedulers/{NAME}/operations?orderBy=sideways"))
+        .get(&format!(
+            "/schedulers/{NAME}/operations?stage=final&orderBy=createdAt%20sideways"
+        ))
         .await?;
     assert_eq!(code, StatusCode::BAD_REQUEST);
     assert_eq!(body["details"][0]["fieldViolations"][0]["field"], "orderBy");
@@ -159,7 +163,7 @@ async fn versions_minor_major_failed_and_switch() -> Result<()> {
     assert_eq!(body["dryRun"], true);
     assert_eq!(
         (&body["plan"]["changeKind"], &body["plan"]["version"]),
-        (&json!("minor"), &json!("v1.1"))
+        (&json!("minor"), &json!("v1.1.0"))
     );
     let (_, body) = dry(
         reqwest::Method::POST,
@@ -169,7 +173,7 @@ async fn versions_minor_major_failed_and_switch() -> Result<()> {
     .await?;
     assert_eq!(
         (&body["plan"]["changeKind"], &body["plan"]["version"]),
-        (&json!("major"), &json!("v2.0"))
+        (&json!("major"), &json!("v2.0.0"))
     );
     assert_eq!(body["plan"]["validationRoom"], true);
     let (_, body) = dry(
@@ -193,7 +197,7 @@ async fn versions_minor_major_failed_and_switch() -> Result<()> {
     let (_, body) = dry(
         reqwest::Method::PUT,
         format!("{base}?dryRun=true"),
-        Some(json!({"version": "v1.0"})),
+        Some(json!({"version": "v1.0.0"})),
     )
     .await?;
     assert_eq!(body["plan"]["definitionName"], "switch_active_version");
@@ -229,9 +233,9 @@ async fn versions_minor_major_failed_and_switch() -> Result<()> {
         before,
         "nothing was enqueued"
     );
-    assert_eq!(active_version(&maestro).await?, "v1.0");
+    assert_eq!(active_version(&maestro).await?, "v1.0.0");
 
-    // Minor (PATCH): v1.1 at once, the same rooms.
+    // Minor (PATCH): v1.1.0, switched to by the operation that follows, the same rooms.
     let (code, body) = call(
         &maestro,
         reqwest::Method::PATCH,
@@ -241,7 +245,9 @@ async fn versions_minor_major_failed_and_switch() -> Result<()> {
     assert_eq!(code, StatusCode::OK, "{body}");
     let op = finished(&maestro, body["operationId"].as_str().unwrap()).await?;
     assert_eq!(op["status"], "finished", "{op}");
-    assert_eq!(active_version(&maestro).await?, "v1.1");
+    let switch = finished(&maestro, &format!("{}-switch", op["id"].as_str().unwrap())).await?;
+    assert_eq!(switch["input"], json!({"newActiveVersion": "v1.1.0"}));
+    assert_eq!(active_version(&maestro).await?, "v1.1.0");
     let (_, body) = maestro.get(&format!("/schedulers/{NAME}")).await?;
     assert_eq!(body["scheduler"]["roomsReplicas"], 3);
     assert_eq!(body["scheduler"]["state"], "in-sync");
@@ -263,7 +269,7 @@ async fn versions_minor_major_failed_and_switch() -> Result<()> {
     let switch_id = format!("{}-switch", op["id"].as_str().unwrap());
     let switch = finished(&maestro, &switch_id).await?;
     assert_eq!(switch["definitionName"], "switch_active_version");
-    assert_eq!(active_version(&maestro).await?, "v2.0");
+    assert_eq!(active_version(&maestro).await?, "v2.0.0");
     assert_eq!(
         room_ids(&maestro).await?,
         rooms,
@@ -282,7 +288,7 @@ async fn versions_minor_major_failed_and_switch() -> Result<()> {
             .contains("validation room failed"),
         "{op}"
     );
-    assert_eq!(active_version(&maestro).await?, "v2.0");
+    assert_eq!(active_version(&maestro).await?, "v2.0.0");
     assert_eq!(
         room_ids(&maestro).await?,
         rooms,
@@ -304,27 +310,28 @@ async fn versions_minor_major_failed_and_switch() -> Result<()> {
     assert_eq!(
         listed,
         [
-            ("v3.0".into(), false, true),
-            ("v2.0".into(), true, false),
-            ("v1.1".into(), false, false),
-            ("v1.0".into(), false, false)
+            ("v3.0.0".into(), false, true),
+            ("v2.0.0".into(), true, false),
+            ("v1.1.0".into(), false, false),
+            ("v1.0.0".into(), false, false)
         ]
     );
 
-    // Switch back to v1.1 (PUT); a failed, unknown or malformed version is refused.
+    // Switch back to v1.1.0 (PUT; `v1.1` names it too); a failed, unknown or malformed
+    // version is refused.
     let put = reqwest::Method::PUT;
     let (code, body) = call(&maestro, put.clone(), json!({"version": "v1.1"})).await?;
     assert_eq!(code, StatusCode::OK, "{body}");
     finished(&maestro, body["operationId"].as_str().unwrap()).await?;
-    assert_eq!(active_version(&maestro).await?, "v1.1");
-    let (code, body) = call(&maestro, put.clone(), json!({"version": "v3.0"})).await?;
+    assert_eq!(active_version(&maestro).await?, "v1.1.0");
+    let (code, body) = call(&maestro, put.clone(), json!({"version": "v3.0.0"})).await?;
     // Maestro's FailedPrecondition (code 9), which grpc-gateway answers with 400.
     assert_eq!(
         (code, body["code"].clone()),
         (StatusCode::BAD_REQUEST, json!(9)),
         "{body}"
     );
-    let (code, _) = call(&maestro, put.clone(), json!({"version": "v9.0"})).await?;
+    let (code, _) = call(&maestro, put.clone(), json!({"version": "v9.0.0"})).await?;
     assert_eq!(code, StatusCode::NOT_FOUND);
     let (code, body) = call(&maestro, put.clone(), json!({"version": "nine"})).await?;
     assert_eq!(code, StatusCode::BAD_REQUEST);
@@ -370,7 +377,8 @@ async fn versions_minor_major_failed_and_switch() -> Result<()> {
         .await?;
     assert_eq!(code, StatusCode::NOT_FOUND);
 
-    // Idempotency-Key: a retried new version is the same operation.
+    // Idempotency-Key: a retried new version is the same operation. A minor change after
+    // the switch back to v1.1.0 is v1.2.0, as Maestro counts (not v3.1.0).
     let retried = || async {
         let response = maestro
             .http
@@ -385,7 +393,8 @@ async fn versions_minor_major_failed_and_switch() -> Result<()> {
     let first = retried().await?;
     assert_eq!(retried().await?, first);
     finished(&maestro, first.as_str().unwrap()).await?;
-    assert_eq!(active_version(&maestro).await?, "v3.1");
+    finished(&maestro, &format!("{}-switch", first.as_str().unwrap())).await?;
+    assert_eq!(active_version(&maestro).await?, "v1.2.0");
 
     // Cancel through the API: a validation waiting for a room that never pings stops and
     // records nothing; final and unknown operations are refused.
@@ -415,7 +424,7 @@ async fn versions_minor_major_failed_and_switch() -> Result<()> {
     assert_eq!((code, body), (StatusCode::OK, json!({})));
     let op = finished(&maestro, &slow).await?;
     assert_eq!(op["status"], "canceled", "{op}");
-    assert_eq!(active_version(&maestro).await?, "v3.1");
+    assert_eq!(active_version(&maestro).await?, "v1.2.0");
     assert_eq!(
         room_ids(&maestro).await?,
         rooms,

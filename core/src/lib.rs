@@ -1,7 +1,7 @@
 //! `maestro-core`: Maestro's domain, as plain data and pure functions.
 //!
 //! Owns the scheduler spec (with Maestro's JSON field names) and its validation with
-//! field paths, version-bump rules, game rooms and the room status state machine, operation
+//! field paths, version-bump rules, how a patch merges into a scheduler, game rooms and the room status state machine, operation
 //! kinds/states/inputs, the autoscaler's formulas, deterministic naming of workflows and rooms, and per-room tokens.
 //!
 //! Must not do I/O, read clocks or environment, spawn tasks or be async: everything here is
@@ -11,6 +11,7 @@ pub mod autoscaling;
 pub mod health;
 pub mod naming;
 pub mod operation;
+pub mod patch;
 pub mod ports;
 pub mod room;
 pub mod scheduler;

@@ -29,6 +29,7 @@ pub struct Scheduler {
     pub max_surge: String,
     #[serde(default)]
     #[serde(alias = "rooms_replicas")]
+    #[serde(deserialize_with = "proto_int")]
     pub rooms_replicas: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[serde(alias = "port_range")]
@@ -86,6 +87,38 @@ fn default_min_rooms() -> u32 {
     3
 }
 
+/// protojson reads an integer field from a JSON number or from a string holding one
+/// (`"roomsReplicas": "6"`, `"timeout": "1000"`, as Go clients write int64).
+pub(crate) fn proto_int<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    struct Int;
+    impl serde::de::Visitor<'_> for Int {
+        type Value = i64;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an integer, or a string holding one")
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<i64, E> {
+            Ok(v)
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<i64, E> {
+            i64::try_from(v).map_err(|_| E::custom(format!("{v} is too large")))
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<i64, E> {
+            v.parse()
+                .map_err(|_| E::custom(format!("{v:?} is not an integer")))
+        }
+    }
+    d.deserialize_any(Int)
+}
+
+/// [`proto_int`] for a field that may be absent or `null`.
+pub(crate) fn proto_int_opt<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<i64>, D::Error> {
+    #[derive(Deserialize)]
+    struct Wrapped(#[serde(deserialize_with = "proto_int")] i64);
+    Ok(Option::<Wrapped>::deserialize(d)?.map(|w| w.0))
+}
+
 fn yes() -> bool {
     true
 }
@@ -135,7 +168,14 @@ impl Scheduler {
 
     /// Matches a room can host at once (Maestro's default is 1).
     pub fn max_matches(&self) -> i64 {
-        self.match_allocation.as_ref().map_or(1, |m| m.max_matches)
+        self.match_allocation().max_matches
+    }
+
+    /// The match allocation, Maestro's default (`maxMatches: 1`) when none was sent; what
+    /// Maestro answers in either case.
+    pub fn match_allocation(&self) -> MatchAllocation {
+        self.match_allocation
+            .unwrap_or(MatchAllocation { max_matches: 1 })
     }
 }
 
@@ -161,7 +201,9 @@ impl SchedulerState {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PortRange {
+    #[serde(deserialize_with = "proto_int")]
     pub start: i64,
+    #[serde(deserialize_with = "proto_int")]
     pub end: i64,
 }
 
@@ -266,9 +308,11 @@ impl Resources {
 pub struct ContainerPort {
     pub name: String,
     pub protocol: String,
+    #[serde(deserialize_with = "proto_int")]
     pub port: i64,
     /// A fixed host port (Maestro's `hostPort`; 0 = allocated from the port range).
     #[serde(default, alias = "host_port")]
+    #[serde(deserialize_with = "proto_int")]
     pub host_port: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[serde(alias = "host_port_range")]
@@ -279,9 +323,12 @@ pub struct ContainerPort {
 pub struct Autoscaling {
     #[serde(default)]
     pub enabled: bool,
+    #[serde(deserialize_with = "proto_int")]
     pub min: i64,
+    #[serde(deserialize_with = "proto_int")]
     pub max: i64,
     #[serde(default)]
+    #[serde(deserialize_with = "proto_int")]
     pub cooldown: i64,
     pub policy: AutoscalingPolicy,
 }
@@ -321,6 +368,7 @@ fn default_down_threshold() -> f64 {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct FixedBufferParams {
+    #[serde(deserialize_with = "proto_int")]
     pub amount: i64,
 }
 
@@ -340,6 +388,7 @@ pub struct Forwarder {
 pub struct ForwarderOptions {
     /// Milliseconds.
     #[serde(default)]
+    #[serde(deserialize_with = "proto_int")]
     pub timeout: i64,
     #[serde(default)]
     pub metadata: BTreeMap<String, serde_json::Value>,
@@ -349,6 +398,7 @@ pub struct ForwarderOptions {
 #[serde(rename_all = "camelCase")]
 pub struct MatchAllocation {
     #[serde(alias = "max_matches")]
+    #[serde(deserialize_with = "proto_int")]
     pub max_matches: i64,
 }
 

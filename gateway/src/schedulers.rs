@@ -1,6 +1,8 @@
 //! The gateway's view of scheduler workflows: start them, submit and cancel operations as
 //! signals, read them with queries (or the memo). Maps Temporal's answers to API errors.
 
+mod lease;
+
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -575,7 +577,7 @@ fn decode_snapshot(
     }))
 }
 
-fn scheduler_not_found(name: &str) -> ApiError {
+pub(crate) fn scheduler_not_found(name: &str) -> ApiError {
     ApiError::not_found(format!("scheduler {name} not found"))
 }
 

@@ -50,10 +50,10 @@ fn the_document_has_every_route_and_nothing_else() {
     let schemas = doc["components"]["schemas"].as_object().unwrap();
     for name in [
         "Scheduler",
-        "Operation",
+        "OperationDetail",
         "GameRoom",
         "StatusBody",
-        "OperationRequest",
+        "Lease",
     ] {
         assert!(schemas.contains_key(name), "schema {name} missing");
     }

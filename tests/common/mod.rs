@@ -216,16 +216,41 @@ impl Maestro {
         }
     }
 
+    /// A management call as our CLI makes it: with our extensions in the answer (`seq`,
+    /// `error`, …). [`Maestro::call_as_maestro_client`] leaves them out.
     pub async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<Value>,
     ) -> Result<(StatusCode, Value)> {
+        self.call_with(method, path, body, true).await
+    }
+
+    /// A management call as a client written for Maestro makes it (no extensions header).
+    pub async fn call_as_maestro_client(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(StatusCode, Value)> {
+        self.call_with(method, path, body, false).await
+    }
+
+    async fn call_with(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        extensions: bool,
+    ) -> Result<(StatusCode, Value)> {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.api))
             .bearer_auth(API_TOKEN);
+        if extensions {
+            req = req.header("x-maestro-extensions", "true");
+        }
         if let Some(body) = body {
             req = req.json(&body);
         }

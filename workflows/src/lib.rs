@@ -186,8 +186,9 @@ pub struct OperationOutcome {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OperationEffect {
-    /// Record a new version; `activate`: make it active at once (a minor change), else a
-    /// `switch_active_version` operation follows (a validated major change).
+    /// Record a new version; a `switch_active_version` operation follows. `activate: true`
+    /// (make it active at once) only appears in histories recorded before minor versions
+    /// were switched to as Maestro does.
     RecordVersion {
         record: VersionRecord,
         activate: bool,

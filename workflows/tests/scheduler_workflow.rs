@@ -599,7 +599,8 @@ async fn version_operations_record_switch_and_replay() -> Result<()> {
                     ),
                 )
                 .await?;
-            let view = h.drained(name, 5, Duration::from_secs(90)).await?;
+            // create, add, minor, the minor's own switch, major (failed), switch back.
+            let view = h.drained(name, 6, Duration::from_secs(90)).await?;
             let status = |id: &str| {
                 view.finished
                     .iter()
@@ -618,8 +619,16 @@ async fn version_operations_record_switch_and_replay() -> Result<()> {
                 Some(OperationStatus::Finished)
             );
             let snapshot = h.snapshot(name).await?;
-            assert_eq!(snapshot.scheduler.spec.version, "v1.0");
-            assert_eq!(snapshot.scheduler.rooms_replicas, 0, "v1.0's document");
+            // The minor's own switch was enqueued when the minor finished, behind the
+            // major and the client's switch (as Maestro queues it): it runs last.
+            assert_eq!(snapshot.scheduler.spec.version, "v1.1.0");
+            assert_eq!(snapshot.scheduler.rooms_replicas, 4, "v1.1.0's document");
+            let minor_switch = view
+                .finished
+                .iter()
+                .find(|op| op.id == format!("{}-switch", minor_op.id))
+                .expect("a minor version is switched to by its own operation");
+            assert_eq!(minor_switch.status, OperationStatus::Finished);
             let versions: Vec<(String, bool)> = snapshot
                 .versions
                 .iter()
@@ -628,9 +637,9 @@ async fn version_operations_record_switch_and_replay() -> Result<()> {
             assert_eq!(
                 versions,
                 [
-                    ("v1.0".to_string(), false),
-                    ("v1.1".to_string(), false),
-                    ("v2.0".to_string(), true)
+                    ("v1.0.0".to_string(), false),
+                    ("v1.1.0".to_string(), false),
+                    ("v2.0.0".to_string(), true)
                 ]
             );
             assert_eq!(

@@ -143,6 +143,26 @@ pub enum OperationStatus {
     Evicted,
 }
 
+impl OperationRequest {
+    /// The operation's `input` as Maestro stores it: its definition's JSON
+    /// (`{"amount": 3}`, `{"newActiveVersion": "v1.1.0"}`, `{"scheduler": …}`, …). Maestro
+    /// keeps the scheduler document of `create_scheduler` there too; ours is the first
+    /// version's, so the input is empty.
+    pub fn maestro_input(&self) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            Self::CreateNewSchedulerVersion(input) => json!({"scheduler": input.scheduler}),
+            Self::SwitchActiveVersion(input) => json!({"newActiveVersion": input.version}),
+            Self::AddRooms(input) => json!({"amount": input.amount}),
+            Self::RemoveRooms(input) => {
+                json!({"amount": input.amount, "rooms_ids": input.rooms_ids, "reason": ""})
+            }
+            Self::HealthController(input) => serde_json::to_value(input).unwrap_or_default(),
+            Self::CreateScheduler(_) | Self::DeleteScheduler(_) => json!({}),
+        }
+    }
+}
+
 impl Operation {
     /// A new pending operation: what the scheduler workflow enqueues (and what a deletion
     /// started without it records).
@@ -264,6 +284,29 @@ mod tests {
             )
             .unwrap(),
             delete
+        );
+    }
+
+    #[test]
+    fn inputs_as_maestro_stores_them() {
+        assert_eq!(
+            OperationRequest::from(AddRoomsInput { amount: 3 }).maestro_input(),
+            serde_json::json!({"amount": 3})
+        );
+        assert_eq!(
+            OperationRequest::from(SwitchActiveVersionInput {
+                version: crate::Version { major: 1, minor: 1 }
+            })
+            .maestro_input(),
+            serde_json::json!({"newActiveVersion": "v1.1.0"})
+        );
+        let remove = OperationRequest::from(RemoveRoomsInput {
+            amount: 0,
+            rooms_ids: vec!["r".into()],
+        });
+        assert_eq!(
+            remove.maestro_input(),
+            serde_json::json!({"amount": 0, "rooms_ids": ["r"], "reason": ""})
         );
     }
 

@@ -9,6 +9,7 @@ mod operations;
 mod rooms;
 mod schedulers;
 mod versions;
+mod wire;
 
 use axum::Json;
 use axum::Router;
@@ -27,6 +28,7 @@ use crate::schedulers::IDEMPOTENCY_KEY;
 use docs::BearerAuth;
 pub use docs::SWAGGER_UI;
 pub use dry_run::DryRunAnswer;
+pub use wire::EXTENSIONS_HEADER;
 
 /// The management routes with their OpenAPI operations: registered together, so a route
 /// cannot be served without being documented.
@@ -64,7 +66,9 @@ struct ApiDoc;
 
 pub fn router(state: GatewayState) -> Router {
     let (router, _) = api_router().split_for_parts();
-    router.with_state(state)
+    router
+        .layer(axum::middleware::from_fn(wire::shape_answers))
+        .with_state(state)
 }
 
 /// The management API's OpenAPI document.
@@ -139,22 +143,46 @@ pub struct OperationAccepted {
     pub operation_id: String,
 }
 
-/// A handler's answer, or with `?dryRun=true` the plan in its place.
-#[derive(Serialize)]
-#[serde(untagged)]
+/// An answer that is one of Maestro's messages (see [`wire`]): written as Maestro writes it.
+pub trait MaestroAnswer: Serialize {
+    const SHAPE: &'static wire::Message;
+}
+
+impl MaestroAnswer for OperationAccepted {
+    const SHAPE: &'static wire::Message = &wire::OPERATION_ACCEPTED;
+}
+
+/// The JSON of `T`, marked as the Maestro message it is.
+pub struct Maestro<T>(pub T);
+
+impl<T: MaestroAnswer> IntoResponse for Maestro<T> {
+    fn into_response(self) -> Response {
+        let mut response = Json(self.0).into_response();
+        response.extensions_mut().insert(wire::Shape(T::SHAPE));
+        response
+    }
+}
+
+/// A handler's answer, or with `?dryRun=true` the plan in its place (an extension, written
+/// as it is).
 pub enum OrPlan<T> {
     Done(T),
     Planned(DryRunAnswer),
 }
 
-impl<T: Serialize> IntoResponse for OrPlan<T> {
+impl<T: MaestroAnswer> IntoResponse for OrPlan<T> {
     fn into_response(self) -> Response {
-        Json(self).into_response()
+        match self {
+            Self::Done(answer) => Maestro(answer).into_response(),
+            Self::Planned(plan) => Json(plan).into_response(),
+        }
     }
 }
 
+/// A path's scheduler name: one that could never have been created cannot exist, so it is
+/// 404 as any unknown scheduler (Maestro), without asking Temporal.
 fn checked_name(name: &str) -> Result<(), ApiError> {
-    check_scheduler_name(name).map_err(|m| ApiError::invalid_field("name", m))
+    check_scheduler_name(name).map_err(|_| crate::schedulers::scheduler_not_found(name))
 }
 
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 200;

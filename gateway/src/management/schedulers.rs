@@ -1,6 +1,5 @@
 //! Schedulers: create, list, read, delete, and Maestro's `info` with room counts.
 
-use axum::Json;
 use axum::extract::{Path, State};
 use maestro_core::operation::DeleteSchedulerInput;
 use maestro_core::scheduler::{MatchAllocation, PortRange};
@@ -9,9 +8,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::dry_run::{DryRun, planned};
+use super::wire::{self, Message};
 use super::{
-    IdempotencyKey, ListErrors, OperationAccepted, OrPlan, READ_SOURCE_HEADER, ReadErrors,
-    SchedulerPath, WriteErrors, checked_name, submit,
+    IdempotencyKey, ListErrors, Maestro, MaestroAnswer, OperationAccepted, OrPlan,
+    READ_SOURCE_HEADER, ReadErrors, SchedulerPath, WriteErrors, checked_name, submit,
 };
 use crate::GatewayState;
 use crate::error::{ApiError, ErrorCode};
@@ -20,6 +20,26 @@ use crate::json::{ValidJson, ValidQuery};
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct SchedulerAnswer {
     pub scheduler: Scheduler,
+}
+
+impl SchedulerAnswer {
+    /// The scheduler as Maestro answers it: its default match allocation filled in.
+    fn of(mut scheduler: Scheduler) -> Self {
+        scheduler.match_allocation = Some(scheduler.match_allocation());
+        Self { scheduler }
+    }
+}
+
+impl MaestroAnswer for SchedulerAnswer {
+    const SHAPE: &'static Message = &wire::GET_SCHEDULER;
+}
+
+impl MaestroAnswer for SchedulerList {
+    const SHAPE: &'static Message = &wire::LIST_SCHEDULERS;
+}
+
+impl MaestroAnswer for SchedulerInfoList {
+    const SHAPE: &'static Message = &wire::SCHEDULERS_INFO;
 }
 
 /// Creates a scheduler: its workflow starts and runs `create_scheduler` as operation #1.
@@ -66,7 +86,7 @@ pub(super) async fn create_scheduler(
             scheduler
         }
     };
-    Ok(OrPlan::Done(SchedulerAnswer { scheduler: created }))
+    Ok(OrPlan::Done(SchedulerAnswer::of(created)))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -94,6 +114,7 @@ pub struct SchedulerSummary {
 
 impl From<Scheduler> for SchedulerSummary {
     fn from(s: Scheduler) -> Self {
+        let match_allocation = Some(s.match_allocation());
         Self {
             name: s.name,
             game: s.game,
@@ -103,7 +124,7 @@ impl From<Scheduler> for SchedulerSummary {
             created_at: s.created_at,
             max_surge: s.max_surge,
             rooms_replicas: s.rooms_replicas,
-            match_allocation: s.match_allocation,
+            match_allocation,
         }
     }
 }
@@ -117,9 +138,17 @@ pub struct SchedulerList {
 pub(super) async fn list_schedulers(
     State(state): State<GatewayState>,
     ValidQuery(query): ValidQuery<ListQuery>,
-) -> Result<Json<SchedulerList>, ApiError> {
+) -> Result<Maestro<SchedulerList>, ApiError> {
     let wanted = |filter: &Option<String>, value: &str| {
         filter.as_deref().is_none_or(|f| f.is_empty() || f == value)
+    };
+    // `v1.0` and `v1.0.0` name the same version.
+    let same_version = |filter: &Option<String>, value: &str| {
+        wanted(filter, value)
+            || filter
+                .as_deref()
+                .and_then(|f| f.parse::<Version>().ok())
+                .is_some_and(|f| value.parse() == Ok(f))
     };
     let schedulers = state
         .schedulers
@@ -130,11 +159,11 @@ pub(super) async fn list_schedulers(
         .filter(|s| {
             wanted(&query.name, &s.name)
                 && wanted(&query.game, &s.game)
-                && wanted(&query.version, &s.spec.version)
+                && same_version(&query.version, &s.spec.version)
         })
         .map(SchedulerSummary::from)
         .collect();
-    Ok(Json(SchedulerList { schedulers }))
+    Ok(Maestro(SchedulerList { schedulers }))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -149,7 +178,7 @@ pub(super) async fn get_scheduler(
     State(state): State<GatewayState>,
     Path(SchedulerPath { name }): Path<SchedulerPath>,
     ValidQuery(query): ValidQuery<VersionQuery>,
-) -> Result<([(&'static str, &'static str); 1], Json<SchedulerAnswer>), ApiError> {
+) -> Result<([(&'static str, &'static str); 1], Maestro<SchedulerAnswer>), ApiError> {
     checked_name(&name)?;
     let (snapshot, source) = state.schedulers.read_snapshot(&name).await?;
     let scheduler = match query.version.filter(|v| !v.is_empty()) {
@@ -172,7 +201,7 @@ pub(super) async fn get_scheduler(
     };
     Ok((
         [(READ_SOURCE_HEADER, source.as_str())],
-        Json(SchedulerAnswer { scheduler }),
+        Maestro(SchedulerAnswer::of(scheduler)),
     ))
 }
 
@@ -246,7 +275,7 @@ pub struct SchedulerInfoList {
 pub(super) async fn schedulers_info(
     State(state): State<GatewayState>,
     ValidQuery(query): ValidQuery<InfoQuery>,
-) -> Result<Json<SchedulerInfoList>, ApiError> {
+) -> Result<Maestro<SchedulerInfoList>, ApiError> {
     let game = query.game.filter(|g| !g.is_empty());
     let mut schedulers = Vec::new();
     for snapshot in state.schedulers.list().await? {
@@ -255,6 +284,7 @@ pub(super) async fn schedulers_info(
             continue;
         }
         let counts = state.store.count_by_status(&s.name).await?;
+        let match_allocation = Some(s.match_allocation());
         let count = |status: RoomStatus| counts.get(&status).copied().unwrap_or(0);
         schedulers.push(SchedulerInfo {
             rooms_ready: count(RoomStatus::Ready),
@@ -271,8 +301,8 @@ pub(super) async fn schedulers_info(
             game: s.game,
             state: s.state,
             rooms_replicas: s.rooms_replicas,
-            match_allocation: s.match_allocation,
+            match_allocation,
         });
     }
-    Ok(Json(SchedulerInfoList { schedulers }))
+    Ok(Maestro(SchedulerInfoList { schedulers }))
 }

@@ -1,21 +1,21 @@
 //! Versions: a new one from a whole document (`POST`) or a merge patch (`PATCH`), switching
 //! the active one (`PUT`), and the list.
 
-use axum::Json;
 use axum::extract::{Path, State};
 use maestro_core::operation::{
     CreateNewSchedulerVersionInput, Rejection, SwitchActiveVersionInput,
 };
+use maestro_core::patch::SchedulerPatch;
 use maestro_core::version::next_version;
 use maestro_core::{ChangeKind, Scheduler, Timestamp, Version};
 use maestro_workflows::SchedulerSnapshot;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::dry_run::{DryRun, planned};
 use super::{
-    IdempotencyKey, OperationAccepted, OrPlan, ReadErrors, SchedulerPath, WriteErrors,
-    checked_name, submit,
+    IdempotencyKey, Maestro, MaestroAnswer, OperationAccepted, OrPlan, ReadErrors, SchedulerPath,
+    WriteErrors, checked_name, submit,
 };
 use crate::GatewayState;
 use crate::error::{ApiError, ErrorCode};
@@ -53,20 +53,18 @@ async fn submit_version(
             &snapshot.scheduler,
             &scheduler,
         );
-        let kind = match kind {
-            ChangeKind::None => "none",
-            ChangeKind::Minor => "minor",
-            ChangeKind::Major => "major",
-        };
+        let major = kind == ChangeKind::Major;
         return Ok(planned(json!({
             "definitionName": "create_new_scheduler_version",
-            "changeKind": kind,
+            "changeKind": kind.as_str(),
             "version": version,
             "from": snapshot.scheduler.spec.version,
-            // A major change is validated by a room of the new version, then switched to;
-            // the health controller then replaces the rooms in surges of maxSurge.
-            "validationRoom": kind == "major",
-            "roomsReplaced": kind == "major",
+            // A major change is validated by a room of the new version; either kind is then
+            // switched to, and after a major one the health controller replaces the rooms
+            // in surges of maxSurge.
+            "validationRoom": major,
+            "then": "switch_active_version",
+            "roomsReplaced": major,
         })));
     }
     let request = CreateNewSchedulerVersionInput {
@@ -91,48 +89,25 @@ pub(super) async fn new_version(
     submit_version(&state, &name, key, scheduler, dry_run).await
 }
 
-/// RFC 7386 merge patch: objects merge key by key, `null` removes, anything else replaces.
-fn merge_patch(target: &mut Value, patch: &Value) {
-    let Value::Object(patch) = patch else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = Value::Object(serde_json::Map::new());
-    }
-    if let Value::Object(target) = target {
-        for (key, value) in patch {
-            if value.is_null() {
-                target.remove(key);
-            } else {
-                merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
-            }
-        }
-    }
-}
-
-/// A new version from the active one plus the fields sent (Maestro: `PATCH`): any subset of
-/// the scheduler's fields, nested objects merged, arrays replaced.
-#[utoipa::path(patch, path = "/schedulers/{name}", tag = "versions", request_body(content = Object, description = "any subset of the scheduler, merged (RFC 7386)"), params(SchedulerPath, DryRun, IdempotencyKey), responses((status = 200, body = OperationAccepted), (status = 200, body = super::DryRunAnswer, description = "dry run"), WriteErrors))]
+/// A new version from the active one plus the fields sent (Maestro: `PATCH`), merged as
+/// Maestro merges them (`maestro_core::patch`); nothing to change is 409 (AlreadyExists).
+#[utoipa::path(patch, path = "/schedulers/{name}", tag = "versions", request_body(content = Object, description = "any of the scheduler's fields; spec, spec.containers[i] and autoscaling merge field by field, the rest replaces"), params(SchedulerPath, DryRun, IdempotencyKey), responses((status = 200, body = OperationAccepted), (status = 200, body = super::DryRunAnswer, description = "dry run"), WriteErrors))]
 pub(super) async fn patch_scheduler(
     State(state): State<GatewayState>,
     Path(SchedulerPath { name }): Path<SchedulerPath>,
     DryRun(dry_run): DryRun,
     key: IdempotencyKey,
-    ValidJson(patch): ValidJson<Value>,
+    ValidJson(patch): ValidJson<SchedulerPatch>,
 ) -> Result<OrPlan<OperationAccepted>, ApiError> {
     checked_name(&name)?;
-    if !patch.is_object() {
-        return Err(ApiError::invalid_field("body", "must be a JSON object"));
+    if patch.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::AlreadyExists,
+            format!("no change found to scheduler {name}"),
+        ));
     }
     let SchedulerSnapshot { scheduler, .. } = state.schedulers.snapshot(&name).await?;
-    let mut merged = serde_json::to_value(&scheduler)
-        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
-    merge_patch(&mut merged, &patch);
-    let bytes = serde_json::to_vec(&merged)
-        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
-    let scheduler: Scheduler = crate::json::parse(&bytes)?;
-    let scheduler = prepare_version(&name, scheduler)?;
+    let scheduler = prepare_version(&name, patch.apply(scheduler))?;
     state.check_runnable(&scheduler)?;
     submit_version(&state, &name, key, scheduler, dry_run).await
 }
@@ -197,25 +172,30 @@ pub struct VersionList {
     pub versions: Vec<VersionSummary>,
 }
 
+impl MaestroAnswer for VersionList {
+    const SHAPE: &'static super::wire::Message = &super::wire::VERSIONS;
+}
+
 /// The scheduler's versions, newest first.
 #[utoipa::path(get, path = "/schedulers/{name}/versions", tag = "versions", params(SchedulerPath), responses((status = 200, body = VersionList), ReadErrors))]
 pub(super) async fn list_versions(
     State(state): State<GatewayState>,
     Path(SchedulerPath { name }): Path<SchedulerPath>,
-) -> Result<Json<VersionList>, ApiError> {
+) -> Result<Maestro<VersionList>, ApiError> {
     checked_name(&name)?;
     let snapshot = state.schedulers.snapshot(&name).await?;
-    let active = snapshot.scheduler.spec.version;
+    // Parsed: a memo written before semver says `v1.0` for `v1.0.0`.
+    let active = snapshot.scheduler.spec.version.parse::<Version>().ok();
     let versions = snapshot
         .versions
         .into_iter()
         .rev()
         .map(|record| VersionSummary {
-            is_active: record.version.to_string() == active,
+            is_active: active == Some(record.version),
             version: record.version,
             created_at: record.created_at,
             failed: record.failed,
         })
         .collect();
-    Ok(Json(VersionList { versions }))
+    Ok(Maestro(VersionList { versions }))
 }

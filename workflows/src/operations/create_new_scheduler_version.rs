@@ -1,6 +1,7 @@
-//! `create_new_scheduler_version`: a minor change is recorded and active at once; a major
-//! change must first start a validation room of the new version that reports ready (3
-//! attempts of 2 min), else the version is recorded as failed and the active one stays.
+//! `create_new_scheduler_version`: a minor change (an identical document too) is recorded;
+//! a major change must first start a validation room of the new version that reports ready
+//! (3 attempts of 2 min), else the version is recorded as failed and the active one stays.
+//! Either recorded version is made active by the `switch_active_version` that follows.
 //! Returns an [`OperationEffect`] the scheduler workflow applies to its own state; rooms
 //! are never replaced here (the health controller rolls a fleet over to a new major
 //! version, after the `switch_active_version` that follows).
@@ -128,21 +129,16 @@ impl CreateNewSchedulerVersion {
             failed: None,
         };
         match classify_change(active, proposed) {
-            ChangeKind::None => {
-                history.push(
-                    ctx,
-                    format!("no changes from {}: nothing recorded", active.spec.version),
-                );
-                Ok(history.succeeded())
-            }
+            // As Maestro: every new version, minor too, is made active by the
+            // `switch_active_version` the scheduler enqueues after this operation.
             ChangeKind::Minor => {
                 history.push(
                     ctx,
-                    format!("minor change: {version} recorded and active; rooms kept"),
+                    format!("minor change: {version} recorded, switching to it next; rooms kept"),
                 );
                 let effect = OperationEffect::RecordVersion {
                     record,
-                    activate: true,
+                    activate: false,
                 };
                 Ok(history.succeeded_with(Some(effect)))
             }

@@ -373,8 +373,10 @@ impl SchedulerWorkflowState {
         .1
     }
 
-    /// Applies what an operation asked for; a validated major version is followed by its
+    /// Applies what an operation asked for; a recorded version is followed by its
     /// `switch_active_version` operation (id derived from the operation's, so replay-stable).
+    /// `activate: true` is what minor versions carried before they were switched to as
+    /// Maestro does; stored histories still hold it.
     fn apply_effect(&mut self, operation: &Operation, effect: OperationEffect, now: Timestamp) {
         match effect {
             OperationEffect::RecordVersion { record, activate } => {
