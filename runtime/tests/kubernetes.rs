@@ -127,7 +127,7 @@ async fn rooms_become_pods_with_distinct_host_ports_and_node_addresses() {
         assert_eq!(labels["heritage"], "maestro");
         assert_eq!(labels["maestro-scheduler"], s.name);
         assert_eq!(labels["maestro-room"], room);
-        assert_eq!(labels["version"], "v1.0");
+        assert_eq!(labels["version"], "v1.0.0");
         let port = pod.spec.unwrap().containers[0].ports.as_ref().unwrap()[0]
             .host_port
             .unwrap();

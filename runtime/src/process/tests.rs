@@ -67,7 +67,7 @@ async fn rooms_get_the_pod_environment_and_are_idempotent() {
     for expected in [
         "MAESTRO_SCHEDULER_NAME=envs",
         "MAESTRO_ROOM_ID=envs-a",
-        "MAESTRO_ROOM_VERSION=v1.0",
+        "MAESTRO_ROOM_VERSION=v1.0.0",
         "MAESTRO_ROOMS_API_URL=http://127.0.0.1:1",
         "MAESTRO_PORT_GAME=41000",
     ] {
