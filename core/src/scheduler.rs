@@ -166,6 +166,12 @@ impl Scheduler {
         }
     }
 
+    /// The pod restart policy: Maestro's default, `Never`, when none was sent (a room that
+    /// exits is replaced, not restarted in place); what Maestro answers in either case.
+    pub fn restart_policy(&self) -> &str {
+        self.spec.restart_policy.as_deref().unwrap_or("Never")
+    }
+
     /// Matches a room can host at once (Maestro's default is 1).
     pub fn max_matches(&self) -> i64 {
         self.match_allocation().max_matches

@@ -81,7 +81,22 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if s.bytes().all(|b| b.is_ascii_digit()) {
         return Err("needs a unit, e.g. \"100s\"".into());
     }
+    if let Some(d) = protojson_seconds(s) {
+        return Ok(d);
+    }
     humantime::parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// `google.protobuf.Duration` as protojson writes a fraction (`"1.500s"`), which humantime
+/// does not read.
+fn protojson_seconds(s: &str) -> Option<Duration> {
+    let (secs, fraction) = s.strip_suffix('s')?.split_once('.')?;
+    let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    if !digits(secs) || !digits(fraction) || fraction.len() > 9 {
+        return None;
+    }
+    let nanos: u32 = format!("{fraction:0<9}").parse().ok()?;
+    Some(Duration::new(secs.parse().ok()?, nanos))
 }
 
 /// Formats a duration as whole seconds (`"100s"`), the form Maestro answers with.
@@ -124,6 +139,10 @@ mod tests {
         assert!(parse_duration("100").unwrap_err().contains("unit"));
         assert!(parse_duration("").is_err());
         assert!(parse_duration("soon").is_err());
+        // protojson's Duration with a fraction, as Go clients write it.
+        assert_eq!(parse_duration("1.500s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("0.000000005s"), Ok(Duration::new(0, 5)));
+        assert!(parse_duration("1.s").is_err());
     }
 
     proptest! {

@@ -118,6 +118,8 @@ async fn maestro_clients_get_maestros_answers() -> Result<()> {
     assert_eq!(created["matchAllocation"], json!({"maxMatches": 1}));
     // EmitUnpopulated (grpc-gateway's default marshaler): unset fields are written.
     assert_eq!(created["spec"]["toleration"], "");
+    // requestadapters/schedulers.go: no restartPolicy is stored and answered as "Never".
+    assert_eq!(created["spec"]["restartPolicy"], "Never");
     assert_eq!(created["annotations"], json!({}));
     assert_eq!(
         created["forwarders"][0]["options"]["timeout"], "1000",
@@ -127,6 +129,55 @@ async fn maestro_clients_get_maestros_answers() -> Result<()> {
     assert!(
         created.get("roomTokenRequired").is_none(),
         "no extension without asking"
+    );
+
+    // e2e/suites/create_scheduler_test.go: its document as the Go client sends it (no
+    // Content-Type, `durationpb.New(15)` = "0.000000015s", quantities "1"); the create
+    // operation is the first in the final stage, finished.
+    let e2e = json!({
+        "name": "e2e-create", "game": "test", "maxSurge": "10%", "roomsReplicas": 0,
+        "spec": {"terminationGracePeriod": "0.000000015s", "containers": [{
+            "name": "example", "image": "nginx", "command": ["echo", "hello"],
+            "imagePullPolicy": "IfNotPresent",
+            "requests": {"memory": "1", "cpu": "1"}, "limits": {"memory": "1", "cpu": "1"},
+            "ports": [{"name": "default", "protocol": "tcp", "port": 80}]}]},
+        "portRange": {"start": 40000, "end": 60000},
+        "annotations": {"annotation1": "value1"}, "labels": {"label1": "value1"}
+    });
+    let created = maestro
+        .http
+        .post(format!("{}/schedulers", maestro.api))
+        .bearer_auth(common::API_TOKEN)
+        .body(e2e.to_string())
+        .send()
+        .await?;
+    assert_eq!(created.status(), StatusCode::OK);
+    answers.record(
+        "create_scheduler_test.go",
+        "api.v1.CreateSchedulerResponse",
+        &created.json().await?,
+    );
+    let first = eventually(
+        Duration::from_secs(30),
+        "create_scheduler to finish",
+        || async {
+            let (_, page) = call(
+                &maestro,
+                Method::GET,
+                "/schedulers/e2e-create/operations?stage=final",
+                None,
+            )
+            .await
+            .ok()?;
+            (page["operations"][0]["status"] == "finished").then_some(page)
+        },
+    )
+    .await?;
+    assert_eq!(first["operations"][0]["definitionName"], "create_scheduler");
+    answers.record(
+        "create_scheduler_test.go operations",
+        "api.v1.ListOperationsResponse",
+        &first,
     );
 
     let (code, body) = call(&maestro, Method::GET, &format!("/schedulers/{NAME}"), None).await?;

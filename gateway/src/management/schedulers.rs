@@ -23,9 +23,11 @@ pub struct SchedulerAnswer {
 }
 
 impl SchedulerAnswer {
-    /// The scheduler as Maestro answers it: its default match allocation filled in.
+    /// The scheduler as Maestro answers it: its default match allocation and restart policy
+    /// filled in.
     fn of(mut scheduler: Scheduler) -> Self {
         scheduler.match_allocation = Some(scheduler.match_allocation());
+        scheduler.spec.restart_policy = Some(scheduler.restart_policy().to_string());
         Self { scheduler }
     }
 }

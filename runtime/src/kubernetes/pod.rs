@@ -123,14 +123,7 @@ pub fn room_pod(
         },
         spec: Some(PodSpec {
             containers,
-            // Maestro's default: a room that exits is replaced, not restarted in place.
-            restart_policy: Some(
-                scheduler
-                    .spec
-                    .restart_policy
-                    .clone()
-                    .unwrap_or_else(|| "Never".into()),
-            ),
+            restart_policy: Some(scheduler.restart_policy().to_string()),
             termination_grace_period_seconds: grace,
             tolerations: scheduler.spec.toleration.as_ref().map(|value| {
                 vec![Toleration {
