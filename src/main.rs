@@ -70,10 +70,15 @@ enum Command {
     },
 }
 
+/// RUST_LOG overrides. The SDK's core is chatty at info; kube's HTTP client logs every failed
+/// request at ERROR (105 lines in one 30 s apiserver outage), which the runtime already
+/// reports once, with context, when a call or the watch fails.
+const DEFAULT_LOG_FILTER: &str =
+    "info,temporalio_sdk_core=warn,temporalio_client=warn,kube_client::client::builder=off";
+
 fn init_logging(format: LogFormat) {
-    // RUST_LOG overrides; the SDK's core is chatty at info.
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,temporalio_sdk_core=warn,temporalio_client=warn"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

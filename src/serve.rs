@@ -136,6 +136,19 @@ pub struct ServeArgs {
     /// The rooms gRPC API's URL as rooms see it; by default `http://` + `--rooms-grpc-addr`.
     #[arg(long, env = "MAESTRO_ROOMS_GRPC_URL")]
     pub rooms_grpc_url: Option<String>,
+    /// Kubernetes: the Pod Security level written on the namespaces Maestro creates (rooms'
+    /// host ports need `privileged`); `none` writes no label, leaving the cluster's default.
+    #[arg(
+        long,
+        env = "MAESTRO_KUBERNETES_POD_SECURITY",
+        default_value = "privileged",
+        value_parser = ["privileged", "baseline", "restricted", "none"]
+    )]
+    pub kubernetes_pod_security: String,
+    /// Kubernetes: how long creating a scheduler waits for an earlier namespace of the same
+    /// name to finish terminating, per attempt (e.g. `60s`).
+    #[arg(long, env = "MAESTRO_KUBERNETES_NAMESPACE_WAIT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub kubernetes_namespace_wait: Duration,
 }
 
 /// Whether the rooms API requires each room's token.
@@ -308,6 +321,9 @@ pub async fn start(
         RuntimeKind::Kubernetes => {
             let runtime = KubernetesRuntime::from_environment(KubernetesRuntimeConfig {
                 rooms_api: endpoints,
+                pod_security_level: Some(args.kubernetes_pod_security.clone())
+                    .filter(|level| level != "none"),
+                namespace_termination_wait: args.kubernetes_namespace_wait,
                 ..KubernetesRuntimeConfig::default()
             })
             .await?;

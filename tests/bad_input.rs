@@ -387,6 +387,18 @@ async fn schedulers_that_can_never_run_are_refused_naming_the_field() -> anyhow:
         );
     }
 
+    // Names of namespaces the cluster or Maestro itself holds (a real cluster showed a
+    // scheduler named `maestro` take over Maestro's namespace and delete it).
+    for taken in ["default", "maestro", "kube-system"] {
+        let (code, answer) = maestro.post("/schedulers", scheduler_body(taken)).await?;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{taken}: {answer}");
+        assert_eq!(
+            fields(&answer),
+            vec!["name".to_string()],
+            "{taken}: {answer}"
+        );
+    }
+
     // The same refusals for a new version of a scheduler that runs.
     let (code, answer) = maestro.post("/schedulers", scheduler_body("runs")).await?;
     assert_eq!(code, StatusCode::OK, "{answer}");

@@ -50,7 +50,7 @@ async fn rooms_run_as_pods_and_pod_events_reach_room_statuses() -> anyhow::Resul
     )
     .await?;
 
-    let name = "kube-e2e";
+    let name = "k8s-e2e";
     let (code, body) = maestro.post("/schedulers", scheduler_body(name)).await?;
     assert_eq!(code, StatusCode::OK, "{body}");
     // The health controller (first run a minute from now) would converge to roomsReplicas

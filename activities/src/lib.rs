@@ -201,16 +201,16 @@ async fn with_heartbeats<T>(
 
 #[activities]
 impl RoomActivities {
-    /// Prepares the scheduler's runtime resources (a namespace on Kubernetes).
+    /// Prepares the scheduler's runtime resources (a namespace on Kubernetes). Heartbeats:
+    /// it may wait for an earlier namespace of the same name to finish terminating.
     #[activity(name = "runtime.create_scheduler")]
     pub async fn create_scheduler(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: SchedulerRef,
     ) -> Result<(), ActivityError> {
-        self.runtime
-            .create_scheduler(&input.scheduler)
-            .await
+        with_heartbeats(&ctx, 0, self.runtime.create_scheduler(&input.scheduler))
+            .await?
             .map_err(runtime_failure)
     }
 

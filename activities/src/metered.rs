@@ -49,6 +49,7 @@ impl MeteredRuntime {
         let outcome = match result {
             Ok(_) => "ok",
             Err(RuntimeError::Invalid(_)) => "invalid",
+            Err(RuntimeError::Refused(_)) => "refused",
             Err(RuntimeError::Unavailable(_)) => "unavailable",
         };
         self.calls.with_label_values(&[call, outcome]).inc();

@@ -95,11 +95,31 @@ pub fn check_dns_label(value: &str) -> Result<(), String> {
     }
 }
 
+/// Namespaces a cluster or Maestro's own deployment holds: a scheduler is its namespace on
+/// Kubernetes, so these names would mean taking them over.
+const RESERVED_NAMESPACES: [&str; 2] = ["default", "maestro"];
+/// Kubernetes keeps `kube-*` for itself (`kube-system`, `kube-public`, `kube-node-lease`).
+const RESERVED_NAMESPACE_PREFIX: &str = "kube-";
+
 /// A scheduler name: a DNS-1123 label that is not a reserved path segment.
 pub fn check_scheduler_name(name: &str) -> Result<(), String> {
     check_dns_label(name)?;
     if name == "info" {
         return Err("\"info\" is reserved".into());
+    }
+    Ok(())
+}
+
+/// A new scheduler's name is not a namespace the cluster or Maestro itself uses (Maestro
+/// accepts those; see docs/maestro-compatibility.md). Checked on creation only: a
+/// scheduler recorded before the rule existed still replays and takes new versions.
+pub fn check_not_reserved_namespace(name: &str) -> Result<(), String> {
+    if RESERVED_NAMESPACES.contains(&name) || name.starts_with(RESERVED_NAMESPACE_PREFIX) {
+        return Err(format!(
+            "\"{name}\" is reserved: it names a namespace the cluster or Maestro itself uses \
+             (reserved: {}, {RESERVED_NAMESPACE_PREFIX}*)",
+            RESERVED_NAMESPACES.join(", ")
+        ));
     }
     Ok(())
 }
@@ -227,6 +247,19 @@ impl Scheduler {
             Err(errs) => errs,
         };
         self.maestro_rules(&mut errs);
+        errs.into_result()
+    }
+
+    /// [`Self::validate_submission`] for a new scheduler, whose name must also not be a
+    /// reserved namespace (new versions of one created before that rule are still taken).
+    pub fn validate_creation(&self) -> Result<(), ValidationErrors> {
+        let mut errs = match self.validate_submission() {
+            Ok(()) => ValidationErrors::default(),
+            Err(errs) => errs,
+        };
+        if let Err(m) = check_not_reserved_namespace(&self.name) {
+            errs.push("name", m);
+        }
         errs.into_result()
     }
 
@@ -674,6 +707,28 @@ mod tests {
         assert!(check_scheduler_name("ünïcode").is_err());
         assert!(check_scheduler_name(&"a".repeat(63)).is_ok());
         assert!(check_scheduler_name(&"a".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn cluster_and_maestro_namespaces_are_not_scheduler_names() {
+        for taken in [
+            "default",
+            "maestro",
+            "kube-system",
+            "kube-public",
+            "kube-node-lease",
+        ] {
+            let err = check_not_reserved_namespace(taken).unwrap_err();
+            assert!(err.contains("reserved"), "{taken}: {err}");
+        }
+        for free in ["game", "maestro-game", "my-kube-game", "defaults"] {
+            assert!(check_not_reserved_namespace(free).is_ok(), "{free}");
+        }
+        let mut s = scheduler();
+        s.name = "kube-system".into();
+        assert!(s.validate().is_ok(), "replayed schedulers keep validating");
+        assert!(s.validate_submission().is_ok(), "and take new versions");
+        assert!(s.validate_creation().unwrap_err().has_field("name"));
     }
 
     #[test]

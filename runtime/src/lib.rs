@@ -53,6 +53,10 @@ pub enum RuntimeError {
     /// The request can never succeed as given (bad spec for this runtime): do not retry.
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// The runtime refused it for good (a permission, an admission policy, a resource that
+    /// is not Maestro's): do not retry; the message says what an operator can change.
+    #[error("refused: {0}")]
+    Refused(String),
     /// The runtime could not do it now; retrying may help.
     #[error("runtime unavailable: {0}")]
     Unavailable(String),

@@ -55,7 +55,7 @@ pub(super) async fn create_scheduler(
     scheduler.state = None;
     scheduler.created_at = None;
     scheduler.spec.version.clear();
-    scheduler.validate_submission()?;
+    scheduler.validate_creation()?;
     state.check_runnable(&scheduler)?;
     let name = scheduler.name.clone();
     if dry_run {

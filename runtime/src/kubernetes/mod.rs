@@ -4,8 +4,10 @@
 //! Every call is idempotent: "already exists" on create and "not found" on delete are
 //! success, a conflict on update is retried from a fresh read, and 429/5xx/transport errors
 //! are retried with exponential backoff before the caller (an activity, which has its own
-//! retries) sees them.
+//! retries) sees them. What the API refuses for good (403 from admission or RBAC, 400/422)
+//! fails at once with the API's own words. Namespaces: only Maestro's own (`namespace`).
 
+mod namespace;
 pub mod pod;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -16,7 +18,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
 use futures::stream::{self, BoxStream, StreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Client;
@@ -44,6 +46,12 @@ pub struct KubernetesRuntimeConfig {
     pub api_retries: usize,
     /// First pause between those retries (doubling, with jitter).
     pub api_retry_delay: Duration,
+    /// The Pod Security level written on the namespaces Maestro creates (rooms use host
+    /// ports, which need `privileged`); `None` leaves the cluster's default.
+    pub pod_security_level: Option<String>,
+    /// How long creating a scheduler waits for an earlier namespace of the same name to
+    /// finish terminating before the attempt fails (retryably).
+    pub namespace_termination_wait: Duration,
 }
 
 impl Default for KubernetesRuntimeConfig {
@@ -52,6 +60,8 @@ impl Default for KubernetesRuntimeConfig {
             rooms_api: RoomsApiEndpoints::default(),
             api_retries: 4,
             api_retry_delay: Duration::from_millis(200),
+            pod_security_level: Some("privileged".into()),
+            namespace_termination_wait: Duration::from_secs(60),
         }
     }
 }
@@ -114,7 +124,7 @@ impl KubernetesRuntime {
                 .with_max_times(self.config.api_retries)
                 .with_jitter(),
         )
-        .when(is_transient)
+        .when(|e| is_transient(e) || is_authorization_lag(e))
         .notify(|e, pause| warn!(call = what, error = %e, ?pause, "Kubernetes API call failed; retrying"))
         .await
     }
@@ -184,6 +194,13 @@ fn is_transient(e: &kube::Error) -> bool {
     }
 }
 
+/// RBAC's 403 ("User … cannot create resource …") is also what an apiserver answers for a
+/// moment after it starts, before its authorizer has read the roles: retried within the
+/// call's short budget, then final.
+fn is_authorization_lag(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 403 && s.message.contains(" cannot "))
+}
+
 fn status_code(e: &kube::Error) -> Option<u16> {
     match e {
         kube::Error::Api(status) => Some(status.code),
@@ -191,8 +208,9 @@ fn status_code(e: &kube::Error) -> Option<u16> {
     }
 }
 
-/// Requests Kubernetes refuses as given (bad spec) fail the operation; everything else
-/// (including missing permissions, which an operator can fix) is worth retrying later.
+/// Requests Kubernetes refuses for good fail the operation at once with the API's reason
+/// (and, where one is known, what the operator can do); everything else (5xx, transport,
+/// 404s in a race) is worth retrying.
 fn failure(what: &str, e: kube::Error) -> RuntimeError {
     // kube's own Display of an API error appends the whole Status struct; keep the words.
     let said = match &e {
@@ -202,39 +220,46 @@ fn failure(what: &str, e: kube::Error) -> RuntimeError {
         ),
         other => other.to_string(),
     };
+    let message = match &e {
+        kube::Error::Api(s) if s.message.contains("violates PodSecurity") => format!(
+            "{what}: {said}; rooms use host ports, which Pod Security allows only at the \
+             `privileged` level: label the namespace {}=privileged (Maestro writes it on the \
+             namespaces it creates unless --kubernetes-pod-security none)",
+            pod::POD_SECURITY_ENFORCE
+        ),
+        kube::Error::Api(s) if s.code == 403 && s.message.contains(" cannot ") => format!(
+            "{what}: {said}; Maestro's service account lacks this permission (see the Role \
+             in deploy/kubernetes/maestro.yaml)"
+        ),
+        _ => format!("{what}: {said}"),
+    };
     match status_code(&e) {
-        Some(400 | 422) => RuntimeError::Invalid(format!("{what}: {said}")),
-        _ => RuntimeError::Unavailable(format!("{what}: {said}")),
+        Some(400 | 422) => RuntimeError::Invalid(message),
+        Some(403) => RuntimeError::Refused(message),
+        _ => RuntimeError::Unavailable(message),
+    }
+}
+
+/// The namespace is gone or going (a scheduler being deleted): nothing there to guard.
+fn namespace_gone(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => {
+            (s.code == 404 && s.message.contains("namespaces"))
+                || (s.code == 403 && s.message.contains("being terminated"))
+        }
+        _ => false,
     }
 }
 
 #[async_trait]
 impl Runtime for KubernetesRuntime {
     async fn create_scheduler(&self, scheduler: &str) -> Result<(), RuntimeError> {
-        let namespaces: Api<Namespace> = Api::all(self.client.clone());
-        let (params, wanted) = (PostParams::default(), pod::namespace(scheduler));
-        let created = self
-            .call("create namespace", || namespaces.create(&params, &wanted))
-            .await;
-        match created {
-            Ok(_) => info!(scheduler, "namespace created"),
-            Err(e) if status_code(&e) == Some(409) => debug!(scheduler, "namespace already exists"),
-            Err(e) => return Err(failure("create namespace", e)),
-        }
+        self.ensure_namespace(scheduler).await?;
         self.guard_disruptions(scheduler, 0).await
     }
 
     async fn delete_scheduler(&self, scheduler: &str) -> Result<(), RuntimeError> {
-        let namespaces: Api<Namespace> = Api::all(self.client.clone());
-        let params = DeleteParams::default();
-        match self
-            .call("delete namespace", || namespaces.delete(scheduler, &params))
-            .await
-        {
-            Ok(_) => info!(scheduler, "namespace deletion requested"),
-            Err(e) if status_code(&e) == Some(404) => debug!(scheduler, "namespace already gone"),
-            Err(e) => return Err(failure("delete namespace", e)),
-        }
+        self.remove_namespace(scheduler).await?;
         self.port_books
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -391,6 +416,14 @@ impl Runtime for KubernetesRuntime {
                         "disruption budget changed meanwhile; reading it again"
                     );
                 }
+                // A scheduler being deleted: its namespace no longer takes content.
+                Err(e) if namespace_gone(&e) => {
+                    debug!(
+                        scheduler,
+                        "namespace gone or terminating; no disruption budget to set"
+                    );
+                    return Ok(());
+                }
                 Err(e) => return Err(failure("write disruption budget", e)),
             }
         }
@@ -404,17 +437,23 @@ impl Runtime for KubernetesRuntime {
         let config = watcher::Config::default().labels(pod::MANAGED_SELECTOR);
         let nodes = self.nodes.clone();
         watcher::watcher(api, config)
-            .default_backoff()
-            .scan(Relist::default(), |relist, event| {
-                let changes = match event {
-                    Ok(event) => relist.apply(event),
-                    Err(e) => {
-                        warn!(error = %e, "pod watch failed; kube's watcher relists and resumes");
-                        Vec::new()
-                    }
-                };
-                futures::future::ready(Some(changes))
-            })
+            .backoff(WatchBackoff::default())
+            .scan(
+                (Relist::default(), Outage::default()),
+                |(relist, outage), event| {
+                    let changes = match event {
+                        Ok(event) => {
+                            outage.ended();
+                            relist.apply(event)
+                        }
+                        Err(e) => {
+                            outage.failed(&e);
+                            Vec::new()
+                        }
+                    };
+                    futures::future::ready(Some(changes))
+                },
+            )
             .flat_map(stream::iter)
             .then(move |change| {
                 let nodes = nodes.clone();
@@ -437,6 +476,76 @@ impl Runtime for KubernetesRuntime {
             })
             .filter_map(futures::future::ready)
             .boxed()
+    }
+}
+
+/// The watch's pause between attempts while the API server is away: short and capped, so a
+/// watch resumes within about a second of the server answering again (kube's default grows
+/// to 30 s during an outage, and the first events after it waited that long). Reset by
+/// every event that gets through.
+struct WatchBackoff(backon::ExponentialBackoff);
+
+impl WatchBackoff {
+    fn fresh() -> backon::ExponentialBackoff {
+        use backon::BackoffBuilder;
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            // backon's jitter adds up to the delay itself: pauses stay within 1 s.
+            .with_max_delay(Duration::from_millis(500))
+            .with_jitter()
+            .without_max_times()
+            .build()
+    }
+}
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        Self(Self::fresh())
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        self.0.next()
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.0 = Self::fresh();
+    }
+}
+
+/// One warning when the watch loses the API server and one line when it is back, however
+/// many attempts fail in between (an outage used to log a line per attempt).
+#[derive(Default)]
+struct Outage {
+    since: Option<(Instant, u32)>,
+}
+
+impl Outage {
+    fn failed(&mut self, e: &watcher::Error) {
+        match &mut self.since {
+            Some((_, attempts)) => {
+                *attempts += 1;
+                debug!(error = %e, "pod watch still failing");
+            }
+            None => {
+                warn!(error = %e, "pod watch lost the Kubernetes API; retrying every second at most");
+                self.since = Some((Instant::now(), 1));
+            }
+        }
+    }
+
+    fn ended(&mut self) {
+        if let Some((since, attempts)) = self.since.take() {
+            info!(
+                after_ms = since.elapsed().as_millis() as u64,
+                failed_attempts = attempts,
+                "pod watch resumed"
+            );
+        }
     }
 }
 

@@ -52,14 +52,24 @@ const FATAL_WAITING_REASONS: [&str; 10] = [
 ];
 
 /// The namespace of a scheduler, labelled so it can be told apart from others.
-pub fn namespace(scheduler: &str) -> Namespace {
+/// The label by which Pod Security admission enforces a level in a namespace.
+pub const POD_SECURITY_ENFORCE: &str = "pod-security.kubernetes.io/enforce";
+
+/// A scheduler's namespace, labelled as Maestro's (the only namespaces it changes or
+/// deletes) and, when `pod_security` is given, with the Pod Security level its rooms need:
+/// host ports are refused below `privileged`.
+pub fn namespace(scheduler: &str, pod_security: Option<&str>) -> Namespace {
+    let mut labels = BTreeMap::from([
+        (LABEL_HERITAGE.to_string(), HERITAGE.to_string()),
+        (LABEL_SCHEDULER.to_string(), scheduler.to_string()),
+    ]);
+    if let Some(level) = pod_security {
+        labels.insert(POD_SECURITY_ENFORCE.to_string(), level.to_string());
+    }
     Namespace {
         metadata: ObjectMeta {
             name: Some(scheduler.to_string()),
-            labels: Some(BTreeMap::from([
-                (LABEL_HERITAGE.to_string(), HERITAGE.to_string()),
-                (LABEL_SCHEDULER.to_string(), scheduler.to_string()),
-            ])),
+            labels: Some(labels),
             ..ObjectMeta::default()
         },
         ..Namespace::default()

@@ -347,3 +347,30 @@ fn a_relist_reports_pods_deleted_while_nobody_watched() {
     assert_eq!(deleted(relist.apply(Event::InitDone)), vec!["b", "d"]);
     assert_eq!(relist.known.len(), 2);
 }
+
+#[test]
+fn the_watch_backoff_stays_within_a_second_and_starts_over_after_an_event() {
+    use kube::runtime::utils::Backoff;
+    let mut backoff = WatchBackoff::default();
+    // A long outage: a thousand failed attempts never pause more than a second.
+    let pauses: Vec<Duration> = (0..1000).map_while(|_| backoff.next()).collect();
+    assert_eq!(pauses.len(), 1000, "the backoff must never give up");
+    assert!(
+        pauses.iter().all(|p| *p <= Duration::from_secs(1)),
+        "{pauses:?}"
+    );
+    // An event got through: the next failure is retried after a short pause again.
+    backoff.reset();
+    assert!(backoff.next().unwrap() <= Duration::from_millis(200));
+}
+
+#[test]
+fn the_namespace_carries_maestros_labels_and_the_pod_security_level() {
+    let ns = pod::namespace("game", Some("privileged"));
+    let labels = ns.metadata.labels.unwrap();
+    assert_eq!(labels["heritage"], "maestro");
+    assert_eq!(labels["maestro-scheduler"], "game");
+    assert_eq!(labels[pod::POD_SECURITY_ENFORCE], "privileged");
+    let bare = pod::namespace("game", None).metadata.labels.unwrap();
+    assert!(!bare.contains_key(pod::POD_SECURITY_ENFORCE));
+}

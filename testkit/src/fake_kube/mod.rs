@@ -3,8 +3,17 @@
 //! resource versions, lists with label selectors (one namespace or all), watch streams of
 //! newline-delimited events with bookmarks and `410 Gone` for compacted history, `Status`
 //! errors (404 NotFound, 409 AlreadyExists/Conflict, 422), graceful pod deletion, and
-//! injected faults (429/500). An optional kubelet puts new pods on a node and makes them
-//! ready, so rooms behave as on a cluster.
+//! injected faults (429/500). As strict as a real one where Maestro was seen to differ:
+//! namespaces terminate (their content first, then the namespace, 403 on new content
+//! meanwhile), admission refuses invalid names and labels and host ports below Pod
+//! Security's `privileged` level (`admission`), delete preconditions are checked, and a
+//! restart is an outage (connections refused) after which old watches get `410 Gone`.
+//! An optional kubelet puts new pods on a node and makes them ready, so rooms behave as
+//! on a cluster.
+
+mod admission;
+
+pub use admission::POD_SECURITY_ENFORCE;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
@@ -65,6 +74,8 @@ struct Fault {
     path_contains: String,
     status: u16,
     remaining: u32,
+    /// The Status message; a generic one naming the request when `None`.
+    message: Option<String>,
 }
 
 #[derive(Default)]
@@ -80,6 +91,12 @@ struct Inner {
     arrivals: Vec<std::time::Instant>,
     /// Added to every request but watches (a slow or loaded apiserver).
     latency: Duration,
+    /// While restarting: requests on connections still open get 503, as a server draining.
+    down: bool,
+    /// The cluster's Pod Security level for namespaces without the enforce label.
+    pod_security_default: String,
+    /// How long a terminating namespace stays after its content is gone.
+    namespace_finalize_after: Duration,
 }
 
 struct Shared {
@@ -122,7 +139,7 @@ impl Shared {
 pub struct FakeKube {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    task: tokio::task::JoinHandle<()>,
+    task: Mutex<tokio::task::JoinHandle<()>>,
 }
 
 impl FakeKube {
@@ -140,7 +157,11 @@ impl FakeKube {
         let (changes, _) = broadcast::channel(65536);
         let (restarts, _) = watch::channel(0);
         let shared = Arc::new(Shared {
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner {
+                pod_security_default: "privileged".into(),
+                namespace_finalize_after: Duration::from_millis(100),
+                ..Inner::default()
+            }),
             changes,
             restarts,
             kubelet: kubelet.clone(),
@@ -162,13 +183,35 @@ impl FakeKube {
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let app = axum::Router::new()
-            .fallback(handle)
-            .with_state(shared.clone());
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let task = Mutex::new(serve(listener, shared.clone()));
         Ok(Self { addr, shared, task })
+    }
+
+    /// Restarts the server: for `outage` new connections are refused and requests on open
+    /// ones answer 503; every watch is cut, and the event history is gone afterwards, so
+    /// a watch resuming from before the restart gets `410 Gone` (what a real apiserver
+    /// answered on every restart).
+    pub async fn restart(&self, outage: Duration) -> anyhow::Result<()> {
+        self.task.lock().unwrap_or_else(|p| p.into_inner()).abort();
+        self.shared.inner().down = true;
+        self.drop_watches();
+        tokio::time::sleep(outage).await;
+        self.compact();
+        let listener = tokio::net::TcpListener::bind(self.addr).await?;
+        self.shared.inner().down = false;
+        *self.task.lock().unwrap_or_else(|p| p.into_inner()) = serve(listener, self.shared.clone());
+        Ok(())
+    }
+
+    /// The Pod Security level enforced in namespaces without their own enforce label
+    /// (a real cluster's default is `privileged`; hardened ones set `baseline`).
+    pub fn set_pod_security_default(&self, level: &str) {
+        self.shared.inner().pod_security_default = level.into();
+    }
+
+    /// How long a deleted namespace stays `Terminating` once its content is gone.
+    pub fn set_namespace_finalize_after(&self, after: Duration) {
+        self.shared.inner().namespace_finalize_after = after;
     }
 
     pub fn url(&self) -> String {
@@ -193,6 +236,26 @@ impl FakeKube {
             path_contains: path_contains.into(),
             status,
             remaining: times,
+            message: None,
+        });
+    }
+
+    /// As [`Self::fail_next`], with the Status message a real server would give (e.g.
+    /// RBAC's `… cannot create resource "pods" …`).
+    pub fn refuse_next(
+        &self,
+        method: Method,
+        path_contains: &str,
+        status: u16,
+        message: &str,
+        times: u32,
+    ) {
+        self.shared.inner().faults.push(Fault {
+            method,
+            path_contains: path_contains.into(),
+            status,
+            remaining: times,
+            message: Some(message.into()),
         });
     }
 
@@ -308,8 +371,15 @@ impl FakeKube {
 
 impl Drop for FakeKube {
     fn drop(&mut self) {
-        self.task.abort();
+        self.task.lock().unwrap_or_else(|p| p.into_inner()).abort();
     }
+}
+
+fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) -> tokio::task::JoinHandle<()> {
+    let app = axum::Router::new().fallback(handle).with_state(shared);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    })
 }
 
 fn key(resource: &str, namespace: &str, name: &str) -> Key {
@@ -340,10 +410,18 @@ fn resource_info(resource: &str) -> Option<(&'static str, &'static str, bool)> {
 }
 
 fn status_error(code: u16, reason: &str, message: String) -> Response {
-    let body = json!({
+    status_error_with(code, reason, message, Value::Null)
+}
+
+/// A `Status` failure with `details` (the object's name and kind, and causes) when given.
+fn status_error_with(code: u16, reason: &str, message: String, details: Value) -> Response {
+    let mut body = json!({
         "kind": "Status", "apiVersion": "v1", "metadata": {},
         "status": "Failure", "message": message, "reason": reason, "code": code,
     });
+    if !details.is_null() {
+        body["details"] = details;
+    }
     let mut response = (
         StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         axum::Json(body),
@@ -412,6 +490,13 @@ async fn handle(AxumState(shared): AxumState<Arc<Shared>>, request: Request) -> 
     }
     {
         let mut inner = shared.inner();
+        if inner.down {
+            return status_error(
+                503,
+                "ServiceUnavailable",
+                "apiserver is shutting down".into(),
+            );
+        }
         inner.arrivals.push(std::time::Instant::now());
         inner.requests.push(match request.uri().query() {
             Some(q) => format!("{method} {path}?{q}"),
@@ -425,7 +510,12 @@ async fn handle(AxumState(shared): AxumState<Arc<Shared>>, request: Request) -> 
         {
             fault.remaining -= 1;
             let status = fault.status;
+            let message = fault
+                .message
+                .clone()
+                .unwrap_or_else(|| format!("injected fault on {method} {path}"));
             let reason = match status {
+                403 => "Forbidden",
                 409 => "Conflict",
                 410 => "Expired",
                 422 => "Invalid",
@@ -433,7 +523,7 @@ async fn handle(AxumState(shared): AxumState<Arc<Shared>>, request: Request) -> 
                 503 => "ServiceUnavailable",
                 _ => "InternalError",
             };
-            return status_error(status, reason, format!("injected fault on {method} {path}"));
+            return status_error(status, reason, message);
         }
     }
     let Some(target) = parse_path(&path) else {
@@ -502,7 +592,17 @@ async fn handle(AxumState(shared): AxumState<Arc<Shared>>, request: Request) -> 
                 .as_ref()
                 .and_then(|b| b["gracePeriodSeconds"].as_u64())
                 .or_else(|| query.get("gracePeriodSeconds").and_then(|g| g.parse().ok()));
-            delete(&shared, &target.resource, &namespace, &target.name, grace)
+            let uid = parsed
+                .as_ref()
+                .and_then(|b| b["preconditions"]["uid"].as_str());
+            delete(
+                &shared,
+                &target.resource,
+                &namespace,
+                &target.name,
+                grace,
+                uid,
+            )
         }
         _ => status_error(
             405,
@@ -628,6 +728,12 @@ fn create(
                 format!("{resource} \"{name}\" already exists"),
             );
         }
+        let level = inner.pod_security_default.clone();
+        if let Err(refusal) =
+            admission::admit(&inner, resource, kind, namespace, &name, &object, &level)
+        {
+            return *refusal;
+        }
         let uid = uuid_like(inner.rv + 1);
         object["apiVersion"] = json!(api_version);
         object["kind"] = json!(kind);
@@ -750,50 +856,110 @@ fn delete(
     namespace: &str,
     name: &str,
     grace: Option<u64>,
+    precondition_uid: Option<&str>,
 ) -> Response {
     let mut inner = shared.inner();
     let k = key(resource, namespace, name);
-    let Some(mut object) = inner.objects.get(&k).cloned() else {
+    let Some(object) = inner.objects.get(&k).cloned() else {
         return not_found(resource, name);
     };
+    if let Some(wanted) = precondition_uid
+        && object["metadata"]["uid"].as_str() != Some(wanted)
+    {
+        return status_error(
+            409,
+            "Conflict",
+            format!(
+                "Precondition failed: UID in precondition: {wanted}, UID in object meta: {}",
+                object["metadata"]["uid"].as_str().unwrap_or_default()
+            ),
+        );
+    }
     if resource == "namespaces" {
-        let contained: Vec<(Key, Value)> = inner
-            .objects
-            .iter()
-            .filter(|(ok, _)| ok.namespace == name)
-            .map(|(ok, o)| (ok.clone(), o.clone()))
-            .collect();
-        for (ok, o) in contained {
-            shared.commit(&mut inner, "DELETED", ok, o);
-        }
+        return terminate_namespace(shared, &mut inner, k, object);
     }
+    let stored = delete_locked(shared, &mut inner, k, object, grace);
+    axum::Json(stored).into_response()
+}
+
+/// Deletes one stored object; a pod on a node goes through its graceful phase first.
+fn delete_locked(
+    shared: &Arc<Shared>,
+    inner: &mut Inner,
+    k: Key,
+    mut object: Value,
+    grace: Option<u64>,
+) -> Value {
     let on_node = object["spec"]["nodeName"].is_string();
-    if resource == "pods" && on_node && grace != Some(0) {
-        if object["metadata"]["deletionTimestamp"].is_string() {
-            return axum::Json(object).into_response();
-        }
-        let grace = grace
-            .or_else(|| object["spec"]["terminationGracePeriodSeconds"].as_u64())
-            .unwrap_or(30);
-        object["metadata"]["deletionTimestamp"] = json!(now());
-        object["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
-        let stored = shared.commit(&mut inner, "MODIFIED", k.clone(), object);
-        let stop_after = shared
-            .kubelet
-            .as_ref()
-            .map_or(Duration::ZERO, |kl| kl.stop_after)
-            .min(Duration::from_secs(grace));
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(stop_after).await;
-            let mut inner = shared.inner();
-            if let Some(pod) = inner.objects.get(&k).cloned() {
-                shared.commit(&mut inner, "DELETED", k, pod);
-            }
-        });
-        return axum::Json(stored).into_response();
+    if k.resource != "pods" || !on_node || grace == Some(0) {
+        return shared.commit(inner, "DELETED", k, object);
     }
-    let stored = shared.commit(&mut inner, "DELETED", k, object);
+    if object["metadata"]["deletionTimestamp"].is_string() {
+        return object;
+    }
+    let grace = grace
+        .or_else(|| object["spec"]["terminationGracePeriodSeconds"].as_u64())
+        .unwrap_or(30);
+    object["metadata"]["deletionTimestamp"] = json!(now());
+    object["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+    let stored = shared.commit(inner, "MODIFIED", k.clone(), object);
+    let stop_after = shared
+        .kubelet
+        .as_ref()
+        .map_or(Duration::ZERO, |kl| kl.stop_after)
+        .min(Duration::from_secs(grace));
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(stop_after).await;
+        let mut inner = shared.inner();
+        if let Some(pod) = inner.objects.get(&k).cloned() {
+            shared.commit(&mut inner, "DELETED", k, pod);
+        }
+    });
+    stored
+}
+
+/// A namespace deletion as a real apiserver runs it: the namespace turns `Terminating`
+/// (new content refused), its content is deleted (pods gracefully), and the namespace
+/// itself goes once its content is gone and the finalize delay has passed.
+fn terminate_namespace(
+    shared: &Arc<Shared>,
+    inner: &mut Inner,
+    k: Key,
+    mut namespace: Value,
+) -> Response {
+    if namespace["metadata"]["deletionTimestamp"].is_string() {
+        return axum::Json(namespace).into_response();
+    }
+    namespace["metadata"]["deletionTimestamp"] = json!(now());
+    namespace["status"]["phase"] = json!("Terminating");
+    let stored = shared.commit(inner, "MODIFIED", k.clone(), namespace);
+    let contained: Vec<(Key, Value)> = inner
+        .objects
+        .iter()
+        .filter(|(ok, _)| ok.namespace == k.name)
+        .map(|(ok, o)| (ok.clone(), o.clone()))
+        .collect();
+    for (ok, o) in contained {
+        delete_locked(shared, inner, ok, o, None);
+    }
+    let finalize_after = inner.namespace_finalize_after;
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(finalize_after).await;
+        loop {
+            {
+                let mut inner = shared.inner();
+                if !inner.objects.keys().any(|ok| ok.namespace == k.name) {
+                    if let Some(ns) = inner.objects.get(&k).cloned() {
+                        shared.commit(&mut inner, "DELETED", k, ns);
+                    }
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
     axum::Json(stored).into_response()
 }
 

@@ -1,6 +1,10 @@
 //! The Kubernetes runtime against an API server: the in-test fake by default, or the real
 //! cluster `KUBECONFIG` points at (then the tests that inject faults into the API server
-//! say they were skipped). Every test prints which one it used.
+//! say they were skipped). Every test prints which one it used. What Maestro may and may
+//! not do to a cluster (namespaces it does not own, Pod Security, refusals, restarts) is in
+//! `boundaries.rs`.
+
+mod boundaries;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -63,17 +67,22 @@ impl Cluster {
     }
 
     fn runtime(&self) -> KubernetesRuntime {
-        KubernetesRuntime::new(
-            self.client.clone(),
-            KubernetesRuntimeConfig {
-                rooms_api: RoomsApiEndpoints {
-                    http_url: "http://maestro-rooms:8070".into(),
-                    ..RoomsApiEndpoints::default()
-                },
-                api_retries: 3,
-                api_retry_delay: Duration::from_millis(10),
+        self.runtime_with(|_| {})
+    }
+
+    /// A runtime with the tests' settings, changed by `adjust`.
+    fn runtime_with(&self, adjust: impl FnOnce(&mut KubernetesRuntimeConfig)) -> KubernetesRuntime {
+        let mut config = KubernetesRuntimeConfig {
+            rooms_api: RoomsApiEndpoints {
+                http_url: "http://maestro-rooms:8070".into(),
+                ..RoomsApiEndpoints::default()
             },
-        )
+            api_retries: 3,
+            api_retry_delay: Duration::from_millis(10),
+            ..KubernetesRuntimeConfig::default()
+        };
+        adjust(&mut config);
+        KubernetesRuntime::new(self.client.clone(), config)
     }
 
     fn fake(&self) -> &FakeKube {
