@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use maestro_activities::{MeteredRuntime, RoomActivities};
 use maestro_core::RoomTokenSecret;
 use maestro_gateway::management::auth::ManagementAuth;
+use maestro_gateway::rooms::service::MatchmakerAuth;
 use maestro_gateway::{
     GatewayState, RoomsApiConfig, SchedulerClient, disruption, internal_app, management_app,
     rooms_app, watcher,
@@ -103,7 +104,8 @@ pub struct ServeArgs {
     /// How often the disruption guard refreshes each scheduler's budget of protected rooms.
     #[arg(long, env = "MAESTRO_DISRUPTION_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
     pub disruption_interval: Duration,
-    /// Management API bearer tokens (comma-separated).
+    /// API bearer tokens, comma-separated `[role:]token`: `read`, `write`, `admin` (a bare
+    /// token) for the management API, `matchmaker` for allocate and address on the rooms API.
     #[arg(long, env = "MAESTRO_API_TOKENS", hide_env_values = true)]
     pub api_tokens: Option<String>,
     /// Run the management API without authentication (development only; said loudly at
@@ -126,6 +128,22 @@ pub struct ServeArgs {
         default_value = "required"
     )]
     pub room_tokens: RoomTokens,
+    /// `required` (default, with `--api-tokens`): allocating a room and reading a room's
+    /// address need a `matchmaker` or `admin` token (a room may read its own address with its
+    /// token). `optional`: for matchmakers written for Maestro, which send none; a token is
+    /// still checked when sent.
+    #[arg(
+        long,
+        env = "MAESTRO_MATCHMAKER_AUTH",
+        value_enum,
+        default_value = "required"
+    )]
+    pub matchmaker_auth: RoomTokens,
+    /// Accept clients written for Maestro, which send no credentials: the same as
+    /// `--room-tokens optional --matchmaker-auth optional`. The one setting a studio moving
+    /// from Maestro changes for its rooms and matchmakers.
+    #[arg(long, env = "MAESTRO_ACCEPT_MAESTRO_CLIENTS")]
+    pub accept_maestro_clients: bool,
     /// Where rooms run.
     #[arg(long, env = "MAESTRO_RUNTIME", value_enum, default_value = "process")]
     pub runtime: RuntimeKind,
@@ -151,7 +169,7 @@ pub struct ServeArgs {
     pub kubernetes_namespace_wait: Duration,
 }
 
-/// Whether the rooms API requires each room's token.
+/// Whether the rooms API requires a credential (a room's token, a matchmaker's token).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RoomTokens {
     Required,
@@ -168,11 +186,13 @@ pub struct Local {
 
 /// Tokens when given; no authentication only when asked for explicitly.
 fn management_auth(args: &ServeArgs) -> Result<ManagementAuth> {
-    if let Some(auth) = args
-        .api_tokens
-        .as_deref()
-        .and_then(ManagementAuth::from_list)
-    {
+    let listed = match args.api_tokens.as_deref() {
+        Some(list) => {
+            ManagementAuth::from_list(list).map_err(|e| anyhow::anyhow!("--api-tokens: {e}"))?
+        }
+        None => None,
+    };
+    if let Some(auth) = listed {
         return Ok(auth);
     }
     if !args.insecure_no_auth {
@@ -334,9 +354,17 @@ pub async fn start(
     let schedulers = SchedulerClient::new(client.clone(), &args.task_queue)
         .with_health_check(args.health_interval)
         .with_continue_as_new_every(args.continue_as_new_every);
+    let matchmakers = match auth.as_ref().and_then(ManagementAuth::credentials) {
+        Some(credentials) => MatchmakerAuth::Tokens {
+            credentials: credentials.clone(),
+            required: args.matchmaker_auth == RoomTokens::Required && !args.accept_maestro_clients,
+        },
+        None => MatchmakerAuth::Open,
+    };
     let rooms_config = RoomsApiConfig {
         token_secret: Some(token_secret),
-        tokens_required: args.room_tokens == RoomTokens::Required,
+        tokens_required: args.room_tokens == RoomTokens::Required && !args.accept_maestro_clients,
+        matchmakers,
         ..RoomsApiConfig::default()
     };
     let state = GatewayState::new(

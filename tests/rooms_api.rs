@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use common::{Maestro, ROOM_TOKEN_SECRET};
+use common::{API_TOKEN, Maestro, ROOM_TOKEN_SECRET};
 use maestro_core::RoomTokenSecret;
 use maestro_proto::eventforwarder::grpc_forwarder_server::{GrpcForwarder, GrpcForwarderServer};
 use maestro_proto::eventforwarder::player_event::PlayerEventType;
@@ -671,7 +671,7 @@ async fn allocation_hands_out_each_room_once(store: &str) -> Result<()> {
         &maestro,
         reqwest::Method::POST,
         &path,
-        None,
+        Some(API_TOKEN),
         Some(json!({"metadataSelector": {"mode": "ranked"}})),
     )
     .await?;
@@ -685,7 +685,7 @@ async fn allocation_hands_out_each_room_once(store: &str) -> Result<()> {
         &maestro,
         reqwest::Method::POST,
         "/scheduler/nobody/rooms/allocate",
-        None,
+        Some(API_TOKEN),
         Some(json!({})),
     )
     .await?;
@@ -701,7 +701,14 @@ async fn allocation_hands_out_each_room_once(store: &str) -> Result<()> {
         );
         tokio::spawn(async move {
             if i % 2 == 0 {
-                let answer: Value = http.post(url).json(&json!({})).send().await?.json().await?;
+                let answer: Value = http
+                    .post(url)
+                    .bearer_auth(API_TOKEN)
+                    .json(&json!({}))
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
                 anyhow::Ok((
                     answer["success"].as_bool().unwrap_or(false),
                     answer["roomId"].as_str().unwrap_or("").to_string(),
@@ -709,9 +716,12 @@ async fn allocation_hands_out_each_room_once(store: &str) -> Result<()> {
                 ))
             } else {
                 match client
-                    .allocate_room(AllocateRoomRequest {
-                        scheduler_name: "alloc".into(),
-                    })
+                    .allocate_room(with_token(
+                        AllocateRoomRequest {
+                            scheduler_name: "alloc".into(),
+                        },
+                        API_TOKEN,
+                    ))
                     .await
                 {
                     Ok(answer) => {

@@ -15,6 +15,7 @@
 
 use std::time::Duration;
 
+pub mod credentials;
 pub mod disruption;
 pub mod error;
 pub mod json;
@@ -72,11 +73,14 @@ pub struct RoomsApiConfig {
     pub directory_ttl: std::time::Duration,
     pub forwarders: rooms::forwarders::ForwarderConfig,
     pub allocation_ttl: std::time::Duration,
+    /// Who may allocate rooms and read their addresses.
+    pub matchmakers: rooms::service::MatchmakerAuth,
 }
 
 impl Default for RoomsApiConfig {
     fn default() -> Self {
         Self {
+            matchmakers: rooms::service::MatchmakerAuth::Open,
             token_secret: None,
             tokens_required: true,
             directory_ttl: std::time::Duration::from_secs(10),
@@ -107,7 +111,8 @@ impl GatewayState {
             metrics.clone(),
         )
         .with_allocation_ttl(config.allocation_ttl)
-        .with_tokens_required(config.tokens_required);
+        .with_tokens_required(config.tokens_required)
+        .with_matchmakers(config.matchmakers);
         Ok(Self(Arc::new(GatewayParts {
             schedulers,
             store,

@@ -1,55 +1,60 @@
-//! Management API authentication: a bearer token from the configured set on every route but
-//! the health checks. Turning it off takes an explicit insecure mode (`maestro dev` sets it
-//! and says so loudly at start).
-
-use std::sync::Arc;
+//! Management API authentication and authorization: a bearer token of the configured list
+//! (`crate::credentials`) on every route but the probes and the API's own documentation,
+//! with the role the request needs — `read` for reads, `write` for changes, `admin` to
+//! delete a scheduler. Turning it off takes an explicit insecure mode (`maestro dev` sets
+//! it and says so loudly at start).
 
 use axum::extract::{Request, State};
+use axum::http::Method;
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use crate::credentials::{Credentials, Role, bearer_token};
 use crate::error::{ApiError, ErrorCode};
 
 /// Routes anyone may call: probes (load balancers call them without credentials) and the
-/// API's own documentation.
+/// API's own documentation (it describes the API, and holds no data).
 const OPEN_PATHS: &[&str] = &["/healthz", "/readyz", "/openapi.json", "/docs"];
 
 #[derive(Clone)]
 pub enum ManagementAuth {
-    /// Every request needs `Authorization: Bearer <one of these>`.
-    Tokens(Arc<Vec<String>>),
+    /// Every request needs `Authorization: Bearer <a token>` whose role allows it.
+    Tokens(Credentials),
     /// No authentication at all (development only).
     Insecure,
 }
 
 impl ManagementAuth {
-    /// Tokens from a comma- or newline-separated list; empty entries are ignored. `None`
-    /// when the list holds no token (a deployment must then choose insecure explicitly).
-    pub fn from_list(list: &str) -> Option<Self> {
-        let tokens: Vec<String> = list
-            .split([',', '\n'])
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .map(str::to_string)
-            .collect();
-        (!tokens.is_empty()).then(|| Self::Tokens(Arc::new(tokens)))
+    /// The configured tokens; `Ok(None)` when the list holds none (a deployment must then
+    /// choose insecure explicitly).
+    pub fn from_list(list: &str) -> Result<Option<Self>, String> {
+        Ok(Credentials::from_list(list)?.map(Self::Tokens))
     }
 
-    fn admits(&self, presented: &str) -> bool {
+    /// The credentials, for the rooms API's matchmaker calls; `None` when insecure.
+    pub fn credentials(&self) -> Option<&Credentials> {
         match self {
-            Self::Insecure => true,
-            // Compare every token in full so the time taken says nothing about a near miss.
-            Self::Tokens(tokens) => tokens.iter().fold(false, |found, token| {
-                found | constant_time_eq(token, presented)
-            }),
+            Self::Tokens(credentials) => Some(credentials),
+            Self::Insecure => None,
         }
     }
 }
 
-fn constant_time_eq(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+/// The role a management request needs: deleting a scheduler (`DELETE /schedulers/{name}`)
+/// is `admin`; any other change `write`; reads `read`.
+fn needed(method: &Method, path: &str) -> Role {
+    if *method == Method::GET || *method == Method::HEAD || *method == Method::OPTIONS {
+        return Role::Read;
+    }
+    let scheduler_itself = path
+        .strip_prefix("/schedulers/")
+        .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'));
+    if *method == Method::DELETE && scheduler_itself {
+        Role::Admin
+    } else {
+        Role::Write
+    }
 }
 
 /// axum middleware for the management API.
@@ -58,26 +63,43 @@ pub async fn require_token(
     request: Request,
     next: Next,
 ) -> Response {
-    if matches!(auth, ManagementAuth::Insecure) || OPEN_PATHS.contains(&request.uri().path()) {
+    let ManagementAuth::Tokens(credentials) = &auth else {
+        return next.run(request).await;
+    };
+    if OPEN_PATHS.contains(&request.uri().path()) {
         return next.run(request).await;
     }
     let presented = request
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match presented {
-        None => ApiError::new(
+        .and_then(bearer_token);
+    let Some(token) = presented else {
+        return ApiError::new(
             ErrorCode::Unauthenticated,
             "send `Authorization: Bearer <token>` (a management API token)",
         )
-        .into_response(),
-        Some(token) if !auth.admits(token) => {
-            ApiError::new(ErrorCode::PermissionDenied, "this token is not accepted").into_response()
-        }
-        Some(_) => next.run(request).await,
+        .into_response();
+    };
+    let Some(role) = credentials.role_of(token) else {
+        return ApiError::new(ErrorCode::PermissionDenied, "this token is not accepted")
+            .into_response();
+    };
+    let needed = needed(request.method(), request.uri().path());
+    if !role.allows(needed) {
+        return ApiError::new(
+            ErrorCode::PermissionDenied,
+            format!(
+                "this token's role ({}) cannot do this: {} {} needs a {} token",
+                role.as_str(),
+                request.method(),
+                request.uri().path(),
+                needed.as_str()
+            ),
+        )
+        .into_response();
     }
+    next.run(request).await
 }
 
 #[cfg(test)]
@@ -85,11 +107,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn token_lists() {
-        assert!(ManagementAuth::from_list(" , \n").is_none());
-        let auth = ManagementAuth::from_list("alpha, beta\ngamma").unwrap();
-        assert!(auth.admits("beta") && auth.admits("gamma"));
-        assert!(!auth.admits("bet") && !auth.admits("betaa") && !auth.admits(""));
-        assert!(ManagementAuth::Insecure.admits("anything"));
+    fn deleting_a_scheduler_is_admin_other_changes_write_reads_read() {
+        assert_eq!(needed(&Method::GET, "/schedulers/game"), Role::Read);
+        assert_eq!(needed(&Method::DELETE, "/schedulers/game"), Role::Admin);
+        assert_eq!(needed(&Method::POST, "/schedulers"), Role::Write);
+        assert_eq!(
+            needed(&Method::POST, "/schedulers/game/add-rooms"),
+            Role::Write
+        );
+        assert_eq!(needed(&Method::PATCH, "/schedulers/game"), Role::Write);
+        assert_eq!(
+            needed(&Method::POST, "/schedulers/game/operations/x/cancel"),
+            Role::Write
+        );
     }
 }

@@ -25,13 +25,8 @@ pub fn server(service: RoomService) -> RoomsServiceServer<RoomsGrpc> {
 }
 
 fn token<T>(request: &Request<T>) -> Option<String> {
-    request
-        .metadata()
-        .get("authorization")?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(|t| t.trim().to_string())
+    let value = request.metadata().get("authorization")?.to_str().ok()?;
+    crate::credentials::bearer_token(value).map(str::to_string)
 }
 
 fn ports(ports: Vec<maestro_core::room::RoomPort>) -> Vec<Port> {
@@ -219,10 +214,15 @@ impl RoomsGrpc {
         &self,
         request: Request<AllocateRoomRequest>,
     ) -> Result<Response<AllocateRoomResponse>, Status> {
+        let credential = token(&request);
         let r = request.into_inner();
         let allocation = self
             .service
-            .allocate(&r.scheduler_name, &Default::default())
+            .allocate(
+                &r.scheduler_name,
+                &Default::default(),
+                credential.as_deref(),
+            )
             .await?;
         match allocation {
             Some(a) => Ok(Response::new(AllocateRoomResponse {

@@ -35,12 +35,7 @@ pub fn router(state: GatewayState) -> Router {
 
 /// The room's token, from `Authorization: Bearer <token>`.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+    crate::credentials::bearer_token(headers.get(AUTHORIZATION)?.to_str().ok()?)
 }
 
 async fn ping(
@@ -136,6 +131,7 @@ async fn address(
 async fn allocate(
     State(state): State<GatewayState>,
     Path(scheduler): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     // Some clients send no body at all; that is `{}`.
@@ -146,7 +142,7 @@ async fn allocate(
     };
     let allocation = state
         .rooms
-        .allocate(&scheduler, &body.metadata_selector)
+        .allocate(&scheduler, &body.metadata_selector, bearer(&headers))
         .await?;
     match allocation {
         Some(a) => Ok(Json(json!({

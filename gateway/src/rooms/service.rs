@@ -13,6 +13,7 @@ use tracing::{debug, info};
 
 use super::directory::{SchedulerDirectory, SchedulerInfo};
 use super::forwarders::{ForwardEvent, ForwardedRoom, Forwarders};
+use crate::credentials::{Credentials, Role};
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::Metrics;
 
@@ -45,6 +46,19 @@ pub struct Allocation {
     pub address: RoomAddress,
 }
 
+/// Who may allocate rooms and read their addresses (a room may always read its own).
+#[derive(Debug, Clone)]
+pub enum MatchmakerAuth {
+    /// Anyone (a gateway whose management API is open too: `--insecure-no-auth`).
+    Open,
+    /// A `matchmaker` or `admin` token of the API token list; when not `required`
+    /// (matchmakers written for Maestro send none), checked only when sent.
+    Tokens {
+        credentials: Credentials,
+        required: bool,
+    },
+}
+
 #[derive(Clone)]
 pub struct RoomService {
     store: Arc<dyn RoomStore>,
@@ -56,6 +70,7 @@ pub struct RoomService {
     /// when sent and never required.
     tokens_required: bool,
     allocation_ttl: Duration,
+    matchmakers: MatchmakerAuth,
     metrics: Metrics,
 }
 
@@ -82,6 +97,7 @@ impl RoomService {
             token_secret,
             tokens_required: true,
             allocation_ttl: ALLOCATION_TTL,
+            matchmakers: MatchmakerAuth::Open,
             metrics,
         }
     }
@@ -90,6 +106,43 @@ impl RoomService {
     pub fn with_tokens_required(mut self, required: bool) -> Self {
         self.tokens_required = required;
         self
+    }
+
+    pub fn with_matchmakers(mut self, matchmakers: MatchmakerAuth) -> Self {
+        self.matchmakers = matchmakers;
+        self
+    }
+
+    /// Whether `credential` (a bearer token, if one was sent) lets a matchmaker in: `Ok(true)`
+    /// for a matchmaker or admin token, `Ok(false)` for none where none is needed; refused
+    /// before anything is looked up, so the answer tells a stranger nothing about which
+    /// schedulers or rooms exist.
+    fn matchmaker(&self, credential: Option<&str>) -> Result<bool, ApiError> {
+        let MatchmakerAuth::Tokens {
+            credentials,
+            required,
+        } = &self.matchmakers
+        else {
+            return Ok(false);
+        };
+        match credential {
+            Some(token)
+                if credentials
+                    .role_of(token)
+                    .is_some_and(|r| r.allows(Role::Matchmaker)) =>
+            {
+                Ok(true)
+            }
+            Some(_) => Err(ApiError::new(
+                ErrorCode::PermissionDenied,
+                "this token is not a matchmaker token",
+            )),
+            None if !required => Ok(false),
+            None => Err(ApiError::new(
+                ErrorCode::Unauthenticated,
+                "send `Authorization: Bearer <token>` with a matchmaker token (role matchmaker or admin of --api-tokens)",
+            )),
+        }
     }
 
     pub fn with_allocation_ttl(mut self, ttl: Duration) -> Self {
@@ -298,7 +351,17 @@ impl RoomService {
         room: &str,
         token: Option<&str>,
     ) -> Result<RoomAddress, ApiError> {
-        self.authenticate(scheduler, room, token).await?;
+        // A matchmaker's credential, else the room's own token.
+        let is_matchmaker = match self.matchmaker(token) {
+            Ok(is) => is,
+            Err(refused) => match (token, &self.token_secret) {
+                (Some(t), Some(secret)) if secret.verify(scheduler, room, t) => false,
+                _ => return Err(refused),
+            },
+        };
+        if !is_matchmaker {
+            self.authenticate(scheduler, room, token).await?;
+        }
         let found = self.room(scheduler, room).await?;
         found.address.ok_or_else(|| {
             ApiError::new(
@@ -318,7 +381,9 @@ impl RoomService {
         &self,
         scheduler: &str,
         selector: &BTreeMap<String, String>,
+        credential: Option<&str>,
     ) -> Result<Option<Allocation>, ApiError> {
+        self.matchmaker(credential)?;
         // An unknown scheduler has no ready room: the same answer as Maestro's, which also
         // does not tell a caller which scheduler names exist.
         if self.directory.get(scheduler).await?.is_none() {
