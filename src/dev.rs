@@ -142,9 +142,8 @@ pub async fn run(args: DevArgs) -> Result<()> {
         )?)
     };
     let client = temporal::connect(
-        &args.temporal_address,
+        &temporal::TemporalConnection::plain(&args.temporal_address, Duration::from_secs(60)),
         &args.serve.namespace,
-        Duration::from_secs(60),
     )
     .await?;
     let token_secret = room_token_secret(args.serve.room_token_secret.as_deref(), &data_dir)?;

@@ -513,16 +513,8 @@ pub struct ServeCommand {
     /// Which components this process runs.
     #[arg(long, env = "MAESTRO_ROLE", value_enum, default_value = "all")]
     pub role: Role,
-    /// Temporal frontend (`host:port`).
-    #[arg(
-        long,
-        env = "MAESTRO_TEMPORAL_ADDRESS",
-        default_value = "127.0.0.1:7233"
-    )]
-    pub temporal_address: String,
-    /// How long to keep trying to reach Temporal at start.
-    #[arg(long, env = "MAESTRO_TEMPORAL_CONNECT_TIMEOUT", default_value = "2m", value_parser = humantime::parse_duration)]
-    pub temporal_connect_timeout: Duration,
+    #[command(flatten)]
+    pub temporal: crate::temporal::TemporalConnection,
     #[command(flatten)]
     pub serve: ServeArgs,
 }
@@ -533,12 +525,7 @@ pub async fn run(command: ServeCommand) -> Result<()> {
          workers must share it",
     )?;
     let secret = RoomTokenSecret::new(secret).map_err(anyhow::Error::msg)?;
-    let client = temporal::connect(
-        &command.temporal_address,
-        &command.serve.namespace,
-        command.temporal_connect_timeout,
-    )
-    .await?;
+    let client = temporal::connect(&command.temporal, &command.serve.namespace).await?;
     let running = start(&command.serve, command.role, client, secret, None).await?;
     running.wait().await
 }

@@ -6,7 +6,9 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions};
+use temporalio_client::{
+    Client, ClientOptions, ClientTlsOptions, Connection, ConnectionOptions, TlsOptions,
+};
 use tokio::process::{Child, Command};
 use tracing::{info, warn};
 
@@ -84,18 +86,130 @@ pub async fn listening(address: &str) -> bool {
     )
 }
 
-/// Connects to Temporal at `address` (`host:port`), retrying until it answers or `limit`.
-pub async fn connect(address: &str, namespace: &str, limit: Duration) -> Result<Client> {
-    let url = url::Url::from_str(&format!("http://{address}"))?;
+/// How to reach Temporal: a dev server on loopback, a self-hosted cluster behind TLS or mTLS,
+/// or Temporal Cloud (mTLS or an API key), by configuration alone.
+#[derive(clap::Args, Debug, Clone)]
+pub struct TemporalConnection {
+    /// Temporal frontend (`host:port`).
+    #[arg(
+        long = "temporal-address",
+        env = "MAESTRO_TEMPORAL_ADDRESS",
+        default_value = "127.0.0.1:7233"
+    )]
+    pub address: String,
+    /// How long to keep trying to reach Temporal at start.
+    #[arg(long = "temporal-connect-timeout", env = "MAESTRO_TEMPORAL_CONNECT_TIMEOUT", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
+    /// Connect with TLS (implied by any other `--temporal-tls-*` setting or an API key).
+    #[arg(long = "temporal-tls", env = "MAESTRO_TEMPORAL_TLS")]
+    pub tls: bool,
+    /// PEM file of the CA that signed the server's certificate (default: the system's roots).
+    #[arg(long = "temporal-tls-ca", env = "MAESTRO_TEMPORAL_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// PEM files of this client's certificate and key, for mTLS (Temporal Cloud's
+    /// certificates, or a cluster's).
+    #[arg(
+        long = "temporal-tls-cert",
+        env = "MAESTRO_TEMPORAL_TLS_CERT",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    #[arg(
+        long = "temporal-tls-key",
+        env = "MAESTRO_TEMPORAL_TLS_KEY",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// The name the server's certificate must carry, when it is not the address's host.
+    #[arg(
+        long = "temporal-tls-server-name",
+        env = "MAESTRO_TEMPORAL_TLS_SERVER_NAME"
+    )]
+    pub tls_server_name: Option<String>,
+    /// A Temporal Cloud API key, sent as `authorization: Bearer …` on every call (TLS on).
+    #[arg(
+        long = "temporal-api-key",
+        env = "MAESTRO_TEMPORAL_API_KEY",
+        hide_env_values = true
+    )]
+    pub api_key: Option<String>,
+}
+
+impl TemporalConnection {
+    /// A plain connection to a dev server (what `maestro dev` uses).
+    pub fn plain(address: &str, connect_timeout: Duration) -> Self {
+        Self {
+            address: address.to_string(),
+            connect_timeout,
+            tls: false,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_server_name: None,
+            api_key: None,
+        }
+    }
+
+    fn uses_tls(&self) -> bool {
+        self.tls
+            || self.tls_ca.is_some()
+            || self.tls_cert.is_some()
+            || self.tls_server_name.is_some()
+            || self.api_key.is_some()
+    }
+
+    fn tls_options(&self) -> Result<Option<TlsOptions>> {
+        if !self.uses_tls() {
+            return Ok(None);
+        }
+        let read = |path: &Path, what: &str| {
+            std::fs::read(path).with_context(|| format!("read {what} {}", path.display()))
+        };
+        let ca = match &self.tls_ca {
+            Some(path) => Some(read(path, "--temporal-tls-ca")?),
+            None => None,
+        };
+        let client = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(
+                ClientTlsOptions::builder()
+                    .client_cert(read(cert, "--temporal-tls-cert")?)
+                    .client_private_key(read(key, "--temporal-tls-key")?)
+                    .build(),
+            ),
+            _ => None,
+        };
+        Ok(Some(
+            TlsOptions::builder()
+                .maybe_server_root_ca_cert(ca)
+                .maybe_domain(self.tls_server_name.clone())
+                .maybe_client_tls_options(client)
+                .build(),
+        ))
+    }
+}
+
+/// Connects to Temporal, retrying until it answers or the connect timeout.
+pub async fn connect(temporal: &TemporalConnection, namespace: &str) -> Result<Client> {
+    let (address, limit) = (temporal.address.as_str(), temporal.connect_timeout);
+    let tls = temporal.tls_options()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = url::Url::from_str(&format!("{scheme}://{address}"))?;
     let deadline = Instant::now() + limit;
     loop {
         let options = ConnectionOptions::new(url.clone())
             .identity(format!("maestro-{}", std::process::id()))
+            .maybe_tls_options(tls.clone())
+            .maybe_api_key(temporal.api_key.clone())
             .build();
         match Connection::connect(options).await {
             Ok(conn) => {
                 let client = Client::new(conn, ClientOptions::new(namespace).build())?;
-                info!(address, namespace, "connected to Temporal");
+                info!(
+                    address,
+                    namespace,
+                    tls = tls.is_some(),
+                    "connected to Temporal"
+                );
                 return Ok(client);
             }
             Err(e) if Instant::now() < deadline => {

@@ -13,6 +13,7 @@ use anyhow::{Context, Result, bail};
 use nix::sys::signal::Signal;
 
 pub mod fake_kube;
+pub mod tls_front;
 
 /// Where [`free_port`] picks from: below Linux's ephemeral range (32768–60999). The
 /// Temporal dev server gives its internal services ports the OS picks from the ephemeral
