@@ -112,9 +112,19 @@ pub struct ServeArgs {
     /// start). Without it, `--api-tokens` is required.
     #[arg(long, env = "MAESTRO_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
-    /// Room store: `memory`, or a Redis URL (`redis://127.0.0.1:6379/0`).
-    #[arg(long, env = "MAESTRO_ROOM_STORE", default_value = "memory")]
+    /// Room store: `memory`, or Redis: `redis://[user:password@]host:6379/0`, `rediss://…`
+    /// (TLS), a Redis Cluster `redis+cluster://[user:password@]host:port,host:port`
+    /// (`rediss+cluster://` with TLS). Keep a URL with a password in a Secret.
+    #[arg(
+        long,
+        env = "MAESTRO_ROOM_STORE",
+        default_value = "memory",
+        hide_env_values = true
+    )]
     pub room_store: String,
+    /// PEM of the CA that signed Redis's certificate, when it is not a public one.
+    #[arg(long, env = "MAESTRO_REDIS_TLS_CA")]
+    pub redis_tls_ca: Option<PathBuf>,
     /// Secret for per-room tokens (at least 16 bytes). `maestro dev` generates and keeps one
     /// when it is not given; `maestro serve` requires it.
     #[arg(long, env = "MAESTRO_ROOM_TOKEN_SECRET", hide_env_values = true)]
@@ -209,15 +219,32 @@ fn management_auth(args: &ServeArgs) -> Result<ManagementAuth> {
 }
 
 /// `memory` or a Redis URL.
-fn room_store(spec: &str) -> Result<Arc<dyn RoomStore>> {
+fn room_store(args: &ServeArgs) -> Result<Arc<dyn RoomStore>> {
+    let spec = args.room_store.as_str();
     if spec == "memory" {
         return Ok(Arc::new(MemoryRoomStore::new()));
     }
-    if spec.starts_with("redis://") || spec.starts_with("rediss://") {
-        let store = RedisRoomStore::connect(&RedisStoreConfig::new(spec))?;
+    let redis = [
+        "redis://",
+        "rediss://",
+        "redis+cluster://",
+        "rediss+cluster://",
+    ];
+    if redis.iter().any(|scheme| spec.starts_with(scheme)) {
+        let mut config = RedisStoreConfig::new(spec);
+        if let Some(path) = &args.redis_tls_ca {
+            config.tls_ca = Some(
+                std::fs::read(path)
+                    .with_context(|| format!("read --redis-tls-ca {}", path.display()))?,
+            );
+        }
+        let store = RedisRoomStore::connect(&config)?;
         return Ok(Arc::new(store));
     }
-    anyhow::bail!("--room-store must be `memory` or a redis:// URL, got {spec:?}")
+    anyhow::bail!(
+        "--room-store must be `memory`, a redis:// or rediss:// URL, or a Redis Cluster's \
+         redis+cluster://host:port,host:port, got {spec:?}"
+    )
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {
@@ -309,7 +336,7 @@ pub async fn start(
     } else {
         None
     };
-    let store = room_store(&args.room_store)?;
+    let store = room_store(args)?;
     let endpoints = RoomsApiEndpoints {
         http_url: args
             .rooms_api_url

@@ -13,6 +13,7 @@ use anyhow::{Context, Result, bail};
 use nix::sys::signal::Signal;
 
 pub mod fake_kube;
+pub mod redis_cluster;
 pub mod tls_front;
 
 /// Where [`free_port`] picks from: below Linux's ephemeral range (32768–60999). The
@@ -312,14 +313,23 @@ where
 pub struct RedisServer {
     port: u16,
     child: Option<Child>,
+    /// Settings beyond the defaults (ACL users, TLS, cluster mode), as `redis-server` flags.
+    extra: Vec<String>,
 }
 
 impl RedisServer {
     pub async fn start() -> Result<Self> {
+        Self::start_with(&[]).await
+    }
+
+    /// A redis-server with extra settings (`--user`, `--tls-port`, `--cluster-enabled`, …);
+    /// the plain port stays open on loopback so readiness is checked the same way.
+    pub async fn start_with(extra: &[&str]) -> Result<Self> {
         for _ in 0..5 {
             let mut server = Self {
                 port: free_port(),
                 child: None,
+                extra: extra.iter().map(|a| a.to_string()).collect(),
             };
             match server.spawn().await {
                 Ok(()) => return Ok(server),
@@ -335,6 +345,11 @@ impl RedisServer {
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--port", &self.port.to_string()])
+            // Its own folder: a replica's full sync writes an RDB there even with saving
+            // off, and a server started later in the same folder would load it.
+            .arg("--dir")
+            .arg(temp_dir("redis-data"))
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -372,10 +387,11 @@ impl RedisServer {
         let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await else {
             return false;
         };
+        // With the default user off (ACL tests) PING is refused, but the refusal is an answer.
         let mut reply = [0u8; 7];
         stream.write_all(b"PING\r\n").await.is_ok()
             && stream.read_exact(&mut reply).await.is_ok()
-            && &reply == b"+PONG\r\n"
+            && (&reply == b"+PONG\r\n" || reply.starts_with(b"-NOAUTH"))
     }
 
     pub fn url(&self) -> String {
@@ -384,6 +400,11 @@ impl RedisServer {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Whether the process runs (not stopped by [`RedisServer::stop`]).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// SIGKILL: Redis is gone until [`RedisServer::restart`].

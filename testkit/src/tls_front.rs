@@ -21,6 +21,9 @@ use tokio_rustls::TlsAcceptor;
 /// all PEM.
 pub struct TestPki {
     pub ca_pem: String,
+    /// The server's certificate and key, PEM (for servers that read files, e.g. redis-server).
+    pub server_cert_pem: String,
+    pub server_key_pem: String,
     server_cert: CertificateDer<'static>,
     server_key: Vec<u8>,
     ca_der: CertificateDer<'static>,
@@ -52,6 +55,8 @@ impl TestPki {
         let (client, client_key) = leaf(vec!["maestro".into()], "maestro worker")?;
         Ok(Self {
             ca_pem: ca.pem(),
+            server_cert_pem: server.pem(),
+            server_key_pem: server_key.serialize_pem(),
             ca_der: ca.der().clone(),
             server_cert: server.der().clone(),
             server_key: server_key.serialize_der(),

@@ -2,6 +2,9 @@
 
 mod memory;
 mod redis;
+#[cfg(test)]
+mod redis_deployments;
+mod redis_link;
 
 use std::collections::BTreeMap;
 

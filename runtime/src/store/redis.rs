@@ -17,9 +17,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use maestro_core::room::RoomAddress;
 use maestro_core::{GameRoom, InstanceStatus, PingStatus, RoomStatus, Timestamp, Version};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
+use super::redis_link::{Conn, Link, Target};
 use super::{PingUpdate, RoomStore, StatusChange, StoreError};
 
 const PRELUDE: &str = include_str!("lua/prelude.lua");
@@ -37,8 +37,11 @@ static ALLOCATE: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/al
 /// How to reach Redis.
 #[derive(Debug, Clone)]
 pub struct RedisStoreConfig {
-    /// `redis://host:port/db`.
+    /// `redis://[user:password@]host:port/db`, `rediss://…` (TLS), or a Redis Cluster:
+    /// `redis+cluster://[user:password@]host:port,host:port` (`rediss+cluster://` with TLS).
     pub url: String,
+    /// PEM of a private CA that signed the server's certificate (else the system's roots).
+    pub tls_ca: Option<Vec<u8>>,
     /// Prefix of every key, so several Maestros can share one Redis.
     pub key_prefix: String,
     /// Bound on each command, so a hung Redis turns into a 503, not a hung request.
@@ -50,6 +53,7 @@ impl RedisStoreConfig {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            tls_ca: None,
             key_prefix: "maestro".into(),
             response_timeout: Duration::from_secs(2),
             connection_timeout: Duration::from_secs(1),
@@ -59,7 +63,7 @@ impl RedisStoreConfig {
 
 #[derive(Clone)]
 pub struct RedisRoomStore {
-    connection: ConnectionManager,
+    link: Link,
     prefix: String,
 }
 
@@ -71,17 +75,14 @@ impl RedisRoomStore {
     /// Connects lazily: the store can be created while Redis is down (the gateway starts,
     /// answers 503 and recovers by itself when Redis comes back).
     pub fn connect(config: &RedisStoreConfig) -> Result<Self, StoreError> {
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|e| StoreError::Unavailable(format!("bad Redis URL: {e}")))?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(config.response_timeout))
-            .set_connection_timeout(Some(config.connection_timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let connection =
-            ConnectionManager::new_lazy_with_config(client, manager_config).map_err(unavailable)?;
+        let link = Link::open(&Target {
+            url: &config.url,
+            tls_ca: config.tls_ca.as_deref(),
+            response_timeout: config.response_timeout,
+            connection_timeout: config.connection_timeout,
+        })?;
         Ok(Self {
-            connection,
+            link,
             prefix: config.key_prefix.clone(),
         })
     }
@@ -94,9 +95,8 @@ impl RedisRoomStore {
         format!("{}room:{room_id}", self.base(scheduler))
     }
 
-    fn conn(&self) -> ConnectionManager {
-        // Clones share one multiplexed connection.
-        self.connection.clone()
+    async fn conn(&self) -> Result<Conn, StoreError> {
+        self.link.conn().await
     }
 }
 
@@ -225,7 +225,7 @@ fn parse_change(
 impl RoomStore for RedisRoomStore {
     async fn health(&self) -> Result<(), StoreError> {
         let _: String = redis::cmd("PING")
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn().await?)
             .await
             .map_err(unavailable)?;
         Ok(())
@@ -243,7 +243,7 @@ impl RoomStore for RedisRoomStore {
             .arg(room.status.as_str())
             .arg(last_ping)
             .arg(flatten(room_fields(&room)))
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut self.conn().await?)
             .await
             .map_err(unavailable)?;
         Ok(())
@@ -252,6 +252,7 @@ impl RoomStore for RedisRoomStore {
     async fn get(&self, scheduler: &str, room_id: &str) -> Result<Option<GameRoom>, StoreError> {
         let pairs: Vec<String> = self
             .conn()
+            .await?
             .hgetall(self.room_key(scheduler, room_id))
             .await
             .map_err(unavailable)?;
@@ -262,7 +263,7 @@ impl RoomStore for RedisRoomStore {
     }
 
     async fn list(&self, scheduler: &str) -> Result<Vec<GameRoom>, StoreError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn().await?;
         let ids: Vec<String> = conn
             .zrange(format!("{}rooms", self.base(scheduler)), 0, -1)
             .await
@@ -288,7 +289,7 @@ impl RoomStore for RedisRoomStore {
             .key(self.room_key(scheduler, room_id))
             .arg(self.base(scheduler))
             .arg(room_id)
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut self.conn().await?)
             .await
             .map_err(unavailable)?;
         Ok(removed == 1)
@@ -317,7 +318,7 @@ impl RoomStore for RedisRoomStore {
             .arg(if metadata.is_some() { "1" } else { "0" })
             .arg(metadata.unwrap_or_default())
             .arg(now.unix_millis())
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut self.conn().await?)
             .await
             .map_err(unavailable)?;
         parse_change(answer, scheduler, room_id)
@@ -346,7 +347,7 @@ impl RoomStore for RedisRoomStore {
             .arg(address)
             .arg(now.unix_millis())
             .arg(flatten(room_fields(&new_record)))
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut self.conn().await?)
             .await
             .map_err(unavailable)?;
         parse_change(answer, scheduler, room_id)
@@ -374,7 +375,7 @@ impl RoomStore for RedisRoomStore {
             .arg(now.unix_millis())
             .arg(until.unix_millis())
             .arg(selector)
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut self.conn().await?)
             .await
             .map_err(unavailable)?;
         if answer.is_empty() {
@@ -389,6 +390,7 @@ impl RoomStore for RedisRoomStore {
         pinged_before: Timestamp,
     ) -> Result<Vec<String>, StoreError> {
         self.conn()
+            .await?
             .zrangebyscore(
                 format!("{}pings", self.base(scheduler)),
                 "-inf",
@@ -408,7 +410,7 @@ impl RoomStore for RedisRoomStore {
             pipe.scard(format!("{base}status:{}", status.as_str()));
         }
         let counts: Vec<u64> = pipe
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn().await?)
             .await
             .map_err(unavailable)?;
         Ok(RoomStatus::ALL
