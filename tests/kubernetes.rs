@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Maestro, room_token, scheduler_body};
+use common::{Maestro, manifests, room_token, scheduler_body};
 use maestro_testkit::fake_kube::{FakeKube, Kubelet};
 use maestro_testkit::{TemporalDevServer, eventually, temp_dir};
 use reqwest::StatusCode;
@@ -162,7 +162,12 @@ async fn rooms_run_as_pods_and_pod_events_reach_room_statuses() -> anyhow::Resul
     }
 
     // Every call Maestro made is allowed by the ClusterRole it is deployed with.
-    let allowed = cluster_role_rules()?;
+    let allowed = manifests::cluster_role_rules(&manifests::manifest()?);
+    anyhow::ensure!(
+        !allowed.is_empty(),
+        "no ClusterRole in {}",
+        manifests::MANIFEST
+    );
     for request in fake.requests() {
         let needed = permission(&request);
         assert!(
@@ -209,71 +214,20 @@ fn permission(request: &str) -> (String, String, String) {
     (group.to_string(), resource.to_string(), verb.to_string())
 }
 
-const MANIFEST: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/deploy/kubernetes/maestro.yaml"
-);
-
-/// The objects of deploy/kubernetes/maestro.yaml whose kind is one of `kinds`.
-fn manifest_objects(kinds: &[&str]) -> anyhow::Result<Vec<Value>> {
-    let text = std::fs::read_to_string(MANIFEST)?;
-    let mut objects = Vec::new();
-    for document in serde_yaml_ng::Deserializer::from_str(&text) {
-        let doc: Value = serde::Deserialize::deserialize(document)?;
-        if kinds.iter().any(|kind| doc["kind"] == *kind) {
-            objects.push(doc);
-        }
-    }
-    Ok(objects)
-}
-
-/// The ClusterRole's rules in deploy/kubernetes/maestro.yaml, flattened.
-fn cluster_role_rules() -> anyhow::Result<Vec<(String, String, String)>> {
-    let mut rules = Vec::new();
-    for doc in manifest_objects(&["ClusterRole"])? {
-        for rule in doc["rules"].as_array().into_iter().flatten() {
-            let strings = |key: &str| -> Vec<String> {
-                rule[key]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            };
-            for group in strings("apiGroups") {
-                for resource in strings("resources") {
-                    for verb in strings("verbs") {
-                        rules.push((group.clone(), resource.clone(), verb));
-                    }
-                }
-            }
-        }
-    }
-    anyhow::ensure!(!rules.is_empty(), "no ClusterRole in {MANIFEST}");
-    Ok(rules)
-}
-
 #[test]
 fn every_setting_in_the_manifests_is_one_maestro_serve_reads() -> anyhow::Result<()> {
-    let help = std::process::Command::new(env!("CARGO_BIN_EXE_maestro"))
-        .args(["serve", "--help"])
-        .output()?;
-    let help = String::from_utf8(help.stdout)?;
-    let mut checked = 0;
-    for doc in manifest_objects(&["ConfigMap", "Secret"])? {
-        let data = if doc["kind"] == "Secret" {
-            &doc["stringData"]
-        } else {
-            &doc["data"]
-        };
-        for key in data.as_object().into_iter().flatten().map(|(k, _)| k) {
-            assert!(
-                help.contains(&format!("env: {key}")),
-                "{key} is not a `maestro serve` setting:\n{help}"
-            );
-            checked += 1;
-        }
+    let help = manifests::serve_help()?;
+    let settings = manifests::settings(&manifests::manifest()?);
+    for key in &settings {
+        assert!(
+            help.contains(&format!("env: {key}")),
+            "{key} is not a `maestro serve` setting:\n{help}"
+        );
     }
-    assert!(checked >= 10, "only {checked} settings found");
+    assert!(
+        settings.len() >= 10,
+        "only {} settings found",
+        settings.len()
+    );
     Ok(())
 }

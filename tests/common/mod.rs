@@ -2,6 +2,8 @@
 //! loopback ports (reusing a test Temporal dev server), with REST helpers.
 #![allow(dead_code)] // each suite uses a part
 
+pub mod manifests;
+
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
