@@ -85,10 +85,25 @@ async fn rooms_run_as_pods_and_pod_events_reach_room_statuses() -> anyhow::Resul
             env_of(pod, "MAESTRO_ROOMS_API_URL").as_deref(),
             Some(ROOMS_URL)
         );
+        // The token is not in the pod: the pod names the room's Secret, which holds it.
+        assert_eq!(env_of(pod, "MAESTRO_ROOM_TOKEN"), None);
+        let token_ref = pod["spec"]["containers"][0]["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["name"] == "MAESTRO_ROOM_TOKEN")
+            .map(|e| e["valueFrom"]["secretKeyRef"].clone())
+            .unwrap_or_default();
         assert_eq!(
-            env_of(pod, "MAESTRO_ROOM_TOKEN"),
-            Some(room_token(name, room))
+            token_ref,
+            json!({"name": format!("{room}-token"), "key": "token"})
         );
+        let secret = fake
+            .get("secrets", name, &format!("{room}-token"))
+            .expect("the room's token Secret");
+        let stored = secret["data"]["token"].as_str().unwrap_or_default();
+        let stored = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, stored)?;
+        assert_eq!(String::from_utf8(stored)?, room_token(name, room));
         assert_eq!(env_of(pod, "MAESTRO_ROOM_ID").as_deref(), Some(room));
     }
     let ids: Vec<String> = rooms

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
 use futures::stream::{self, BoxStream, StreamExt};
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, Secret};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Client;
@@ -138,6 +138,48 @@ impl KubernetesRuntime {
         book.used = pods.items.iter().flat_map(pod::host_ports).collect();
         book.loaded = true;
         Ok(())
+    }
+
+    /// The room's token Secret, before its pod (which reads it); one already there is the
+    /// same (tokens are derived from the scheduler and room ids).
+    async fn create_token_secret(
+        &self,
+        scheduler: &str,
+        room_id: &str,
+    ) -> Result<(), RuntimeError> {
+        let Some(wanted) = pod::room_token_secret(scheduler, room_id, &self.config.rooms_api)
+        else {
+            return Ok(());
+        };
+        let (api, params): (Api<Secret>, _) = (
+            Api::namespaced(self.client.clone(), scheduler),
+            PostParams::default(),
+        );
+        match self
+            .call("create token secret", || api.create(&params, &wanted))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if status_code(&e) == Some(409) => Ok(()),
+            Err(e) => Err(failure("create token secret", e)),
+        }
+    }
+
+    async fn delete_token_secret(
+        &self,
+        scheduler: &str,
+        room_id: &str,
+    ) -> Result<(), RuntimeError> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), scheduler);
+        let (name, params) = (pod::token_secret_name(room_id), DeleteParams::default());
+        match self
+            .call("delete token secret", || api.delete(&name, &params))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if status_code(&e) == Some(404) => Ok(()),
+            Err(e) => Err(failure("delete token secret", e)),
+        }
     }
 
     async fn instance(&self, pod: &Pod) -> Option<RoomInstance> {
@@ -300,6 +342,7 @@ impl Runtime for KubernetesRuntime {
                 };
             }
         };
+        self.create_token_secret(&scheduler.name, room_id).await?;
         let wanted = pod::room_pod(scheduler, version, room_id, &ports, &self.config.rooms_api);
         let created = match self
             .call("create pod", || api.create(&params, &wanted))
@@ -343,11 +386,14 @@ impl Runtime for KubernetesRuntime {
             .await
         {
             Ok(either) => either.left().map(|pod| pod::host_ports(&pod)),
-            Err(e) if status_code(&e) == Some(404) => return Ok(()),
+            Err(e) if status_code(&e) == Some(404) => {
+                return self.delete_token_secret(scheduler, room_id).await;
+            }
             Err(e) => return Err(failure("delete pod", e)),
         };
         self.await_gone(scheduler, room_id, grace + DELETE_SLACK)
             .await?;
+        self.delete_token_secret(scheduler, room_id).await?;
         if let Some(freed) = freed {
             let book = self.port_book(scheduler);
             let mut book = book.lock().await;

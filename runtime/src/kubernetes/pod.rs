@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{
     Affinity, Container as PodContainer, ContainerPort as PodPort, EnvVar as PodEnvVar,
     EnvVarSource as PodEnvVarSource, Namespace, Node, NodeAffinity, NodeSelector,
     NodeSelectorRequirement, NodeSelectorTerm, ObjectFieldSelector, Pod, PodSpec,
-    ResourceRequirements, SecretKeySelector, Toleration,
+    ResourceRequirements, Secret, SecretKeySelector, Toleration,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -20,7 +20,7 @@ use maestro_core::time::parse_duration;
 use maestro_core::{InstanceStatus, Scheduler, Version};
 
 use crate::RoomInstance;
-use crate::room_env::{RoomsApiEndpoints, maestro_env};
+use crate::room_env::{ENV_ROOM_TOKEN, RoomsApiEndpoints, maestro_env};
 
 /// Labels Maestro's own Kubernetes runtime puts on pods (kept for dashboards and tooling
 /// written against it), plus the room id.
@@ -76,6 +76,38 @@ pub fn namespace(scheduler: &str, pod_security: Option<&str>) -> Namespace {
     }
 }
 
+/// The key of a room's token in its Secret.
+pub const TOKEN_KEY: &str = "token";
+
+/// The Secret holding a room's token: `{room}-token` in the scheduler's namespace. Pods get
+/// the token from it (`secretKeyRef`), so reading pods does not reveal tokens.
+pub fn token_secret_name(room_id: &str) -> String {
+    format!("{room_id}-token")
+}
+
+/// A room's token Secret; `None` when room tokens are off.
+pub fn room_token_secret(
+    scheduler: &str,
+    room_id: &str,
+    endpoints: &RoomsApiEndpoints,
+) -> Option<Secret> {
+    let token = endpoints.token_secret.as_ref()?.token(scheduler, room_id);
+    Some(Secret {
+        metadata: ObjectMeta {
+            name: Some(token_secret_name(room_id)),
+            labels: Some(BTreeMap::from([
+                (LABEL_HERITAGE.to_string(), HERITAGE.to_string()),
+                (LABEL_SCHEDULER.to_string(), scheduler.to_string()),
+                (LABEL_ROOM.to_string(), room_id.to_string()),
+            ])),
+            ..ObjectMeta::default()
+        },
+        string_data: Some(BTreeMap::from([(TOKEN_KEY.to_string(), token)])),
+        type_: Some("Opaque".into()),
+        ..Secret::default()
+    })
+}
+
 /// Every container port of the scheduler, in pod order (host ports are allocated for these).
 pub fn container_ports(
     scheduler: &Scheduler,
@@ -106,7 +138,26 @@ pub fn room_pod(
     ]);
     let mut annotations = BTreeMap::from([(SAFE_TO_EVICT.to_string(), "true".to_string())]);
     annotations.extend(scheduler.annotations.clone());
-    let extra_env = maestro_env(endpoints, &scheduler.name, version, room_id, host_ports);
+    let extra_env: Vec<PodEnvVar> =
+        maestro_env(endpoints, &scheduler.name, version, room_id, host_ports)
+            .into_iter()
+            .map(|(name, value)| {
+                // The token comes from the room's Secret, not the pod spec.
+                let secret = (name == ENV_ROOM_TOKEN).then(|| PodEnvVarSource {
+                    secret_key_ref: Some(SecretKeySelector {
+                        name: token_secret_name(room_id),
+                        key: TOKEN_KEY.to_string(),
+                        optional: None,
+                    }),
+                    ..PodEnvVarSource::default()
+                });
+                PodEnvVar {
+                    name,
+                    value: if secret.is_some() { None } else { Some(value) },
+                    value_from: secret,
+                }
+            })
+            .collect();
     let mut remaining_ports = host_ports;
     let containers = scheduler
         .spec
@@ -169,7 +220,7 @@ pub fn room_pod(
 fn pod_container(
     container: &Container,
     host_ports: &[RoomPort],
-    extra_env: &[(String, String)],
+    extra_env: &[PodEnvVar],
 ) -> PodContainer {
     let mut env: Vec<PodEnvVar> = container
         .environment
@@ -209,11 +260,7 @@ fn pod_container(
             }
         })
         .collect();
-    env.extend(extra_env.iter().map(|(name, value)| PodEnvVar {
-        name: name.clone(),
-        value: Some(value.clone()),
-        value_from: None,
-    }));
+    env.extend(extra_env.iter().cloned());
     let ports = container
         .ports
         .iter()

@@ -245,3 +245,49 @@ async fn the_watch_resumes_quickly_after_an_apiserver_restart_and_misses_nothing
     runtime.create_room(&s, Version::FIRST, "b").await.unwrap();
     next_event(&mut events, "b ready", upserted("b", InstanceStatus::Ready)).await;
 }
+
+#[tokio::test]
+async fn a_rooms_token_lives_in_a_secret_the_pod_names_not_in_the_pod() {
+    use k8s_openapi::api::core::v1::Secret;
+    let cluster = Cluster::start("token_secret").await;
+    let secret = maestro_core::RoomTokenSecret::new("boundaries-secret-0123456789").unwrap();
+    let runtime = cluster.runtime_with(|c| c.rooms_api.token_secret = Some(secret.clone()));
+    let s = scheduler("token", (45700, 45710));
+    runtime.create_scheduler(&s.name).await.unwrap();
+    runtime.create_room(&s, Version::FIRST, "t1").await.unwrap();
+    // A retried creation finds the Secret there: the same token, success.
+    runtime.create_room(&s, Version::FIRST, "t1").await.unwrap();
+
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &s.name);
+    let pod = serde_json::to_value(pods.get("t1").await.unwrap()).unwrap();
+    let env = pod["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let token = env
+        .iter()
+        .find(|e| e["name"] == "MAESTRO_ROOM_TOKEN")
+        .unwrap();
+    assert!(
+        token.get("value").is_none(),
+        "the token is in the pod: {token}"
+    );
+    assert_eq!(
+        token["valueFrom"]["secretKeyRef"],
+        json!({"name": "t1-token", "key": "token"})
+    );
+    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &s.name);
+    let stored = secrets.get("t1-token").await.unwrap();
+    let value = &stored.data.unwrap()["token"].0;
+    assert_eq!(String::from_utf8_lossy(value), secret.token(&s.name, "t1"));
+
+    runtime
+        .delete_room(&s.name, "t1", Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(
+        secrets.get_opt("t1-token").await.unwrap().is_none(),
+        "the Secret outlived its room"
+    );
+    runtime.delete_scheduler(&s.name).await.unwrap();
+}

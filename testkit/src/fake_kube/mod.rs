@@ -1,5 +1,5 @@
 //! An in-test Kubernetes API server speaking the real wire format, for the resources Maestro
-//! uses (namespaces, nodes, pods, pods' status, pod disruption budgets): JSON objects with
+//! uses (namespaces, nodes, pods, pods' status, secrets, pod disruption budgets): JSON objects with
 //! resource versions, lists with label selectors (one namespace or all), watch streams of
 //! newline-delimited events with bookmarks and `410 Gone` for compacted history, `Status`
 //! errors (404 NotFound, 409 AlreadyExists/Conflict, 422), graceful pod deletion, and
@@ -402,6 +402,7 @@ fn uuid_like(n: u64) -> String {
 fn resource_info(resource: &str) -> Option<(&'static str, &'static str, bool)> {
     Some(match resource {
         "pods" => ("v1", "Pod", true),
+        "secrets" => ("v1", "Secret", true),
         "namespaces" => ("v1", "Namespace", false),
         "nodes" => ("v1", "Node", false),
         "poddisruptionbudgets" => ("policy/v1", "PodDisruptionBudget", true),
@@ -744,6 +745,21 @@ fn create(
         }
         match resource {
             "pods" => object["status"] = json!({"phase": "Pending", "qosClass": "Burstable"}),
+            // As a real server stores it: `stringData` merged into `data`, base64.
+            "secrets" => {
+                use base64::Engine as _;
+                if let Some(plain) = object
+                    .as_object_mut()
+                    .and_then(|o| o.remove("stringData"))
+                    .and_then(|p| p.as_object().cloned())
+                {
+                    for (k, v) in plain {
+                        let encoded = base64::engine::general_purpose::STANDARD
+                            .encode(v.as_str().unwrap_or_default());
+                        object["data"][k] = json!(encoded);
+                    }
+                }
+            }
             "namespaces" => object["status"] = json!({"phase": "Active"}),
             _ => {}
         }
