@@ -11,7 +11,7 @@ mod dev;
 mod serve;
 mod temporal;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -61,7 +61,10 @@ enum Command {
         #[command(subcommand)]
         command: cli::RoomsCommand,
     },
-    /// Operations of a scheduler: list, get, cancel.
+    /// Shell completion script for bash, zsh, fish, elvish or PowerShell, on stdout
+    /// (e.g. `maestro completions bash > /etc/bash_completion.d/maestro`).
+    Completions { shell: clap_complete::Shell },
+    /// Operations of a scheduler: list, get, cancel, wait.
     Operation {
         #[command(flatten)]
         client: cli::ClientArgs,
@@ -89,15 +92,34 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// Errors print once, as `error: …` with their causes, and exit 1: an API refusal or an
+/// operation that failed is an answer, not a crash, so no backtrace (whatever
+/// `RUST_BACKTRACE` says).
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    match cli.command {
+    let result = match cli.command {
         Command::Dev(args) => dev::run(*args).await,
         Command::Serve(command) => serve::run(*command).await,
         Command::Scheduler { client, command } => cli::scheduler(client, command).await,
         Command::Rooms { client, command } => cli::rooms(client, command).await,
         Command::Operation { client, command } => cli::operation(client, command).await,
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "maestro",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }

@@ -184,3 +184,84 @@ fn maestro_dev_refuses_an_open_management_api_unless_asked() {
         "{stderr}"
     );
 }
+
+/// `--wait` follows an operation to its end (exit 0 when it finished, 1 with its reason when
+/// not), errors print once without a backtrace even with `RUST_BACKTRACE=1`, a closed pipe
+/// ends the output quietly, and shell completion is generated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_waits_for_operations_and_fails_as_they_fail() -> Result<()> {
+    let temporal = TemporalDevServer::start().await?;
+    let maestro = Maestro::start(&temporal).await?;
+    let dir = temp_dir("cli-wait");
+    // The room's program, a copy that the test removes to make the next add_rooms fail.
+    let program = dir.join("room-program");
+    std::fs::copy(env!("CARGO_BIN_EXE_game-room"), &program)?;
+    let spec = dir.join("waiting.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name: cli-wait\ngame: cli-game\nmaxSurge: \"1\"\nroomsReplicas: 0\n\
+             portRange: {{start: 47300, end: 47399}}\n\
+             spec:\n  terminationGracePeriod: 5s\n  containers:\n  - name: room\n    image: local\n    \
+             imagePullPolicy: IfNotPresent\n    requests: {{cpu: 10m, memory: 32Mi}}\n    \
+             limits: {{cpu: 500m, memory: 256Mi}}\n    command: [\"{}\"]\n",
+            program.display()
+        ),
+    )?;
+    let cli = |args: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_maestro"));
+        command
+            .args(args)
+            .env("MAESTRO_SERVER", &maestro.api)
+            .env("MAESTRO_TOKEN", API_TOKEN)
+            .env("RUST_BACKTRACE", "1");
+        command.output().expect("run the maestro binary")
+    };
+    let stderr = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();
+
+    ok(&cli(&[
+        "scheduler",
+        "create",
+        spec.to_str().unwrap(),
+        "--wait",
+    ]));
+    let added = ok(&cli(&["rooms", "add", "cli-wait", "1", "--wait"]));
+    assert!(
+        added.contains("add_rooms") && added.contains("finished"),
+        "{added}"
+    );
+
+    std::fs::remove_file(&program)?;
+    let failed = cli(&["rooms", "add", "cli-wait", "1", "--wait"]);
+    assert_eq!(failed.status.code(), Some(1), "{}", stderr(&failed));
+    let said = stderr(&failed);
+    assert!(said.starts_with("error: add_rooms "), "{said}");
+    assert!(said.contains("ended error:"), "{said}");
+    assert!(!said.contains("backtrace"), "{said}");
+
+    // An API refusal: one line, no backtrace.
+    let missing = cli(&["scheduler", "get", "no-such-scheduler"]);
+    assert_eq!(missing.status.code(), Some(1));
+    let said = stderr(&missing);
+    assert_eq!(said.lines().count(), 1, "{said}");
+    assert!(said.contains("404"), "{said}");
+
+    // The reader goes away before the answer is written: no panic, success.
+    let piped = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "'{}' operation list cli-wait 2>'{}' | true; exit ${{PIPESTATUS[0]}}",
+            env!("CARGO_BIN_EXE_maestro"),
+            dir.join("pipe.err").display()
+        ))
+        .env("MAESTRO_SERVER", &maestro.api)
+        .env("MAESTRO_TOKEN", API_TOKEN)
+        .output()?;
+    let piped_err = std::fs::read_to_string(dir.join("pipe.err"))?;
+    assert!(piped.status.success(), "{piped_err}");
+    assert!(!piped_err.contains("panicked"), "{piped_err}");
+
+    let completion = ok(&cli(&["completions", "bash"]));
+    assert!(completion.contains("_maestro") && completion.contains("switch-version"));
+    Ok(())
+}

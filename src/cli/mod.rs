@@ -1,7 +1,12 @@
 //! The `maestro` client commands: the management API from the terminal (and from CI).
-//! Specs come from YAML or JSON files; answers print as tables, or as JSON/YAML with `-o`.
+//! Specs come from YAML or JSON files; answers print as tables, or as JSON/YAML with `-o`;
+//! `--wait` follows the operation a command starts (`wait.rs`).
 
+mod wait;
+
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use comfy_table::Table;
@@ -23,6 +28,13 @@ pub struct ClientArgs {
     /// Output: a table, or the API's answer as JSON or YAML.
     #[arg(short, long, value_enum, default_value_t = Output::Table, global = true)]
     output: Output,
+    /// For commands that start an operation: wait until it ends, showing its latest step on
+    /// a terminal; exit 1 with its reason unless it finished.
+    #[arg(long, global = true)]
+    wait: bool,
+    /// How long `--wait` waits before giving up (the operation goes on).
+    #[arg(long, global = true, default_value = "10m", value_parser = humantime::parse_duration)]
+    wait_timeout: Duration,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum, PartialEq, Eq)]
@@ -34,44 +46,71 @@ pub enum Output {
 
 #[derive(clap::Subcommand)]
 pub enum SchedulerCommand {
-    /// Create a scheduler from a YAML or JSON file.
-    Create { file: PathBuf },
+    /// Create a scheduler from a YAML or JSON file (`--wait`: until its namespace is ready).
+    Create {
+        /// The scheduler document (Maestro's fields), `.yaml`, `.yml` or `.json`.
+        file: PathBuf,
+    },
     /// Show a scheduler (the active version, or `--version`).
     Get {
+        /// The scheduler's name.
         name: String,
+        /// A recorded version instead of the active one (e.g. `v1.2.0`).
         #[arg(long)]
         version: Option<String>,
     },
     /// List schedulers.
     List {
+        /// Only the schedulers of this game.
         #[arg(long)]
         game: Option<String>,
     },
     /// New version: a whole document from a file, or `--patch` to merge the file's fields.
     Update {
+        /// The scheduler's name.
         name: String,
+        /// The new document (or, with `--patch`, the fields to change).
         file: PathBuf,
+        /// Merge the file's fields into the active version (Maestro's PATCH rules).
         #[arg(long)]
         patch: bool,
     },
     /// Delete a scheduler and all its rooms.
-    Delete { name: String },
+    Delete {
+        /// The scheduler's name.
+        name: String,
+    },
     /// Make a recorded version the active one.
-    SwitchVersion { name: String, version: String },
+    SwitchVersion {
+        /// The scheduler's name.
+        name: String,
+        /// The version to activate (e.g. `v1.0.0`).
+        version: String,
+    },
 }
 
 #[derive(clap::Subcommand)]
 pub enum RoomsCommand {
+    /// Add rooms to a scheduler (an `add_rooms` operation).
     Add {
+        /// The scheduler's name.
         scheduler: String,
+        /// How many rooms (at least 1).
         amount: u32,
     },
+    /// Remove rooms (a `remove_rooms` operation; Maestro's order: unready and old first,
+    /// occupied last).
     Remove {
+        /// The scheduler's name.
         scheduler: String,
+        /// How many rooms (at least 1).
         amount: u32,
     },
+    /// List a scheduler's rooms with their status, version and last ping.
     List {
+        /// The scheduler's name.
         scheduler: String,
+        /// Only rooms in this status (ready, occupied, pending, …).
         #[arg(long)]
         status: Option<String>,
     },
@@ -79,18 +118,33 @@ pub enum RoomsCommand {
 
 #[derive(clap::Subcommand)]
 pub enum OperationCommand {
+    /// List a scheduler's operations (pending, active and the latest final ones).
     List {
+        /// The scheduler's name.
         scheduler: String,
-        /// pending, active or final.
+        /// Only one stage: pending, active or final.
         #[arg(long)]
         stage: Option<String>,
     },
+    /// Show one operation with its execution history.
     Get {
+        /// The scheduler's name.
         scheduler: String,
+        /// The operation's id.
         id: String,
     },
+    /// Cancel a pending or running operation.
     Cancel {
+        /// The scheduler's name.
         scheduler: String,
+        /// The operation's id.
+        id: String,
+    },
+    /// Wait until an operation ends; exit 1 with its reason unless it finished.
+    Wait {
+        /// The scheduler's name.
+        scheduler: String,
+        /// The operation's id.
         id: String,
     },
 }
@@ -156,14 +210,29 @@ impl Client {
         Ok(answer)
     }
 
-    /// Prints `answer` as asked; `table` renders the table form.
+    /// Prints `answer` as asked; `table` renders the table form. A reader that went away
+    /// (`maestro … | head -1`) ends the output quietly, as for any Unix tool.
     fn print(&self, answer: &Value, table: impl FnOnce(&Value) -> Table) -> Result<()> {
-        match self.args.output {
-            Output::Json => println!("{}", serde_json::to_string_pretty(answer)?),
-            Output::Yaml => print!("{}", serde_yaml_ng::to_string(answer)?),
-            Output::Table => println!("{}", table(answer)),
+        let text = match self.args.output {
+            Output::Json => format!("{}\n", serde_json::to_string_pretty(answer)?),
+            Output::Yaml => serde_yaml_ng::to_string(answer)?,
+            Output::Table => format!("{}\n", table(answer)),
+        };
+        let mut out = std::io::stdout().lock();
+        match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            other => Ok(other?),
         }
-        Ok(())
+    }
+
+    /// Prints what a command that starts an operation answers: the acceptance, or with
+    /// `--wait` the operation as it ended.
+    async fn print_operation(&self, scheduler: &str, accepted: &Value) -> Result<()> {
+        if self.args.wait {
+            let done = self.follow(scheduler, accepted).await?;
+            return self.print(&done, final_operation_table);
+        }
+        self.print(accepted, operation_table)
     }
 }
 
@@ -195,6 +264,18 @@ fn text(value: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
+}
+
+fn final_operation_table(answer: &Value) -> Table {
+    let o = &answer["operation"];
+    table(
+        &["OPERATION", "KIND", "STATUS"],
+        [vec![
+            text(&o["id"]),
+            text(&o["definitionName"]),
+            text(&o["status"]),
+        ]],
+    )
 }
 
 fn operation_table(answer: &Value) -> Table {
@@ -231,6 +312,9 @@ pub async fn scheduler(args: ClientArgs, command: SchedulerCommand) -> Result<()
             let answer = client
                 .call(Method::POST, "/schedulers", Some(read_document(&file)?))
                 .await?;
+            if let Some(name) = answer["scheduler"]["name"].as_str() {
+                client.follow_creation(name).await?;
+            }
             client.print(&answer, |a| scheduler_table(&a["scheduler"]))
         }
         SchedulerCommand::Get { name, version } => {
@@ -268,13 +352,13 @@ pub async fn scheduler(args: ClientArgs, command: SchedulerCommand) -> Result<()
                     Some(read_document(&file)?),
                 )
                 .await?;
-            client.print(&answer, operation_table)
+            client.print_operation(&name, &answer).await
         }
         SchedulerCommand::Delete { name } => {
             let answer = client
                 .call(Method::DELETE, &format!("/schedulers/{name}"), None)
                 .await?;
-            client.print(&answer, operation_table)
+            client.print_operation(&name, &answer).await
         }
         SchedulerCommand::SwitchVersion { name, version } => {
             let answer = client
@@ -284,7 +368,7 @@ pub async fn scheduler(args: ClientArgs, command: SchedulerCommand) -> Result<()
                     Some(json!({ "version": version })),
                 )
                 .await?;
-            client.print(&answer, operation_table)
+            client.print_operation(&name, &answer).await
         }
     }
 }
@@ -317,14 +401,14 @@ pub async fn rooms(args: ClientArgs, command: RoomsCommand) -> Result<()> {
             let answer = client
                 .call(Method::POST, &path, Some(json!({ "amount": amount })))
                 .await?;
-            client.print(&answer, operation_table)
+            client.print_operation(&scheduler, &answer).await
         }
         RoomsCommand::Remove { scheduler, amount } => {
             let path = format!("/schedulers/{scheduler}/remove-rooms");
             let answer = client
                 .call(Method::POST, &path, Some(json!({ "amount": amount })))
                 .await?;
-            client.print(&answer, operation_table)
+            client.print_operation(&scheduler, &answer).await
         }
         RoomsCommand::List { scheduler, status } => {
             let path = format!(
@@ -409,6 +493,10 @@ pub async fn operation(args: ClientArgs, command: OperationCommand) -> Result<()
                 }
                 t
             })
+        }
+        OperationCommand::Wait { scheduler, id } => {
+            let done = client.wait_for(&scheduler, &id).await?;
+            client.print(&done, final_operation_table)
         }
         OperationCommand::Cancel { scheduler, id } => {
             let path = format!("/schedulers/{scheduler}/operations/{id}/cancel");
