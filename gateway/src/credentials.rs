@@ -14,10 +14,15 @@ pub fn bearer_token(value: &str) -> Option<&str> {
         return None;
     }
     let token = rest.trim_start_matches(' ');
+    is_b64token(token).then_some(token)
+}
+
+/// RFC 6750's b64token: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+fn is_b64token(token: &str) -> bool {
     let body = token.trim_end_matches('=');
-    let b64 =
+    let allowed =
         |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
-    (!body.is_empty() && body.bytes().all(b64)).then_some(token)
+    !body.is_empty() && body.bytes().all(allowed)
 }
 
 /// What a token may do. `Read` < `Write` < `Admin` on the management API; `Matchmaker` only
@@ -85,7 +90,7 @@ impl Credentials {
                 ),
                 None => (Role::Admin, entry),
             };
-            if bearer_token(&format!("Bearer {token}")) != Some(token) {
+            if !is_b64token(token) {
                 return Err(format!(
                     "a {} token must be letters, digits and -._~+/ (RFC 6750)",
                     role.as_str()

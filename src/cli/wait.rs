@@ -74,11 +74,8 @@ impl Client {
         }
     }
 
-    /// With `--wait`, follows the operation an answer (`{operationId}`) names.
+    /// Follows the operation an answer (`{operationId}`) names (`--wait`).
     pub(super) async fn follow(&self, scheduler: &str, accepted: &Value) -> Result<Value> {
-        if !self.args.wait {
-            return Ok(accepted.clone());
-        }
         let Some(id) = accepted["operationId"].as_str() else {
             return Ok(accepted.clone());
         };

@@ -351,16 +351,14 @@ impl RoomService {
         room: &str,
         token: Option<&str>,
     ) -> Result<RoomAddress, ApiError> {
-        // A matchmaker's credential, else the room's own token.
-        let is_matchmaker = match self.matchmaker(token) {
-            Ok(is) => is,
+        // A matchmaker's credential, else the room's own token (verified once).
+        match self.matchmaker(token) {
+            Ok(true) => {}
+            Ok(false) => self.authenticate(scheduler, room, token).await?,
             Err(refused) => match (token, &self.token_secret) {
-                (Some(t), Some(secret)) if secret.verify(scheduler, room, t) => false,
+                (Some(t), Some(secret)) if secret.verify(scheduler, room, t) => {}
                 _ => return Err(refused),
             },
-        };
-        if !is_matchmaker {
-            self.authenticate(scheduler, room, token).await?;
         }
         let found = self.room(scheduler, room).await?;
         found.address.ok_or_else(|| {

@@ -269,7 +269,7 @@ fn failure(what: &str, e: kube::Error) -> RuntimeError {
              namespaces it creates unless --kubernetes-pod-security none)",
             pod::POD_SECURITY_ENFORCE
         ),
-        kube::Error::Api(s) if s.code == 403 && s.message.contains(" cannot ") => format!(
+        _ if is_authorization_lag(&e) => format!(
             "{what}: {said}; Maestro's service account lacks this permission (see the Role \
              in deploy/kubernetes/maestro.yaml)"
         ),
