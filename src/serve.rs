@@ -380,7 +380,10 @@ pub async fn start(
 
     let schedulers = SchedulerClient::new(client.clone(), &args.task_queue)
         .with_health_check(args.health_interval)
-        .with_continue_as_new_every(args.continue_as_new_every);
+        .with_continue_as_new_every(args.continue_as_new_every)
+        .with_search_attributes(
+            maestro_gateway::search_attributes::available(&client, &args.namespace).await,
+        );
     let matchmakers = match auth.as_ref().and_then(ManagementAuth::credentials) {
         Some(credentials) => MatchmakerAuth::Tokens {
             credentials: credentials.clone(),

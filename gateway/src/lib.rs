@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod reporter;
 pub mod rooms;
 pub mod schedulers;
+pub mod search_attributes;
 mod submissions;
 pub mod watcher;
 

@@ -14,7 +14,7 @@ use maestro_core::operation::{DeleteSchedulerInput, Rejection};
 use maestro_core::{Operation, OperationRequest, Scheduler, SchedulerState, Timestamp};
 use maestro_workflows::{
     ChildInput, OperationsView, SchedulerSnapshot, SchedulerWorkflow, SchedulerWorkflowState,
-    SubmitOperation, names,
+    SubmitOperation, names, search_attributes,
 };
 use temporalio_client::errors::{WorkflowInteractionError, WorkflowQueryError, WorkflowStartError};
 use temporalio_client::{
@@ -58,6 +58,9 @@ pub struct SchedulerClient {
     continue_as_new_every: u32,
     /// Submissions on their way, grouped per scheduler into one signal.
     submissions: Submissions,
+    /// The namespace has Maestro's search attributes: schedulers and their operations carry
+    /// them (`crate::search_attributes`).
+    search_attributes: bool,
 }
 
 impl SchedulerClient {
@@ -71,7 +74,15 @@ impl SchedulerClient {
             health_check: None,
             continue_as_new_every: 0,
             submissions: Submissions::default(),
+            search_attributes: false,
         }
+    }
+
+    /// Schedulers and operations from now on carry Maestro's search attributes; only once
+    /// the namespace has them (`crate::search_attributes::available`).
+    pub fn with_search_attributes(mut self, available: bool) -> Self {
+        self.search_attributes = available;
+        self
     }
 
     /// Schedulers created from now on continue as new every `operations` operations (0: the
@@ -99,6 +110,10 @@ impl SchedulerClient {
         let name = scheduler.name.clone();
         let options = WorkflowStartOptions::new(&self.task_queue, scheduler_workflow_id(&name))
             .static_summary(format!("scheduler {name} of game {}", scheduler.game))
+            .maybe_search_attributes(
+                self.search_attributes
+                    .then(|| search_attributes::of_scheduler(&name, &scheduler.game)),
+            )
             .build();
         match self
             .client
@@ -109,6 +124,7 @@ impl SchedulerClient {
                         .health_check
                         .map(|d| d.as_secs().max(u64::from(!d.is_zero()))),
                     continue_as_new_every: self.continue_as_new_every,
+                    search_attributes: self.search_attributes,
                     ..SchedulerWorkflowState::new(scheduler)
                 },
                 options,
@@ -229,6 +245,9 @@ impl SchedulerClient {
                 .static_summary(format!(
                     "delete_scheduler of {name} (its workflow was stuck)"
                 ))
+                .maybe_search_attributes(self.search_attributes.then(|| {
+                    search_attributes::of_operation(&name, &scheduler.game, "delete_scheduler")
+                }))
                 .build();
         self.client
             .start_workflow(
@@ -357,6 +376,7 @@ impl SchedulerClient {
             request,
             request_id: idempotency_key.unwrap_or_default(),
             operation_id: operation_id.clone(),
+            search_attributes: self.search_attributes,
         };
         let (client, scheduler) = (self.clone(), name.to_string());
         let send = move |batch: Vec<SubmitOperation>| {

@@ -177,6 +177,7 @@ mod tests {
             }),
             request_id: String::new(),
             operation_id: format!("op-{i}"),
+            search_attributes: false,
         }
     }
 

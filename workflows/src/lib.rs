@@ -12,6 +12,7 @@
 
 pub mod operations;
 mod scheduler;
+pub mod search_attributes;
 
 use maestro_core::{Operation, OperationRequest, Scheduler, Timestamp, Version};
 use serde::{Deserialize, Serialize};
@@ -32,6 +33,9 @@ pub mod names {
     pub const SIGNAL_ENQUEUE_OPERATIONS: &str = "enqueue_operations";
     /// Asks the workflow to cancel a pending or running operation (the operation id).
     pub const SIGNAL_CANCEL_OPERATION: &str = "request_cancel";
+    /// A cancelled operation's workflow reports its outcome to its scheduler's workflow
+    /// before it ends cancelled (a cancellation carries no result to the parent).
+    pub const SIGNAL_OPERATION_OUTCOME: &str = "operation_outcome";
     /// Updates that carried operations before signals did; handled only so that histories
     /// recorded with them replay (see `docs/reliability.md`, "Why signals").
     pub const UPDATE_SUBMIT_OPERATION: &str = "submit_operation";
@@ -117,6 +121,17 @@ pub struct SubmitOperation {
     /// already knows is a retry and changes nothing. Empty only in legacy updates.
     #[serde(default)]
     pub operation_id: String,
+    /// The namespace has Maestro's search attributes (the gateway checked): the scheduler's
+    /// operations from now on carry them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub search_attributes: bool,
+}
+
+/// What the `operation_outcome` signal carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportedOutcome {
+    pub operation_id: String,
+    pub outcome: OperationOutcome,
 }
 
 /// A child operation workflow's input as it travels (and is recorded in histories).
@@ -166,8 +181,11 @@ impl<I> From<ChildInput<I>> for OperationInput {
     }
 }
 
-/// A child operation workflow's result. Business failures are results, not workflow
-/// failures, so the parent always gets the execution history.
+/// A child operation workflow's result. The workflow ends as the outcome says (completed,
+/// failed or cancelled: what the Temporal UI shows), and the outcome still reaches the
+/// parent whole: as the result, as the failure's details, or by the `operation_outcome`
+/// signal before a cancellation. Workflows recorded before that end completed whatever
+/// their outcome.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OperationOutcome {
     pub succeeded: bool,

@@ -15,7 +15,8 @@ use temporalio_sdk::{
 };
 
 use crate::{
-    ChildInput, OperationOutcome, OperationsView, SchedulerSnapshot, SubmitOperation, names,
+    ChildInput, OperationOutcome, OperationsView, ReportedOutcome, SchedulerSnapshot,
+    SubmitOperation, names, search_attributes,
 };
 
 pub use state::SchedulerWorkflowState;
@@ -62,6 +63,7 @@ async fn run_child(
     operation: &Operation,
     scheduler: &Scheduler,
 ) -> OperationOutcome {
+    let indexed = ctx.state(|s| s.state.search_attributes);
     let options = ChildWorkflowOptions::builder()
         .workflow_id(operation_workflow_id(&scheduler.name, &operation.id))
         // Wait for a cancelled operation to finish its cleanup before the next one starts.
@@ -70,6 +72,14 @@ async fn run_child(
             "{} #{} of {}",
             operation.definition_name, operation.seq, scheduler.name
         ))
+        .static_details(operation_details(operation))
+        .maybe_search_attributes(indexed.then(|| {
+            search_attributes::of_operation(
+                &scheduler.name,
+                &scheduler.game,
+                &operation.definition_name,
+            )
+        }))
         .build();
     let result = maestro_core::for_each_operation!(dispatch; ctx, operation, scheduler, options);
     result.unwrap_or_else(|error| OperationOutcome {
@@ -101,16 +111,44 @@ where
     futures::pin_mut!(result, cancel);
     temporalio_sdk::workflows::select! {
         outcome = &mut result => {
-            return outcome.map_err(|e| format!("the operation failed: {e}"));
+            return outcome.or_else(|e| carried_outcome(&e).ok_or_else(|| format!("the operation failed: {e}")));
         }
         _ = &mut cancel => {}
     }
     // The child stops at its activities' next heartbeat and cleans up after itself; its
-    // outcome (or its cancellation) comes back here.
+    // outcome (or its cancellation, its outcome reported by signal first) comes back here.
     result.cancel_with_reason("cancel requested through the API".into());
-    result
-        .await
-        .map_err(|e| format!("the operation was cancelled: {e}"))
+    match result.await {
+        Ok(outcome) => Ok(outcome),
+        Err(e) => carried_outcome(&e)
+            .or_else(|| {
+                ctx.state_mut(|s| s.state.reported_outcome.take())
+                    .filter(|reported| reported.operation_id == operation_id)
+                    .map(|reported| reported.outcome)
+            })
+            .ok_or_else(|| format!("the operation was cancelled: {e}")),
+    }
+}
+
+/// The outcome a failed operation's workflow carries in its failure's details.
+fn carried_outcome(
+    error: &temporalio_sdk::error::ChildWorkflowExecutionError,
+) -> Option<OperationOutcome> {
+    match error.cause()? {
+        temporalio_common::error::IncomingError::Application(failure) => {
+            failure.details::<OperationOutcome>().ok().flatten()
+        }
+        _ => None,
+    }
+}
+
+/// What the Temporal UI shows as an operation's details: its request, as the API took it.
+fn operation_details(operation: &Operation) -> String {
+    let request = serde_json::to_string(&operation.input).unwrap_or_default();
+    format!(
+        "operation {} ({}), requested {}: {request}",
+        operation.id, operation.definition_name, operation.created_at
+    )
 }
 
 #[workflow_methods]
@@ -167,7 +205,22 @@ impl SchedulerWorkflow {
             let Some((operation, scheduler)) = ctx.state_mut(|s| s.state.start_next(now)) else {
                 continue;
             };
+            let waiting = ctx.state(|s| s.state.pending.len());
+            ctx.set_current_details(format!(
+                "running {} #{} ({}); {waiting} waiting",
+                operation.definition_name, operation.seq, operation.id
+            ));
             let outcome = run_child(ctx, &operation, &scheduler).await;
+            ctx.set_current_details(format!(
+                "idle; last: {} #{} {}",
+                operation.definition_name,
+                operation.seq,
+                match (&outcome.succeeded, &outcome.error) {
+                    (true, _) => "succeeded".to_string(),
+                    (false, Some(error)) => format!("failed: {error}"),
+                    (false, None) => "failed".to_string(),
+                }
+            ));
             let now = timestamp(ctx.workflow_time());
             let snapshot = ctx.state_mut(|s| {
                 s.state.finish(operation, outcome, now);
@@ -207,6 +260,21 @@ impl SchedulerWorkflow {
         if self.state.cancel_refusal(&operation_id).is_none() {
             let now = timestamp(ctx.workflow_time());
             self.state.cancel(operation_id, now);
+        }
+    }
+
+    /// A cancelled operation's outcome, reported by its workflow just before it ends
+    /// cancelled; `start_and_wait` takes it when the cancellation arrives.
+    #[signal(name = "operation_outcome")]
+    pub fn operation_outcome(
+        &mut self,
+        _ctx: &mut SyncWorkflowContext<Self>,
+        reported: ReportedOutcome,
+    ) {
+        if self.state.active.as_ref().map(|op| op.id.as_str())
+            == Some(reported.operation_id.as_str())
+        {
+            self.state.reported_outcome = Some(reported);
         }
     }
 

@@ -124,6 +124,7 @@ impl Harness {
             request,
             request_id: request_id.to_string(),
             operation_id: request_id.to_string(),
+            search_attributes: false,
         };
         self.handle(name)
             .signal(

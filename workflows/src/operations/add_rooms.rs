@@ -6,7 +6,7 @@ use maestro_core::operation::{AddRoomsInput, ROOM_BATCH_SIZE};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{WorkflowContext, WorkflowResult};
 
-use super::steps::{Deletion, History, create_batch, delete_rooms, now, version_of};
+use super::steps::{Deletion, History, conclude, create_batch, delete_rooms, now, version_of};
 use crate::{ChildInput, OperationOutcome};
 
 #[workflow]
@@ -20,30 +20,40 @@ impl AddRooms {
         ctx: &mut WorkflowContext<Self>,
         input: ChildInput<AddRoomsInput>,
     ) -> WorkflowResult<OperationOutcome> {
-        let amount = input.request.amount;
-        let scheduler = &input.scheduler;
-        let version = version_of(scheduler);
-        // Deterministic ids: a retried batch creates the same rooms, never more.
-        let ids: Vec<String> = (0..amount)
-            .map(|i| room_id(&scheduler.name, &input.operation.id, i))
-            .collect();
-        let mut history = History::new();
-        let mut created = 0usize;
-        for batch in ids.chunks(ROOM_BATCH_SIZE) {
-            match create_batch(ctx, scheduler, version, batch).await {
-                Ok(done) => {
-                    created += done;
-                    history.push(ctx, format!("created {created} of {amount} rooms"));
-                }
-                Err(error) => {
-                    // The failed batch may be partly created: remove it too.
-                    let attempted = &ids[..created + batch.len()];
-                    return Ok(remove_created_rooms(ctx, &input, attempted, history, error).await);
-                }
+        let (operation, scheduler) = (input.operation.id.clone(), input.scheduler.name.clone());
+        let outcome = execute(ctx, input).await?;
+        conclude(ctx, &operation, &scheduler, outcome).await
+    }
+}
+
+/// The operation's work; how its workflow ends follows from the outcome (`conclude`).
+async fn execute(
+    ctx: &mut WorkflowContext<AddRooms>,
+    input: ChildInput<AddRoomsInput>,
+) -> WorkflowResult<OperationOutcome> {
+    let amount = input.request.amount;
+    let scheduler = &input.scheduler;
+    let version = version_of(scheduler);
+    // Deterministic ids: a retried batch creates the same rooms, never more.
+    let ids: Vec<String> = (0..amount)
+        .map(|i| room_id(&scheduler.name, &input.operation.id, i))
+        .collect();
+    let mut history = History::new();
+    let mut created = 0usize;
+    for batch in ids.chunks(ROOM_BATCH_SIZE) {
+        match create_batch(ctx, scheduler, version, batch).await {
+            Ok(done) => {
+                created += done;
+                history.push(ctx, format!("created {created} of {amount} rooms"));
+            }
+            Err(error) => {
+                // The failed batch may be partly created: remove it too.
+                let attempted = &ids[..created + batch.len()];
+                return Ok(remove_created_rooms(ctx, &input, attempted, history, error).await);
             }
         }
-        Ok(history.succeeded())
     }
+    Ok(history.succeeded())
 }
 
 /// Compensation: removes the rooms this operation created (even when it was cancelled) and

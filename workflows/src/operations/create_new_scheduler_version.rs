@@ -16,7 +16,9 @@ use maestro_core::{ChangeKind, Version, VersionRecord};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{ActivityOptions, WorkflowContext, WorkflowResult};
 
-use super::steps::{Deletion, History, activity_options, delete_rooms, now, retry_policy, why};
+use super::steps::{
+    Deletion, History, activity_options, conclude, delete_rooms, now, retry_policy, why,
+};
 use crate::{ChildInput, OperationEffect, OperationOutcome};
 
 /// Maestro's room validation: each attempt waits this long for the room to report ready.
@@ -56,6 +58,10 @@ async fn validate_once<W>(
             why(&e)
         )),
         Ok(_) => {
+            ctx.set_current_details(format!(
+                "attempt {attempt} of {VALIDATION_ATTEMPTS}: waiting for validation room {room} to be ready (up to {}s)",
+                VALIDATION_TIMEOUT.as_secs()
+            ));
             let options = ActivityOptions::with_start_to_close_timeout(
                 VALIDATION_TIMEOUT + Duration::from_secs(30),
             )
@@ -112,78 +118,88 @@ impl CreateNewSchedulerVersion {
         ctx: &mut WorkflowContext<Self>,
         input: ChildInput<CreateNewSchedulerVersionInput>,
     ) -> WorkflowResult<OperationOutcome> {
-        let proposed = &input.request.scheduler;
-        let mut history = History::new();
-        let Ok(version) = proposed.spec.version.parse::<Version>() else {
-            let error = format!("no version was assigned ({:?})", proposed.spec.version);
-            return Ok(history.failed(error, now(ctx)));
-        };
-        let active = &input.scheduler;
-        let mut scheduler = (**proposed).clone();
-        scheduler.state = active.state;
-        scheduler.created_at = active.created_at;
-        let record = VersionRecord {
-            version,
-            created_at: now(ctx),
-            scheduler,
-            failed: None,
-        };
-        match classify_change(active, proposed) {
-            // As Maestro: every new version, minor too, is made active by the
-            // `switch_active_version` the scheduler enqueues after this operation.
-            ChangeKind::Minor => {
-                history.push(
-                    ctx,
-                    format!("minor change: {version} recorded, switching to it next; rooms kept"),
-                );
-                let effect = OperationEffect::RecordVersion {
-                    record,
-                    activate: false,
-                };
-                Ok(history.succeeded_with(Some(effect)))
-            }
-            ChangeKind::Major => {
-                history.push(
-                    ctx,
-                    format!("major change: validating {version} with a validation room"),
-                );
-                let mut last_reason = String::new();
-                for attempt in 1..=VALIDATION_ATTEMPTS {
-                    if ctx.cancellation_token().is_cancelled() {
-                        // Cancelled: nothing is recorded; the attempt already removed its room.
-                        return Ok(history.failed("cancelled during validation".into(), now(ctx)));
+        let (operation, scheduler) = (input.operation.id.clone(), input.scheduler.name.clone());
+        let outcome = execute(ctx, input).await?;
+        conclude(ctx, &operation, &scheduler, outcome).await
+    }
+}
+
+/// The operation's work; how its workflow ends follows from the outcome (`conclude`).
+async fn execute(
+    ctx: &mut WorkflowContext<CreateNewSchedulerVersion>,
+    input: ChildInput<CreateNewSchedulerVersionInput>,
+) -> WorkflowResult<OperationOutcome> {
+    let proposed = &input.request.scheduler;
+    let mut history = History::new();
+    let Ok(version) = proposed.spec.version.parse::<Version>() else {
+        let error = format!("no version was assigned ({:?})", proposed.spec.version);
+        return Ok(history.failed(error, now(ctx)));
+    };
+    let active = &input.scheduler;
+    let mut scheduler = (**proposed).clone();
+    scheduler.state = active.state;
+    scheduler.created_at = active.created_at;
+    let record = VersionRecord {
+        version,
+        created_at: now(ctx),
+        scheduler,
+        failed: None,
+    };
+    match classify_change(active, proposed) {
+        // As Maestro: every new version, minor too, is made active by the
+        // `switch_active_version` the scheduler enqueues after this operation.
+        ChangeKind::Minor => {
+            history.push(
+                ctx,
+                format!("minor change: {version} recorded, switching to it next; rooms kept"),
+            );
+            let effect = OperationEffect::RecordVersion {
+                record,
+                activate: false,
+            };
+            Ok(history.succeeded_with(Some(effect)))
+        }
+        ChangeKind::Major => {
+            history.push(
+                ctx,
+                format!("major change: validating {version} with a validation room"),
+            );
+            let mut last_reason = String::new();
+            for attempt in 1..=VALIDATION_ATTEMPTS {
+                if ctx.cancellation_token().is_cancelled() {
+                    // Cancelled: nothing is recorded; the attempt already removed its room.
+                    return Ok(history.failed("cancelled during validation".into(), now(ctx)));
+                }
+                match validate_once(ctx, &input, &record, attempt).await {
+                    Ok(room) => {
+                        history.push(
+                            ctx,
+                            format!("validation room {room} was ready; {version} recorded, switching to it next"),
+                        );
+                        let effect = OperationEffect::RecordVersion {
+                            record,
+                            activate: false,
+                        };
+                        return Ok(history.succeeded_with(Some(effect)));
                     }
-                    match validate_once(ctx, &input, &record, attempt).await {
-                        Ok(room) => {
-                            history.push(
-                                ctx,
-                                format!("validation room {room} was ready; {version} recorded, switching to it next"),
-                            );
-                            let effect = OperationEffect::RecordVersion {
-                                record,
-                                activate: false,
-                            };
-                            return Ok(history.succeeded_with(Some(effect)));
-                        }
-                        Err(reason) => {
-                            history.push(
-                                ctx,
-                                format!(
-                                    "validation attempt {attempt} of {VALIDATION_ATTEMPTS} failed: {reason}"
-                                ),
-                            );
-                            last_reason = reason;
-                        }
+                    Err(reason) => {
+                        history.push(
+                            ctx,
+                            format!(
+                                "validation attempt {attempt} of {VALIDATION_ATTEMPTS} failed: {reason}"
+                            ),
+                        );
+                        last_reason = reason;
                     }
                 }
-                let error = format!("validation room failed: {last_reason}");
-                let failed = VersionRecord {
-                    failed: Some(error.clone()),
-                    ..record
-                };
-                let effect = OperationEffect::RecordFailedVersion { record: failed };
-                Ok(history.failed_with(error, now(ctx), Some(effect)))
             }
+            let error = format!("validation room failed: {last_reason}");
+            let failed = VersionRecord {
+                failed: Some(error.clone()),
+                ..record
+            };
+            let effect = OperationEffect::RecordFailedVersion { record: failed };
+            Ok(history.failed_with(error, now(ctx), Some(effect)))
         }
     }
 }

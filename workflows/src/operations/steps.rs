@@ -4,13 +4,89 @@
 use std::time::{Duration, SystemTime};
 
 use maestro_activities::{CreateRoomsInput, DeleteRoomsInput, RoomActivities, SchedulerRef};
+use maestro_core::naming::scheduler_workflow_id;
 use maestro_core::time::parse_duration;
 use maestro_core::{HistoryEntry, Scheduler, Timestamp, Version};
 use temporalio_common::RetryPolicy;
+use temporalio_common::error::ApplicationFailure;
 use temporalio_sdk::error::ActivityExecutionError;
-use temporalio_sdk::{ActivityOptions, WorkflowCancellationToken, WorkflowContext};
+use temporalio_sdk::{
+    ActivityOptions, SignalWorkflowOptions, WorkflowCancellationToken, WorkflowContext,
+    WorkflowResult, WorkflowTermination,
+};
 
-use crate::{OperationEffect, OperationOutcome};
+use crate::search_attributes::{OUTCOME, OUTCOME_CANCELED, OUTCOME_FAILED, OUTCOME_SUCCEEDED};
+use crate::{OperationEffect, OperationOutcome, ReportedOutcome, SchedulerWorkflow};
+
+/// Patched: operations recorded before it ended completed whatever their outcome, with no
+/// outcome search attribute and no report to the parent.
+const OUTCOME_AS_STATUS: &str = "outcome-as-status";
+
+/// The Temporal failure type of an operation that ended in error.
+pub const OPERATION_FAILED: &str = "OperationFailed";
+
+/// How every operation's workflow ends: as its outcome says, so the Temporal UI's status,
+/// filters and Failures badge tell the truth. Succeeded: completed, with the outcome as its
+/// result. Failed: a non-retryable `OperationFailed` application failure whose message is the
+/// reason and whose details are the outcome. Cancelled: the outcome goes to the scheduler's
+/// workflow by signal first (a cancellation carries no result to the parent), then the
+/// workflow ends cancelled.
+pub(crate) async fn conclude<W>(
+    ctx: &WorkflowContext<W>,
+    operation_id: &str,
+    scheduler: &str,
+    outcome: OperationOutcome,
+) -> WorkflowResult<OperationOutcome> {
+    if !ctx.patched(OUTCOME_AS_STATUS) {
+        return Ok(outcome);
+    }
+    let cancelled = !outcome.succeeded && ctx.cancellation_token().is_cancelled();
+    let verdict = if outcome.succeeded {
+        OUTCOME_SUCCEEDED
+    } else if cancelled {
+        OUTCOME_CANCELED
+    } else {
+        OUTCOME_FAILED
+    };
+    // Started with Maestro's attributes: the namespace has them, this one too.
+    if ctx
+        .search_attributes()
+        .get(&crate::search_attributes::SCHEDULER)
+        .is_some()
+    {
+        ctx.upsert_search_attributes([OUTCOME.value_set(verdict.to_string())]);
+    }
+    let reason = outcome.error.clone().unwrap_or_else(|| verdict.to_string());
+    ctx.set_current_details(match outcome.succeeded {
+        true => verdict.to_string(),
+        false => format!("{verdict}: {reason}"),
+    });
+    if outcome.succeeded {
+        Ok(outcome)
+    } else if cancelled {
+        let report = ReportedOutcome {
+            operation_id: operation_id.to_string(),
+            outcome: outcome.clone(),
+        };
+        // A token nobody cancels: this workflow's own cancellation must not stop the report.
+        let options = SignalWorkflowOptions::builder()
+            .cancellation_token(WorkflowCancellationToken::new())
+            .build();
+        // A standalone operation (no scheduler workflow left) has nobody to tell.
+        let _ = ctx
+            .external_workflow(scheduler_workflow_id(scheduler), None)
+            .signal(SchedulerWorkflow::operation_outcome, report, options)
+            .await;
+        Err(WorkflowTermination::cancelled_with_details(outcome))
+    } else {
+        Err(ApplicationFailure::builder(reason)
+            .type_name(OPERATION_FAILED.to_string())
+            .non_retryable(true)
+            .details(outcome)
+            .build()
+            .into())
+    }
+}
 
 /// Rooms deleted per activity call (Maestro's remove_rooms batch).
 const DELETE_BATCH_SIZE: usize = 50;
@@ -65,9 +141,12 @@ impl History {
     }
 
     pub(crate) fn push<W>(&mut self, ctx: &WorkflowContext<W>, event: impl Into<String>) {
+        let event = event.into();
+        // The latest step is what the Temporal UI shows as the operation's current details.
+        ctx.set_current_details(event.clone());
         self.0.push(HistoryEntry {
             created_at: now(ctx),
-            event: event.into(),
+            event,
         });
     }
 

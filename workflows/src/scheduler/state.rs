@@ -59,12 +59,20 @@ pub struct SchedulerWorkflowState {
     /// Crash-loop backoff of the scheduler's rooms (see `core::health::CrashBackoff`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crash_backoff: Option<maestro_core::health::CrashBackoff>,
+    /// The namespace has Maestro's search attributes (`crate::search_attributes`): operations
+    /// start with them and record their outcome in them. Set by the gateway, at creation or
+    /// with any later submission; never unset.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub search_attributes: bool,
     /// Run-local: the running operation.
     #[serde(skip)]
     pub active: Option<Operation>,
     /// Run-local: the running operation's id once a cancel was asked for it.
     #[serde(skip)]
     pub cancel_requested: Option<String>,
+    /// Run-local: the outcome a cancelled operation reported before it ended.
+    #[serde(skip)]
+    pub reported_outcome: Option<crate::ReportedOutcome>,
     /// Run-local: operations run by this run.
     #[serde(skip)]
     pub run_operations: u32,
@@ -88,8 +96,10 @@ impl SchedulerWorkflowState {
             next_health_check: None,
             previous_active: None,
             crash_backoff: None,
+            search_attributes: false,
             active: None,
             cancel_requested: None,
+            reported_outcome: None,
             run_operations: 0,
             deleted: false,
         }
@@ -216,6 +226,7 @@ impl SchedulerWorkflowState {
     /// cannot run now is recorded as a failed operation with the reason; any other joins the
     /// queue.
     pub fn accept(&mut self, submit: SubmitOperation, now: Timestamp) {
+        self.search_attributes |= submit.search_attributes;
         let id = submit.operation_id;
         if self.known(&id).is_some() {
             return;
@@ -333,6 +344,7 @@ impl SchedulerWorkflowState {
             generation: self.generation + 1,
             active: None,
             cancel_requested: None,
+            reported_outcome: None,
             run_operations: 0,
             deleted: false,
             ..self.clone()
@@ -477,17 +489,18 @@ impl SchedulerWorkflowState {
         } else {
             OperationStatus::Error
         };
+        if let Some(backoff) = outcome.crash_backoff {
+            self.record_crash_backoff(backoff);
+        }
+        operation.finished_at = Some(now);
+        // In time order: what the operation did (its cleanup too), then the cancellation.
+        operation.execution_history.extend(outcome.history);
         if cancelled {
             operation.execution_history.push(HistoryEntry {
                 created_at: now,
                 event: "canceled while running".into(),
             });
         }
-        if let Some(backoff) = outcome.crash_backoff {
-            self.record_crash_backoff(backoff);
-        }
-        operation.finished_at = Some(now);
-        operation.execution_history.extend(outcome.history);
         operation.error = outcome.error;
         match (operation.input.kind(), outcome.succeeded) {
             (OperationKind::CreateScheduler, true) => {

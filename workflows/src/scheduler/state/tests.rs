@@ -41,6 +41,7 @@ fn submit(id: &str, amount: u32, key: &str) -> SubmitOperation {
         request: AddRoomsInput { amount }.into(),
         request_id: key.into(),
         operation_id: id.into(),
+        search_attributes: false,
     }
 }
 
@@ -115,6 +116,7 @@ fn a_reused_key_a_full_queue_and_a_deleting_scheduler_are_recorded_refusals() {
             request: DeleteSchedulerInput {}.into(),
             request_id: String::new(),
             operation_id: "delete".into(),
+            search_attributes: false,
         },
         at(3),
     );
