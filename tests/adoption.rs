@@ -83,16 +83,10 @@ async fn a_killed_maestro_dev_adopts_its_rooms_and_finishes_add_rooms_exactly() 
         killed_at.elapsed()
     );
 
-    let finished = eventually(Duration::from_secs(300), "add_rooms final", || async {
-        let (_, op) = maestro
-            .get(&format!("/schedulers/{name}/operations/{operation}"))
-            .await
-            .ok()?;
-        let status = op["operation"]["status"].as_str()?.to_string();
-        matches!(status.as_str(), "finished" | "error" | "canceled").then_some(op)
-    })
-    .await?;
-    assert_eq!(finished["operation"]["status"], "finished", "{finished}");
+    let finished = maestro
+        .final_operation(&name, &operation, Duration::from_secs(300))
+        .await?;
+    assert_eq!(finished["status"], "finished", "{finished}");
     println!(
         "add_rooms finished {:?} after the kill",
         killed_at.elapsed()

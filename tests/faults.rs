@@ -52,25 +52,9 @@ async fn submit(maestro: &Maestro, path: &str, body: Value, key: &str) -> anyhow
         .ok_or_else(|| anyhow::anyhow!("no operationId in {body}"))
 }
 
-async fn operation(maestro: &Maestro, scheduler: &str, id: &str) -> Option<Value> {
-    let (code, body) = maestro
-        .get(&format!("/schedulers/{scheduler}/operations/{id}"))
-        .await
-        .ok()?;
-    (code == StatusCode::OK).then(|| body["operation"].clone())
-}
-
 /// Waits until the operation is final; answers it.
 async fn finished(maestro: &Maestro, scheduler: &str, id: &str) -> anyhow::Result<Value> {
-    eventually(OPERATION_WAIT, &format!("operation {id} final"), || async {
-        let op = operation(maestro, scheduler, id).await?;
-        matches!(
-            op["status"].as_str(),
-            Some("finished" | "error" | "canceled")
-        )
-        .then_some(op)
-    })
-    .await
+    maestro.final_operation(scheduler, id, OPERATION_WAIT).await
 }
 
 async fn operations_named(

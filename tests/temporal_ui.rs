@@ -53,15 +53,9 @@ fn spec(program: &str, command: &[&str]) -> Value {
 }
 
 async fn final_operation(maestro: &Maestro, id: &str) -> Result<Value> {
-    eventually(Duration::from_secs(90), "the operation to end", || async {
-        let (_, body) = maestro
-            .get(&format!("/schedulers/{NAME}/operations/{id}"))
-            .await
-            .ok()?;
-        let status = body["operation"]["status"].as_str()?;
-        matches!(status, "finished" | "error" | "canceled").then_some(body["operation"].clone())
-    })
-    .await
+    maestro
+        .final_operation(NAME, id, Duration::from_secs(90))
+        .await
 }
 
 async fn operation_id(maestro: &Maestro, path: &str, body: Value) -> Result<String> {

@@ -32,19 +32,9 @@ fn game_room(interval: &'static str) -> Vec<&'static str> {
 
 /// Waits for the operation to be final; returns it.
 async fn finished(maestro: &Maestro, id: &str) -> Result<Value> {
-    eventually(
-        Duration::from_secs(90),
-        "the operation to finish",
-        || async {
-            let (_, body) = maestro
-                .get(&format!("/schedulers/{NAME}/operations/{id}"))
-                .await
-                .ok()?;
-            let status = body["operation"]["status"].as_str()?;
-            matches!(status, "finished" | "error" | "canceled").then_some(body["operation"].clone())
-        },
-    )
-    .await
+    maestro
+        .final_operation(NAME, id, Duration::from_secs(90))
+        .await
 }
 
 async fn call(

@@ -334,6 +334,30 @@ pub fn room_processes(scheduler: &str) -> usize {
 }
 
 impl Maestro {
+    /// Waits up to `limit` for the operation to be final (finished, error or canceled);
+    /// answers the operation as the API shows it.
+    pub async fn final_operation(
+        &self,
+        scheduler: &str,
+        id: &str,
+        limit: Duration,
+    ) -> Result<Value> {
+        maestro_testkit::eventually(limit, &format!("operation {id} final"), || async {
+            let (code, body) = self
+                .get(&format!("/schedulers/{scheduler}/operations/{id}"))
+                .await
+                .ok()?;
+            let operation = body["operation"].clone();
+            (code == StatusCode::OK
+                && matches!(
+                    operation["status"].as_str(),
+                    Some("finished" | "error" | "canceled")
+                ))
+            .then_some(operation)
+        })
+        .await
+    }
+
     /// Ids of the scheduler's rooms in `status`.
     pub async fn room_ids(&self, scheduler: &str, status: &str) -> Result<Vec<String>> {
         let (code, body) = self

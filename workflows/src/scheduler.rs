@@ -211,21 +211,19 @@ impl SchedulerWorkflow {
                 operation.definition_name, operation.seq, operation.id
             ));
             let outcome = run_child(ctx, &operation, &scheduler).await;
-            ctx.set_current_details(format!(
-                "idle; last: {} #{} {}",
-                operation.definition_name,
-                operation.seq,
-                match (&outcome.succeeded, &outcome.error) {
-                    (true, _) => "succeeded".to_string(),
-                    (false, Some(error)) => format!("failed: {error}"),
-                    (false, None) => "failed".to_string(),
-                }
-            ));
             let now = timestamp(ctx.workflow_time());
-            let snapshot = ctx.state_mut(|s| {
+            let (snapshot, last) = ctx.state_mut(|s| {
                 s.state.finish(operation, outcome, now);
-                s.state.snapshot()
+                (s.state.snapshot(), s.state.finished.back().cloned())
             });
+            // What was recorded, canceled included, not a second reading of the outcome.
+            if let Some(last) = last {
+                let error = last.error.map(|e| format!(": {e}")).unwrap_or_default();
+                ctx.set_current_details(format!(
+                    "idle; last: {} #{} {}{error}",
+                    last.definition_name, last.seq, last.status
+                ));
+            }
             // The memo answers reads while no worker is up to answer queries.
             ctx.upsert_memo([(names::MEMO_SNAPSHOT, Some(MemoValue::new(snapshot.clone())))])?;
             if snapshot.deleted {

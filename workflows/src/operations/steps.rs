@@ -56,14 +56,13 @@ pub(crate) async fn conclude<W>(
     {
         ctx.upsert_search_attributes([OUTCOME.value_set(verdict.to_string())]);
     }
-    let reason = outcome.error.clone().unwrap_or_else(|| verdict.to_string());
-    ctx.set_current_details(match outcome.succeeded {
-        true => verdict.to_string(),
-        false => format!("{verdict}: {reason}"),
-    });
     if outcome.succeeded {
-        Ok(outcome)
-    } else if cancelled {
+        ctx.set_current_details(verdict);
+        return Ok(outcome);
+    }
+    let reason = outcome.error.clone().unwrap_or_else(|| verdict.to_string());
+    ctx.set_current_details(format!("{verdict}: {reason}"));
+    if cancelled {
         let report = ReportedOutcome {
             operation_id: operation_id.to_string(),
             outcome: outcome.clone(),
