@@ -38,6 +38,13 @@ ensure_redis() {
   apt_install redis-server
 }
 
+# Debian's chromium, the headless browser that renders /docs in tests/docs_browser.rs.
+ensure_chromium() {
+  if command -v chromium >/dev/null 2>&1; then return; fi
+  log "installing chromium (headless browser for the Swagger UI test)"
+  apt_install chromium
+}
+
 # wrk, the HTTP load generator the benchmarks use (make bench only).
 ensure_wrk() {
   if command -v wrk >/dev/null 2>&1; then return; fi

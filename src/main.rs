@@ -73,11 +73,12 @@ enum Command {
     },
 }
 
-/// RUST_LOG overrides. The SDK's core is chatty at info; kube's HTTP client logs every failed
+/// RUST_LOG overrides. The SDK's core is chatty at info, and the SDK opens an info span per
+/// activity task that would prefix every activity's line with ~215 characters of span fields
+/// (our own fields already name the scheduler, room and operation); kube's HTTP client logs every failed
 /// request at ERROR (105 lines in one 30 s apiserver outage), which the runtime already
 /// reports once, with context, when a call or the watch fails.
-const DEFAULT_LOG_FILTER: &str =
-    "info,temporalio_sdk_core=warn,temporalio_client=warn,kube_client::client::builder=off";
+const DEFAULT_LOG_FILTER: &str = "info,temporalio_sdk=warn,temporalio_sdk_core=warn,temporalio_client=warn,kube_client::client::builder=off";
 
 fn init_logging(format: LogFormat) {
     let filter =

@@ -51,6 +51,14 @@ pub enum RuntimeKind {
     Kubernetes,
 }
 
+/// A flag value as it is typed (`worker`, `kubernetes`), for log lines.
+fn value_name(value: impl clap::ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .map(|v| v.get_name().to_owned())
+        .unwrap_or_default()
+}
+
 /// Options shared by `maestro serve` and `maestro dev`.
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
@@ -87,7 +95,7 @@ pub struct ServeArgs {
     pub worker_metrics_addr: SocketAddr,
     /// How often each scheduler's health controller runs (removes unhealthy rooms, replaces
     /// old versions, converges to the desired count); set for schedulers created from now on.
-    #[arg(long, env = "MAESTRO_HEALTH_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "MAESTRO_HEALTH_INTERVAL", default_value = "1m", value_parser = maestro_core::time::parse_duration)]
     pub health_interval: Duration,
     /// Operations a scheduler workflow runs before it continues as new (a fresh history
     /// carrying its state); set for schedulers created from now on. Temporal also asks for
@@ -99,10 +107,10 @@ pub struct ServeArgs {
     #[arg(long, env = "MAESTRO_MAX_CACHED_WORKFLOWS", default_value_t = maestro_workflows::DEFAULT_MAX_CACHED_WORKFLOWS)]
     pub max_cached_workflows: usize,
     /// How often the Metrics Reporter refreshes room and operation figures.
-    #[arg(long, env = "MAESTRO_METRICS_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "MAESTRO_METRICS_INTERVAL", default_value = "10s", value_parser = maestro_core::time::parse_duration)]
     pub metrics_interval: Duration,
     /// How often the disruption guard refreshes each scheduler's budget of protected rooms.
-    #[arg(long, env = "MAESTRO_DISRUPTION_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "MAESTRO_DISRUPTION_INTERVAL", default_value = "1m", value_parser = maestro_core::time::parse_duration)]
     pub disruption_interval: Duration,
     /// API bearer tokens, comma-separated `[role:]token`: `read`, `write`, `admin` (a bare
     /// token) for the management API, `matchmaker` for allocate and address on the rooms API.
@@ -175,7 +183,7 @@ pub struct ServeArgs {
     pub kubernetes_pod_security: String,
     /// Kubernetes: how long creating a scheduler waits for an earlier namespace of the same
     /// name to finish terminating, per attempt (e.g. `60s`).
-    #[arg(long, env = "MAESTRO_KUBERNETES_NAMESPACE_WAIT", default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "MAESTRO_KUBERNETES_NAMESPACE_WAIT", default_value = "60s", value_parser = maestro_core::time::parse_duration)]
     pub kubernetes_namespace_wait: Duration,
 }
 
@@ -478,7 +486,7 @@ pub async fn start(
             .run(args.disruption_interval),
         ));
     }
-    info!(?role, runtime = ?args.runtime, room_store = %args.room_store, "maestro started");
+    info!(role = %value_name(role), runtime = %value_name(args.runtime), room_store = %args.room_store, "maestro started");
     Ok(Running {
         schedulers,
         runtime,

@@ -98,7 +98,7 @@ pub struct TemporalConnection {
     )]
     pub address: String,
     /// How long to keep trying to reach Temporal at start.
-    #[arg(long = "temporal-connect-timeout", env = "MAESTRO_TEMPORAL_CONNECT_TIMEOUT", default_value = "2m", value_parser = humantime::parse_duration)]
+    #[arg(long = "temporal-connect-timeout", env = "MAESTRO_TEMPORAL_CONNECT_TIMEOUT", default_value = "2m", value_parser = maestro_core::time::parse_duration)]
     pub connect_timeout: Duration,
     /// Connect with TLS (implied by any other `--temporal-tls-*` setting or an API key).
     #[arg(long = "temporal-tls", env = "MAESTRO_TEMPORAL_TLS")]

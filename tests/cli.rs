@@ -185,6 +185,29 @@ fn maestro_dev_refuses_an_open_management_api_unless_asked() {
     );
 }
 
+/// A bad duration flag is refused naming the value and the format, not a byte offset.
+#[test]
+fn a_bad_duration_flag_says_what_a_duration_looks_like() {
+    let out = Command::new(env!("CARGO_BIN_EXE_maestro"))
+        .args([
+            "operation",
+            "wait",
+            "sample",
+            "some-id",
+            "--wait-timeout",
+            "soon",
+        ])
+        .output()
+        .expect("run the maestro binary");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("\"soon\" is not a duration") && stderr.contains("\"100s\""),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(" at 0"), "{stderr}");
+}
+
 /// `--wait` follows an operation to its end (exit 0 when it finished, 1 with its reason when
 /// not), errors print once without a backtrace even with `RUST_BACKTRACE=1`, a closed pipe
 /// ends the output quietly, and shell completion is generated.

@@ -489,6 +489,18 @@ async fn redis_outages_answer_503_and_recover_by_themselves() -> anyhow::Result<
     assert_eq!(during, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(listing, StatusCode::SERVICE_UNAVAILABLE);
     assert!(took < Duration::from_secs(5), "took {took:?}");
+    // Each 503 is one log line naming the request and the reason.
+    let log = maestro.log_text();
+    for request in [
+        format!("method=PUT path=/scheduler/{name}/rooms/{room}/ping status=503"),
+        format!("method=GET path=/schedulers/{name}/rooms status=503"),
+    ] {
+        let line = log.lines().find(|l| l.contains(&request));
+        assert!(
+            line.is_some_and(|l| l.contains("request failed") && l.contains("reason=")),
+            "no log line for {request}:\n{log}"
+        );
+    }
     eventually(WAIT, "pings accepted after the pause", || async {
         (maestro.ping_as(name, &room, "occupied", 1).await.ok()? == StatusCode::OK).then_some(())
     })

@@ -271,13 +271,18 @@ async fn versions_minor_major_failed_and_switch() -> Result<()> {
     assert_eq!(code, StatusCode::OK, "{body}");
     let op = finished(&maestro, body["operationId"].as_str().unwrap()).await?;
     assert_eq!(op["status"], "error", "{op}");
-    assert!(
-        op["error"]
-            .as_str()
-            .unwrap()
-            .contains("validation room failed"),
-        "{op}"
-    );
+    let reason = op["error"].as_str().unwrap();
+    assert!(reason.contains("validation room failed"), "{op}");
+    // The reason says which room, how it ended and where its output is.
+    assert!(reason.contains(&format!("room {NAME}-")), "{reason}");
+    assert!(reason.contains("exit status: 1"), "{reason}");
+    assert!(reason.contains(".log"), "{reason}");
+    // Log lines a person reads: no SDK span prefix, no Rust Debug in the room's lines.
+    let log = maestro.log_text();
+    assert!(log.contains("room start settled: failed"), "{log}");
+    for noise in ["RunActivity{", "Some(", "verdict=Failed("] {
+        assert!(!log.contains(noise), "the log has {noise:?}");
+    }
     assert_eq!(active_version(&maestro).await?, "v2.0.0");
     assert_eq!(
         room_ids(&maestro).await?,

@@ -307,7 +307,7 @@ impl RoomActivities {
                     .store
                     .get(scheduler, room_id)
                     .await
-                    .map_err(store_failure)?
+                    .map_err(|e| (e.to_string(), store_failure(e)))?
                 {
                     this.store
                         .apply_instance(
@@ -319,25 +319,25 @@ impl RoomActivities {
                             now(),
                         )
                         .await
-                        .map_err(store_failure)?;
+                        .map_err(|e| (e.to_string(), store_failure(e)))?;
                 }
                 this.runtime
                     .delete_room(scheduler, room_id, grace)
                     .await
-                    .map_err(runtime_failure)?;
+                    .map_err(|e| (e.to_string(), runtime_failure(e)))?;
                 this.store
                     .remove(scheduler, room_id)
                     .await
-                    .map_err(store_failure)?;
+                    .map_err(|e| (e.to_string(), store_failure(e)))?;
                 info!(scheduler = %scheduler, room = %room_id, operation = %operation, "room deleted");
-                Ok::<_, ActivityError>(())
+                Ok::<_, (String, ActivityError)>(())
             }
         });
         let results = with_heartbeats(&ctx, 0, join_all(deletions)).await?;
         let mut first_error = None;
         for (room_id, result) in input.room_ids.iter().zip(results) {
-            if let Err(e) = result {
-                warn!(scheduler = %scheduler, room = %room_id, operation = %operation, error = ?e, "room deletion failed");
+            if let Err((why, e)) = result {
+                warn!(scheduler = %scheduler, room = %room_id, operation = %operation, error = %why, "room deletion failed");
                 first_error.get_or_insert(e);
             }
         }
@@ -366,20 +366,29 @@ impl RoomActivities {
                 .get(&input.scheduler, &input.room_id)
                 .await
                 .map_err(store_failure)?;
-            let verdict = match room.as_ref().map(|r| r.status) {
-                None => Some(Readiness::Failed("the room disappeared".into())),
-                Some(status) if status.is_serving() => Some(Readiness::Ready),
-                Some(RoomStatus::Error) => Some(Readiness::Failed(
-                    "the room is in error (it crashed or could not start)".into(),
-                )),
-                Some(status @ (RoomStatus::Terminating | RoomStatus::Terminated)) => Some(
-                    Readiness::Failed(format!("the room stopped ({})", status.as_str())),
+            let room_id = &input.room_id;
+            let failure = match room.as_ref().map(|r| r.status) {
+                None => Some(format!("room {room_id} disappeared")),
+                Some(status) if status.is_serving() => {
+                    info!(scheduler = %input.scheduler, room = %room_id, "room start settled: ready");
+                    return Ok(Readiness::Ready);
+                }
+                Some(RoomStatus::Error) => Some(
+                    match self.runtime.failure_reason(&input.scheduler, room_id).await {
+                        Some(why) => format!("room {room_id} is in error: {why}"),
+                        None => {
+                            format!("room {room_id} is in error (it crashed or could not start)")
+                        }
+                    },
                 ),
+                Some(status @ (RoomStatus::Terminating | RoomStatus::Terminated)) => {
+                    Some(format!("room {room_id} stopped ({})", status.as_str()))
+                }
                 Some(_) => None,
             };
-            if let Some(verdict) = verdict {
-                info!(scheduler = %input.scheduler, room = %input.room_id, ?verdict, "room start settled");
-                return Ok(verdict);
+            if let Some(failure) = failure {
+                info!(scheduler = %input.scheduler, room = %room_id, reason = %failure, "room start settled: failed");
+                return Ok(Readiness::Failed(failure));
             }
             if tokio::time::Instant::now() >= deadline {
                 return Ok(Readiness::TimedOut);

@@ -113,6 +113,10 @@ impl Runtime for MeteredRuntime {
         result
     }
 
+    async fn failure_reason(&self, scheduler: &str, room_id: &str) -> Option<String> {
+        self.inner.failure_reason(scheduler, room_id).await
+    }
+
     async fn list_rooms(&self, scheduler: &str) -> Result<Vec<RoomInstance>, RuntimeError> {
         let started = Instant::now();
         let result = self.inner.list_rooms(scheduler).await;

@@ -84,7 +84,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if let Some(d) = protojson_seconds(s) {
         return Ok(d);
     }
-    humantime::parse_duration(s).map_err(|e| e.to_string())
+    // humantime's own errors point at byte offsets ("expected number at 0").
+    humantime::parse_duration(s).map_err(|_| {
+        format!("{s:?} is not a duration: a number and a unit, e.g. \"100s\", \"2m\", \"1h30m\"")
+    })
 }
 
 /// `google.protobuf.Duration` as protojson writes a fraction (`"1.500s"`), which humantime
@@ -138,7 +141,8 @@ mod tests {
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert!(parse_duration("100").unwrap_err().contains("unit"));
         assert!(parse_duration("").is_err());
-        assert!(parse_duration("soon").is_err());
+        let soon = parse_duration("soon").unwrap_err();
+        assert!(soon.contains("\"soon\" is not a duration"), "{soon}");
         // protojson's Duration with a fraction, as Go clients write it.
         assert_eq!(parse_duration("1.500s"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("0.000000005s"), Ok(Duration::new(0, 5)));

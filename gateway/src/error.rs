@@ -221,16 +221,29 @@ impl From<ApiError> for tonic::Status {
     }
 }
 
+/// The reason of a 5xx answer, for the request log line (`metrics::track_http` writes it
+/// with the method, path and status; the body alone would not say which request it was).
+/// `None` for code 2 (Unknown): only Maestro's "no ready rooms" answer uses it, an
+/// ordinary answer to a matchmaker, not a failure worth a line per request.
+#[derive(Debug, Clone)]
+pub struct ServerErrorReason(pub Option<std::sync::Arc<str>>);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if self.code == ErrorCode::Internal {
-            tracing::error!(message = %self.message, "internal error");
-        }
         let retry = matches!(
             self.code,
             ErrorCode::Unavailable | ErrorCode::ResourceExhausted
         );
-        let mut response = (self.code.status(), Json(self.body())).into_response();
+        let status = self.code.status();
+        let reason = status.is_server_error().then(|| {
+            ServerErrorReason(
+                (self.code != ErrorCode::Unknown).then(|| self.message.as_str().into()),
+            )
+        });
+        let mut response = (status, Json(self.body())).into_response();
+        if let Some(reason) = reason {
+            response.extensions_mut().insert(reason);
+        }
         if retry {
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,

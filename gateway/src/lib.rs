@@ -17,6 +17,7 @@ use std::time::Duration;
 
 pub mod credentials;
 pub mod disruption;
+mod docs;
 pub mod error;
 pub mod json;
 pub mod management;
@@ -190,7 +191,9 @@ fn observed(router: Router, state: &GatewayState, api: &'static str) -> Router {
             (state.metrics.clone(), api),
             metrics::track_http,
         ))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        // Its failure line would lack method and path (its span is at debug); `track_http`
+        // writes 5xx answers with both.
+        .layer(tower_http::trace::TraceLayer::new_for_http().on_failure(()))
 }
 
 /// The management API (Maestro serves it on :8080), behind `auth`.
@@ -212,18 +215,9 @@ fn bounded(router: Router, body_limit: usize) -> Router {
 }
 
 pub fn management_app(state: GatewayState, auth: management::auth::ManagementAuth) -> Router {
-    let docs = Router::new()
-        .route(
-            "/openapi.json",
-            get(|| async { axum::Json(management::openapi()) }),
-        )
-        .route(
-            "/docs",
-            get(|| async { axum::response::Html(management::SWAGGER_UI) }),
-        );
     let routes = management::router(state.clone())
         .merge(probes(state.clone()))
-        .merge(docs)
+        .merge(docs::routes("management", management::openapi()))
         .layer(axum::middleware::from_fn_with_state(
             auth,
             management::auth::require_token,
@@ -245,6 +239,7 @@ pub fn rooms_app(state: GatewayState) -> Router {
         error::answer_unrouted(
             rooms::http::router(state.clone())
                 .merge(probes(state.clone()))
+                .merge(docs::routes("rooms", rooms::http::openapi()))
                 .layer(axum::extract::DefaultBodyLimit::max(ROOMS_BODY_LIMIT)),
         ),
         &state,

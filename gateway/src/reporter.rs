@@ -181,7 +181,11 @@ impl Reporter {
         self.gauges
             .refresh_seconds
             .set(started.elapsed().as_secs_f64());
-        debug!(schedulers = count, elapsed = ?started.elapsed(), "metrics refreshed");
+        debug!(
+            schedulers = count,
+            elapsed_ms = started.elapsed().as_millis(),
+            "metrics refreshed"
+        );
         Ok(())
     }
 

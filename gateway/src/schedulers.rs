@@ -480,7 +480,7 @@ impl SchedulerClient {
                 .await
         };
         let sent = send.retry(transient_backoff()).when(is_transient).notify(
-            |e, delay| debug!(scheduler = %name, error = %e, ?delay, "signal refused; retrying"),
+            |e, delay| debug!(scheduler = %name, error = %e, delay_ms = delay.as_millis(), "signal refused; retrying"),
         );
         match tokio::time::timeout(SUBMIT_BOUND, sent).await {
             Ok(Ok(())) => Ok(()),
@@ -496,7 +496,7 @@ impl SchedulerClient {
             }
             Ok(Err(e)) => Err(temporal_unavailable(e)),
             Err(_) => {
-                warn!(scheduler = %name, bound = ?SUBMIT_BOUND, "no answer from Temporal in time");
+                warn!(scheduler = %name, bound_ms = SUBMIT_BOUND.as_millis(), "no answer from Temporal in time");
                 Err(ApiError::unavailable(format!(
                     "Temporal did not confirm the submission to scheduler {name} in time; \
                      retry (with the same Idempotency-Key, it is applied once)"

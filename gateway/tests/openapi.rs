@@ -62,3 +62,83 @@ fn the_document_has_every_route_and_nothing_else() {
         "bearer"
     );
 }
+
+/// (method, path) of every rooms API endpoint: Maestro's game room and matchmaker routes.
+const ROOMS: &[(&str, &str)] = &[
+    ("put", "/scheduler/{scheduler}/rooms/{room}/ping"),
+    ("put", "/scheduler/{scheduler}/rooms/{room}/status"),
+    ("post", "/scheduler/{scheduler}/rooms/{room}/roomevent"),
+    ("post", "/scheduler/{scheduler}/rooms/{room}/playerevent"),
+    ("get", "/scheduler/{scheduler}/rooms/{room}/address"),
+    ("post", "/scheduler/{scheduler}/rooms/allocate"),
+];
+
+/// Every operation of `doc`, as (method, path, operation), with its summary checked: the
+/// Swagger UI list shows the summary, and an operation without one is a bare path there.
+fn operations(doc: &serde_json::Value) -> Vec<(String, String, serde_json::Value)> {
+    let mut all = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let summary = operation["summary"].as_str().unwrap_or_default();
+            assert!(
+                !summary.is_empty() && summary.len() <= 90 && !summary.ends_with('.'),
+                "{method} {path}: summary {summary:?} (one short line, no full stop)"
+            );
+            all.push((method.clone(), path.clone(), operation.clone()));
+        }
+    }
+    all
+}
+
+#[test]
+fn every_operation_has_a_summary() {
+    for doc in [
+        maestro_gateway::management::openapi(),
+        maestro_gateway::rooms::http::openapi(),
+    ] {
+        let doc = serde_json::to_value(doc).unwrap();
+        assert!(!operations(&doc).is_empty());
+    }
+}
+
+#[test]
+fn the_rooms_document_has_every_route_with_its_messages() {
+    let doc = serde_json::to_value(maestro_gateway::rooms::http::openapi()).unwrap();
+    let mut documented = BTreeSet::new();
+    for (method, path, operation) in operations(&doc) {
+        let responses = operation["responses"].as_object().unwrap();
+        assert!(responses.contains_key("200"), "{method} {path}: no 200");
+        assert!(responses.contains_key("400"), "{method} {path}: no 400");
+        if method != "get" {
+            assert!(
+                operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+                    .is_string(),
+                "{method} {path}: no request schema"
+            );
+        }
+        documented.insert((method, path));
+    }
+    let expected: BTreeSet<(String, String)> = ROOMS
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(documented, expected);
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for name in [
+        "PingRequest",
+        "EventRequest",
+        "AllocateRequest",
+        "Success",
+        "EventAnswer",
+        "Allocated",
+        "RoomAddress",
+        "StatusBody",
+    ] {
+        assert!(schemas.contains_key(name), "schema {name} missing");
+    }
+    // The ping's fields, as a room sends them (camelCase, Maestro's names).
+    let ping = &schemas["PingRequest"]["properties"];
+    for field in ["status", "timestamp", "runningMatches", "metadata"] {
+        assert!(ping[field].is_object(), "PingRequest.{field}");
+    }
+}

@@ -8,22 +8,27 @@ use serde_json::Value;
 
 /// Maestro's ping/status message. `timestamp` is the room's clock (unix seconds); Maestro
 /// records its own receive time, and so do we.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PingRequest {
+    /// `ready`, `occupied`, `terminating` or `terminated`.
     #[serde(default)]
     pub status: String,
+    /// The room's clock, unix seconds (a JSON number or a decimal string, as protojson).
     #[serde(default, deserialize_with = "int64")]
     pub timestamp: i64,
+    /// Matches the room is running now (`running_matches` is read too).
     #[serde(default, alias = "running_matches", deserialize_with = "int64")]
     pub running_matches: i64,
+    /// Free-form; kept with the room and matched by allocation's `metadataSelector`.
     #[serde(default)]
     pub metadata: Option<BTreeMap<String, Value>>,
 }
 
 /// Maestro's room/player event message.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct EventRequest {
+    /// The event's name: forwarded as it is (`playerJoin`/`playerLeft` for player events).
     #[serde(default)]
     pub event: String,
     #[serde(default, deserialize_with = "int64")]
@@ -33,9 +38,10 @@ pub struct EventRequest {
 }
 
 /// Maestro's allocate body is `{}`; `metadataSelector` is our extension.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AllocateRequest {
+    /// Only a ready room whose reported metadata has every one of these values.
     #[serde(default, alias = "metadata_selector")]
     pub metadata_selector: BTreeMap<String, String>,
 }

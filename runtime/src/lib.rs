@@ -105,6 +105,12 @@ pub trait Runtime: Send + Sync + 'static {
         grace: Duration,
     ) -> Result<(), RuntimeError>;
     async fn list_rooms(&self, scheduler: &str) -> Result<Vec<RoomInstance>, RuntimeError>;
+    /// Why the room's instance is in error, as the runtime knows it, for an operation's
+    /// failure reason: a process's exit status and log file, a pod's container state.
+    /// `None` when it knows nothing more (or cannot ask now): the reason is a courtesy.
+    async fn failure_reason(&self, _scheduler: &str, _room_id: &str) -> Option<String> {
+        None
+    }
     /// Every room of every scheduler this runtime manages (for watcher resyncs).
     async fn list_all_rooms(&self) -> Result<Vec<RoomInstance>, RuntimeError>;
     /// Changes from now on; a [`RuntimeEvent::Resync`] asks the consumer to list again.

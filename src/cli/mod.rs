@@ -33,7 +33,7 @@ pub struct ClientArgs {
     #[arg(long, global = true)]
     wait: bool,
     /// How long `--wait` waits before giving up (the operation goes on).
-    #[arg(long, global = true, default_value = "10m", value_parser = humantime::parse_duration)]
+    #[arg(long, global = true, default_value = "10m", value_parser = maestro_core::time::parse_duration)]
     wait_timeout: Duration,
 }
 

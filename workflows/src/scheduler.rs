@@ -126,7 +126,7 @@ where
                     .filter(|reported| reported.operation_id == operation_id)
                     .map(|reported| reported.outcome)
             })
-            .ok_or_else(|| format!("the operation was cancelled: {e}")),
+            .ok_or_else(|| format!("the operation was canceled: {e}")),
     }
 }
 

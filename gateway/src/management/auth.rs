@@ -13,9 +13,9 @@ use axum::response::{IntoResponse, Response};
 use crate::credentials::{Credentials, Role, bearer_token};
 use crate::error::{ApiError, ErrorCode};
 
-/// Routes anyone may call: probes (load balancers call them without credentials) and the
-/// API's own documentation (it describes the API, and holds no data).
-const OPEN_PATHS: &[&str] = &["/healthz", "/readyz", "/openapi.json", "/docs"];
+/// Routes anyone may call: probes (load balancers call them without credentials); the
+/// API's own documentation and index are open too (`crate::docs`: they hold no data).
+const OPEN_PATHS: &[&str] = &["/healthz", "/readyz"];
 
 #[derive(Clone)]
 pub enum ManagementAuth {
@@ -66,7 +66,8 @@ pub async fn require_token(
     let ManagementAuth::Tokens(credentials) = &auth else {
         return next.run(request).await;
     };
-    if OPEN_PATHS.contains(&request.uri().path()) {
+    let path = request.uri().path();
+    if OPEN_PATHS.contains(&path) || crate::docs::is_docs_path(path) {
         return next.run(request).await;
     }
     let presented = request

@@ -3,7 +3,6 @@
 //! value, so the OpenAPI document (`/openapi.json`) is derived from what is served.
 
 pub mod auth;
-mod docs;
 mod dry_run;
 mod operations;
 mod rooms;
@@ -23,10 +22,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::GatewayState;
+use crate::docs::BearerAuth;
 use crate::error::{ApiError, StatusBody};
 use crate::schedulers::IDEMPOTENCY_KEY;
-use docs::BearerAuth;
-pub use docs::SWAGGER_UI;
 pub use dry_run::DryRunAnswer;
 pub use wire::EXTENSIONS_HEADER;
 

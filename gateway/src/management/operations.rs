@@ -166,6 +166,7 @@ impl MaestroAnswer for OperationsPage {
     const SHAPE: &'static wire::Message = &wire::LIST_OPERATIONS;
 }
 
+/// The scheduler's operations: pending, active and final, paged
 #[utoipa::path(get, path = "/schedulers/{name}/operations", tag = "operations", params(super::SchedulerPath, OperationsQuery), responses((status = 200, body = OperationsPage), ReadErrors))]
 pub(super) async fn list_operations(
     State(state): State<GatewayState>,
@@ -254,8 +255,9 @@ impl MaestroAnswer for OperationAnswer {
     const SHAPE: &'static wire::Message = &wire::GET_OPERATION;
 }
 
-/// One operation with its input and execution history, while the scheduler still keeps it
-/// (pending, active, or among the last 100 finished).
+/// One operation with its input and execution history
+///
+/// While the scheduler still keeps it: pending, active, or among the last 100 finished.
 #[utoipa::path(get, path = "/schedulers/{name}/operations/{id}", tag = "operations", params(OperationPath), responses((status = 200, body = OperationAnswer), ReadErrors))]
 pub(super) async fn get_operation(
     State(state): State<GatewayState>,
@@ -284,7 +286,9 @@ impl MaestroAnswer for Cancelled {
     const SHAPE: &'static wire::Message = &wire::CANCEL_OPERATION;
 }
 
-/// Cancels a pending or running operation: `{}`; 404 unknown, 400 (code 9) already final.
+/// Cancel a pending or running operation
+///
+/// Answers `{}`; 404 when unknown, 400 (code 9) when already final.
 #[utoipa::path(post, path = "/schedulers/{name}/operations/{id}/cancel", tag = "operations", params(OperationPath, DryRun), responses((status = 200, body = Cancelled), (status = 200, body = super::DryRunAnswer, description = "dry run"), WriteErrors))]
 pub(super) async fn cancel_operation(
     State(state): State<GatewayState>,

@@ -22,6 +22,9 @@ pub(super) struct AmountBody {
     amount: u32,
 }
 
+/// Add rooms now (operation `add_rooms`)
+///
+/// The next health check converges the count back to the desired one, as in Maestro.
 #[utoipa::path(post, path = "/schedulers/{name}/add-rooms", tag = "rooms", request_body = AmountBody, params(SchedulerPath, DryRun, IdempotencyKey), responses((status = 200, body = OperationAccepted), (status = 200, body = super::DryRunAnswer, description = "dry run"), WriteErrors))]
 pub(super) async fn add_rooms(
     State(state): State<GatewayState>,
@@ -46,6 +49,10 @@ pub(super) async fn add_rooms(
     submit(&state, &name, key, request).await
 }
 
+/// Remove rooms now (operation `remove_rooms`)
+///
+/// `amount` rooms by Maestro's deletion priority (occupied rooms last). The next health
+/// check converges the count back to the desired one, as in Maestro.
 #[utoipa::path(post, path = "/schedulers/{name}/remove-rooms", tag = "rooms", request_body = AmountBody, params(SchedulerPath, DryRun, IdempotencyKey), responses((status = 200, body = OperationAccepted), (status = 200, body = super::DryRunAnswer, description = "dry run"), WriteErrors))]
 pub(super) async fn remove_rooms(
     State(state): State<GatewayState>,
@@ -90,7 +97,7 @@ pub struct RoomAnswer {
     pub room: GameRoom,
 }
 
-/// One room of the scheduler.
+/// One room of the scheduler
 #[utoipa::path(get, path = "/schedulers/{name}/rooms/{room}", tag = "rooms", params(RoomPath), responses((status = 200, body = RoomAnswer), ReadErrors))]
 pub(super) async fn get_room(
     State(state): State<GatewayState>,
@@ -118,7 +125,9 @@ pub struct RoomList {
     pub rooms: Vec<GameRoom>,
 }
 
-/// Extension: the scheduler's rooms with status, version, address and last ping.
+/// The scheduler's rooms (extension)
+///
+/// Each with its status, version, address and last ping.
 #[utoipa::path(get, path = "/schedulers/{name}/rooms", tag = "rooms", params(SchedulerPath, RoomsQuery), responses((status = 200, body = RoomList), ReadErrors))]
 pub(super) async fn list_rooms(
     State(state): State<GatewayState>,

@@ -44,7 +44,9 @@ impl MaestroAnswer for SchedulerInfoList {
     const SHAPE: &'static Message = &wire::SCHEDULERS_INFO;
 }
 
-/// Creates a scheduler: its workflow starts and runs `create_scheduler` as operation #1.
+/// Create a scheduler
+///
+/// Its workflow starts and runs `create_scheduler` as operation #1.
 #[utoipa::path(post, path = "/schedulers", tag = "schedulers", request_body = Scheduler, params(DryRun), responses((status = 200, body = SchedulerAnswer), (status = 200, body = super::DryRunAnswer, description = "dry run"), WriteErrors))]
 pub(super) async fn create_scheduler(
     State(state): State<GatewayState>,
@@ -136,6 +138,7 @@ pub struct SchedulerList {
     pub schedulers: Vec<SchedulerSummary>,
 }
 
+/// List schedulers
 #[utoipa::path(get, path = "/schedulers", tag = "schedulers", params(ListQuery), responses((status = 200, body = SchedulerList), ListErrors))]
 pub(super) async fn list_schedulers(
     State(state): State<GatewayState>,
@@ -175,6 +178,7 @@ pub(super) struct VersionQuery {
     version: Option<String>,
 }
 
+/// One scheduler: its active version, or `?version=` a recorded one
 #[utoipa::path(get, path = "/schedulers/{name}", tag = "schedulers", params(SchedulerPath, VersionQuery), responses((status = 200, body = SchedulerAnswer, headers(("x-maestro-read-source" = String, description = "query or memo"))), ReadErrors))]
 pub(super) async fn get_scheduler(
     State(state): State<GatewayState>,
@@ -207,7 +211,7 @@ pub(super) async fn get_scheduler(
     ))
 }
 
-/// Deletes the scheduler and its rooms (operation `delete_scheduler`).
+/// Delete the scheduler and its rooms (operation `delete_scheduler`)
 #[utoipa::path(delete, path = "/schedulers/{name}", tag = "schedulers", params(SchedulerPath, DryRun, IdempotencyKey), responses((status = 200, body = OperationAccepted), (status = 200, body = super::DryRunAnswer, description = "dry run"), WriteErrors))]
 pub(super) async fn delete_scheduler(
     State(state): State<GatewayState>,
@@ -272,7 +276,9 @@ pub struct SchedulerInfoList {
     pub schedulers: Vec<SchedulerInfo>,
 }
 
-/// Maestro's `GET /schedulers/info?game=`: each scheduler with its room counts.
+/// A game's schedulers with their room counts
+///
+/// Maestro's `GET /schedulers/info?game=`.
 #[utoipa::path(get, path = "/schedulers/info", tag = "schedulers", params(InfoQuery), responses((status = 200, body = SchedulerInfoList), ListErrors))]
 pub(super) async fn schedulers_info(
     State(state): State<GatewayState>,

@@ -73,7 +73,9 @@ async fn submit_version(
     submit(state, name, key, request).await
 }
 
-/// A new version from a whole scheduler document (Maestro: `POST /schedulers/{name}`).
+/// New version from a whole scheduler document
+///
+/// Maestro's `POST /schedulers/{name}`.
 #[utoipa::path(post, path = "/schedulers/{name}", tag = "versions", request_body = Scheduler, params(SchedulerPath, DryRun, IdempotencyKey), responses((status = 200, body = OperationAccepted), (status = 200, body = super::DryRunAnswer, description = "dry run"), WriteErrors))]
 pub(super) async fn new_version(
     State(state): State<GatewayState>,
@@ -89,8 +91,10 @@ pub(super) async fn new_version(
     submit_version(&state, &name, key, scheduler, dry_run).await
 }
 
-/// A new version from the active one plus the fields sent (Maestro: `PATCH`), merged as
-/// Maestro merges them (`maestro_core::patch`); nothing to change is 409 (AlreadyExists).
+/// New version from the active one plus the fields sent
+///
+/// Merged as Maestro merges them (`maestro_core::patch`); nothing to change is 409
+/// (AlreadyExists).
 #[utoipa::path(patch, path = "/schedulers/{name}", tag = "versions", request_body(content = Object, description = "any of the scheduler's fields; spec, spec.containers[i] and autoscaling merge field by field, the rest replaces"), params(SchedulerPath, DryRun, IdempotencyKey), responses((status = 200, body = OperationAccepted), (status = 200, body = super::DryRunAnswer, description = "dry run"), WriteErrors))]
 pub(super) async fn patch_scheduler(
     State(state): State<GatewayState>,
@@ -117,7 +121,9 @@ pub(super) struct SwitchBody {
     version: String,
 }
 
-/// Makes a recorded version active (Maestro: `PUT /schedulers/{name}` with `{version}`).
+/// Make a recorded version active
+///
+/// Maestro's `PUT /schedulers/{name}` with `{version}`.
 #[utoipa::path(put, path = "/schedulers/{name}", tag = "versions", request_body = SwitchBody, params(SchedulerPath, DryRun, IdempotencyKey), responses((status = 200, body = OperationAccepted), (status = 200, body = super::DryRunAnswer, description = "dry run"), WriteErrors))]
 pub(super) async fn switch_version(
     State(state): State<GatewayState>,
@@ -176,7 +182,7 @@ impl MaestroAnswer for VersionList {
     const SHAPE: &'static super::wire::Message = &super::wire::VERSIONS;
 }
 
-/// The scheduler's versions, newest first.
+/// The scheduler's versions, newest first
 #[utoipa::path(get, path = "/schedulers/{name}/versions", tag = "versions", params(SchedulerPath), responses((status = 200, body = VersionList), ReadErrors))]
 pub(super) async fn list_versions(
     State(state): State<GatewayState>,

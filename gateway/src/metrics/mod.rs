@@ -14,7 +14,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ApiError, ErrorCode, ServerErrorReason};
 
 mod openmetrics;
 pub mod reporter;
@@ -213,9 +213,19 @@ pub async fn track_http(
     // Both are reference-counted or inline: no allocation on the ping path.
     let route = request.extensions().get::<MatchedPath>().cloned();
     let method = request.method().clone();
+    // A clone shares the request's bytes; it is read only for a 5xx.
+    let uri = request.uri().clone();
     let response = next.run(request).await;
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     let status = response.status();
+    let reason = response.extensions().get::<ServerErrorReason>();
+    if status.is_server_error() && reason.is_none_or(|r| r.0.is_some()) {
+        let reason = reason
+            .and_then(|r| r.0.as_deref())
+            .unwrap_or("no answer in time, or no reason given");
+        tracing::warn!(api, method = %method, path = %uri.path(), status = status.as_u16(),
+            latency_ms = started.elapsed().as_millis(), reason = %reason, "request failed");
+    }
     let labels = [api, route, method.as_str(), status.as_str()];
     metrics.http_requests.with_label_values(&labels).inc();
     metrics

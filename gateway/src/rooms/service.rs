@@ -221,7 +221,7 @@ impl RoomService {
             Err(e) => return Err(e),
         };
         if change.changed() {
-            info!(scheduler = %scheduler, room = %room, from = change.previous.as_str(), to = change.room.status.as_str(), "room status changed");
+            info!(scheduler = %scheduler, room = %room, from = %change.previous.as_str(), to = %change.room.status.as_str(), "room status changed");
             // The ping is recorded and answered whatever the forwarders do: the change goes
             // to their lanes, never on this path (a forwarder that never answers delays no
             // ping). Failures are logged and counted there.

@@ -125,7 +125,7 @@ impl KubernetesRuntime {
                 .with_jitter(),
         )
         .when(|e| is_transient(e) || is_authorization_lag(e))
-        .notify(|e, pause| warn!(call = what, error = %e, ?pause, "Kubernetes API call failed; retrying"))
+        .notify(|e, pause| warn!(call = what, error = %e, pause_ms = pause.as_millis(), "Kubernetes API call failed; retrying"))
         .await
     }
 
@@ -349,7 +349,7 @@ impl Runtime for KubernetesRuntime {
             .await
         {
             Ok(pod) => {
-                info!(scheduler = %scheduler.name, room = room_id, ports = ?ports.iter().map(|p| p.port).collect::<Vec<_>>(), "pod created");
+                info!(scheduler = %scheduler.name, room = %room_id, ports = ?ports.iter().map(|p| p.port).collect::<Vec<_>>(), "pod created");
                 pod
             }
             // A retry of a creation that reached the API: the room exists, keep it as it is.
@@ -358,7 +358,7 @@ impl Runtime for KubernetesRuntime {
                     .call("get pod", || api.get(room_id))
                     .await
                     .map_err(|e| failure("get pod", e))?;
-                debug!(scheduler = %scheduler.name, room = room_id, "pod already exists");
+                debug!(scheduler = %scheduler.name, room = %room_id, "pod already exists");
                 existing
             }
             Err(e) => return Err(failure("create pod", e)),
@@ -399,8 +399,19 @@ impl Runtime for KubernetesRuntime {
             let mut book = book.lock().await;
             book.used.retain(|p| !freed.contains(p));
         }
-        info!(scheduler, room = room_id, "pod deleted");
+        info!(scheduler = %scheduler, room = %room_id, "pod deleted");
         Ok(())
+    }
+
+    async fn failure_reason(&self, scheduler: &str, room_id: &str) -> Option<String> {
+        let api = self.pods(scheduler);
+        // One try: this only words an error the operation already has.
+        let pod = api.get_opt(room_id).await.ok()??;
+        let (_, reason) = pod::instance_status(&pod);
+        Some(format!(
+            "pod {scheduler}/{room_id}: {}",
+            reason.unwrap_or_else(|| "no container error recorded".into())
+        ))
     }
 
     async fn list_rooms(&self, scheduler: &str) -> Result<Vec<RoomInstance>, RuntimeError> {
@@ -453,7 +464,7 @@ impl Runtime for KubernetesRuntime {
             };
             match result {
                 Ok(_) => {
-                    debug!(scheduler, min_available, "disruption budget set");
+                    debug!(scheduler = %scheduler, min_available, "disruption budget set");
                     return Ok(());
                 }
                 Err(e) if status_code(&e) == Some(409) => {

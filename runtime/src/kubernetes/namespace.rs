@@ -78,7 +78,7 @@ impl KubernetesRuntime {
                 .await
             {
                 Ok(_) => {
-                    info!(scheduler, "namespace created");
+                    info!(scheduler = %scheduler, "namespace created");
                     return Ok(());
                 }
                 Err(e) if status_code(&e) == Some(409) => {}
@@ -89,7 +89,7 @@ impl KubernetesRuntime {
                 Found::Ours {
                     terminating: false, ..
                 } => {
-                    debug!(scheduler, "namespace already exists");
+                    debug!(scheduler = %scheduler, "namespace already exists");
                     return Ok(());
                 }
                 // Deleted between the create and the read: create again.
@@ -127,7 +127,7 @@ impl KubernetesRuntime {
     pub(super) async fn remove_namespace(&self, scheduler: &str) -> Result<(), RuntimeError> {
         let uid = match self.read_namespace(scheduler).await? {
             Found::Absent => {
-                debug!(scheduler, "namespace already gone");
+                debug!(scheduler = %scheduler, "namespace already gone");
                 return Ok(());
             }
             Found::Foreign => {
@@ -155,8 +155,10 @@ impl KubernetesRuntime {
             .call("delete namespace", || api.delete(scheduler, &params))
             .await
         {
-            Ok(_) => info!(scheduler, "namespace deletion requested"),
-            Err(e) if status_code(&e) == Some(404) => debug!(scheduler, "namespace already gone"),
+            Ok(_) => info!(scheduler = %scheduler, "namespace deletion requested"),
+            Err(e) if status_code(&e) == Some(404) => {
+                debug!(scheduler = %scheduler, "namespace already gone")
+            }
             Err(e) if status_code(&e) == Some(409) => {
                 warn!(
                     scheduler,

@@ -56,6 +56,8 @@ struct LiveRoom {
     /// Taken by the first delete; `None` afterwards.
     stop: Option<oneshot::Sender<Duration>>,
     exited: watch::Receiver<bool>,
+    /// How it ended, when it exited by itself (for [`Runtime::failure_reason`]).
+    failure: Option<String>,
 }
 
 impl Shared {
@@ -174,6 +176,7 @@ impl ProcessRuntime {
                 pid: process.pid(),
                 stop: Some(stop_tx),
                 exited: exited_rx,
+                failure: None,
             },
         );
         tokio::spawn(supervise(
@@ -310,10 +313,15 @@ async fn supervise(
         how = process.exited() => {
             let log = dir.join(format!("{room_id}.log"));
             warn!(scheduler = %scheduler, room = %room_id, status = %how, log = %log.display(), "room process exited by itself");
+            let failure = match last_line(&log) {
+                Some(line) => format!("exited by itself ({how}); last output line: {line:?}; log: {}", log.display()),
+                None => format!("exited by itself ({how}) with no output; log: {}", log.display()),
+            };
             let instance = {
                 let mut rooms = shared.rooms();
                 rooms.get_mut(&key).map(|live| {
                     live.instance.status = InstanceStatus::Error;
+                    live.failure = Some(failure);
                     live.instance.clone()
                 })
             };
@@ -334,6 +342,19 @@ async fn supervise(
     }
     adopt::remove_record(&dir, room_id);
     let _ = exited.send(true);
+}
+
+/// The last non-empty line of a room's log, from its last 4 KiB at most (a log can be big).
+fn last_line(log: &std::path::Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(log).ok()?;
+    let len = file.metadata().ok()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(4096))).ok()?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail).ok()?;
+    let text = String::from_utf8_lossy(&tail);
+    let line = text.lines().rev().map(str::trim).find(|l| !l.is_empty())?;
+    Some(line.chars().take(300).collect())
 }
 
 #[async_trait]
@@ -426,7 +447,7 @@ impl Runtime for ProcessRuntime {
         };
         self.track(&mut rooms, instance.clone(), RoomProcess::Child(child), dir);
         drop(rooms);
-        info!(scheduler = %scheduler.name, room = room_id, pid, "room process started");
+        info!(scheduler = %scheduler.name, room = %room_id, pid, "room process started");
         self.shared.emit(RuntimeEvent::Upserted(instance.clone()));
         Ok(instance)
     }
@@ -470,6 +491,11 @@ impl Runtime for ProcessRuntime {
             });
         }
         Ok(())
+    }
+
+    async fn failure_reason(&self, scheduler: &str, room_id: &str) -> Option<String> {
+        let key = (scheduler.to_string(), room_id.to_string());
+        self.shared.rooms().get(&key)?.failure.clone()
     }
 
     async fn list_rooms(&self, scheduler: &str) -> Result<Vec<RoomInstance>, RuntimeError> {

@@ -120,7 +120,14 @@ async fn a_crashed_room_reports_error_and_can_still_be_deleted() {
     let dir = temp_dir("crash");
     let rt = runtime(&dir);
     let mut events = rt.watch();
-    let s = scheduler("crashy", &["sh", "-c", "exit 3"]);
+    let s = scheduler(
+        "crashy",
+        &[
+            "sh",
+            "-c",
+            "echo starting; echo 'cannot bind 7777' >&2; exit 3",
+        ],
+    );
     rt.create_room(&s, Version::FIRST, "crashy-a")
         .await
         .unwrap();
@@ -138,6 +145,13 @@ async fn a_crashed_room_reports_error_and_can_still_be_deleted() {
         rt.list_rooms("crashy").await.unwrap()[0].status,
         InstanceStatus::Error
     );
+    // What an operator needs to act: how it ended, what it said last, where the rest is.
+    let why = rt.failure_reason("crashy", "crashy-a").await.unwrap();
+    let log = dir.join("crashy").join("crashy-a.log");
+    assert!(why.contains("exit status: 3"), "{why}");
+    assert!(why.contains("\"cannot bind 7777\""), "{why}");
+    assert!(why.contains(&log.display().to_string()), "{why}");
+    assert_eq!(rt.failure_reason("crashy", "no-such-room").await, None);
     rt.delete_room("crashy", "crashy-a", Duration::from_secs(1))
         .await
         .unwrap();

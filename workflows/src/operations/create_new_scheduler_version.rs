@@ -168,7 +168,7 @@ async fn execute(
             for attempt in 1..=VALIDATION_ATTEMPTS {
                 if ctx.cancellation_token().is_cancelled() {
                     // Cancelled: nothing is recorded; the attempt already removed its room.
-                    return Ok(history.failed("cancelled during validation".into(), now(ctx)));
+                    return Ok(history.failed("canceled during validation".into(), now(ctx)));
                 }
                 match validate_once(ctx, &input, &record, attempt).await {
                     Ok(room) => {
