@@ -71,5 +71,9 @@ pub fn routes(api: &'static str, openapi: OpenApi) -> Router {
 
 /// Whether a path is one of [`routes`]' (no credentials needed).
 pub fn is_docs_path(path: &str) -> bool {
-    path == "/" || path == OPENAPI_PATH || path == DOCS_PATH || path.starts_with("/docs/")
+    path == "/"
+        || path == OPENAPI_PATH
+        || path
+            .strip_prefix(DOCS_PATH)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }

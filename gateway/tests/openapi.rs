@@ -41,26 +41,36 @@ fn the_document_has_every_route_and_nothing_else() {
             }
         }
     }
-    let expected: BTreeSet<(String, String)> = EXPECTED
-        .iter()
-        .map(|(m, p)| (m.to_string(), p.to_string()))
-        .collect();
-    assert_eq!(documented, expected);
+    assert_eq!(documented, route_set(EXPECTED));
     // Bodies are described by schemas, not left opaque.
-    let schemas = doc["components"]["schemas"].as_object().unwrap();
-    for name in [
-        "Scheduler",
-        "OperationDetail",
-        "GameRoom",
-        "StatusBody",
-        "Lease",
-    ] {
-        assert!(schemas.contains_key(name), "schema {name} missing");
-    }
+    assert_schemas(
+        &doc,
+        &[
+            "Scheduler",
+            "OperationDetail",
+            "GameRoom",
+            "StatusBody",
+            "Lease",
+        ],
+    );
     assert_eq!(
         doc["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"
     );
+}
+
+fn route_set(routes: &[(&str, &str)]) -> BTreeSet<(String, String)> {
+    routes
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect()
+}
+
+fn assert_schemas(doc: &serde_json::Value, names: &[&str]) {
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for name in names {
+        assert!(schemas.contains_key(*name), "schema {name} missing");
+    }
 }
 
 /// (method, path) of every rooms API endpoint: Maestro's game room and matchmaker routes.
@@ -118,26 +128,22 @@ fn the_rooms_document_has_every_route_with_its_messages() {
         }
         documented.insert((method, path));
     }
-    let expected: BTreeSet<(String, String)> = ROOMS
-        .iter()
-        .map(|(m, p)| (m.to_string(), p.to_string()))
-        .collect();
-    assert_eq!(documented, expected);
-    let schemas = doc["components"]["schemas"].as_object().unwrap();
-    for name in [
-        "PingRequest",
-        "EventRequest",
-        "AllocateRequest",
-        "Success",
-        "EventAnswer",
-        "Allocated",
-        "RoomAddress",
-        "StatusBody",
-    ] {
-        assert!(schemas.contains_key(name), "schema {name} missing");
-    }
+    assert_eq!(documented, route_set(ROOMS));
+    assert_schemas(
+        &doc,
+        &[
+            "PingRequest",
+            "EventRequest",
+            "AllocateRequest",
+            "Success",
+            "EventAnswer",
+            "Allocated",
+            "RoomAddress",
+            "StatusBody",
+        ],
+    );
     // The ping's fields, as a room sends them (camelCase, Maestro's names).
-    let ping = &schemas["PingRequest"]["properties"];
+    let ping = &doc["components"]["schemas"]["PingRequest"]["properties"];
     for field in ["status", "timestamp", "runningMatches", "metadata"] {
         assert!(ping[field].is_object(), "PingRequest.{field}");
     }
