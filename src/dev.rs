@@ -48,6 +48,8 @@ fn sample_scheduler(rooms: u32) -> Scheduler {
         "40s",
         "--match-duration",
         "20s",
+        "--metadata",
+        "region=local",
     ];
     let mut s = Scheduler::with_command(SAMPLE_SCHEDULER, "sample-game", &command);
     s.max_surge = "25%".into();
@@ -167,7 +169,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
     println!("  management API  http://{}", serve.management_addr);
     println!("  rooms API       http://{}", serve.rooms_addr);
     println!("  rooms gRPC API  http://{}", serve.rooms_grpc_addr);
-    println!("  runtime         {:?}", serve.runtime);
+    println!("  runtime         {}", serve::value_name(serve.runtime));
     println!("  room store      {}", serve.room_store);
     println!("  metrics         http://{}/metrics", serve.internal_addr);
     if let Some(addr) = running.worker_metrics_addr {
@@ -186,12 +188,16 @@ pub async fn run(args: DevArgs) -> Result<()> {
             running.runtime.clone(),
             args.sample_rooms,
         );
+        let rooms_url = format!(
+            "http://{}/schedulers/{SAMPLE_SCHEDULER}/rooms",
+            serve.management_addr
+        );
         tokio::spawn(async move {
             match ensure_sample(&schedulers, runtime.as_ref(), rooms).await {
                 Ok(()) => info!(
-                    scheduler = SAMPLE_SCHEDULER,
+                    scheduler = %SAMPLE_SCHEDULER,
                     rooms,
-                    "sample scheduler requested; try: curl http://127.0.0.1:8080/schedulers/sample/rooms"
+                    "sample scheduler requested; try: curl {rooms_url}"
                 ),
                 Err(e) => warn!(error = %e, "could not set up the sample scheduler"),
             }

@@ -52,7 +52,7 @@ pub enum RuntimeKind {
 }
 
 /// A flag value as it is typed (`worker`, `kubernetes`), for log lines.
-fn value_name(value: impl clap::ValueEnum) -> String {
+pub(crate) fn value_name(value: impl clap::ValueEnum) -> String {
     value
         .to_possible_value()
         .map(|v| v.get_name().to_owned())

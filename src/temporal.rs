@@ -205,8 +205,8 @@ pub async fn connect(temporal: &TemporalConnection, namespace: &str) -> Result<C
             Ok(conn) => {
                 let client = Client::new(conn, ClientOptions::new(namespace).build())?;
                 info!(
-                    address,
-                    namespace,
+                    %address,
+                    %namespace,
                     tls = tls.is_some(),
                     "connected to Temporal"
                 );

@@ -288,3 +288,200 @@ async fn the_cli_waits_for_operations_and_fails_as_they_fail() -> Result<()> {
     assert!(completion.contains("_maestro") && completion.contains("switch-version"));
     Ok(())
 }
+
+/// Every line of a table answer fits 100 columns.
+fn assert_fits(output: &str) {
+    for line in output.lines() {
+        assert!(
+            line.chars().count() <= 100,
+            "{} columns: {line}",
+            line.chars().count()
+        );
+    }
+}
+
+/// The verbs an operator reaches for next: versions, allocate (on the rooms API),
+/// `--dry-run` (the plan, nothing changes), paging of final operations, `-o id` for
+/// scripts, `get -o yaml` fed back to `update`, and a describe view of an operation that
+/// fits 100 columns; plus a run in a real terminal (a pty from util-linux's `script`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_shows_versions_plans_pages_and_allocates() -> Result<()> {
+    let temporal = TemporalDevServer::start().await?;
+    let maestro = Maestro::start(&temporal).await?;
+    let dir = temp_dir("cli-verbs");
+    let spec = dir.join("verbs.json");
+    let mut document: Value = serde_json::from_str(&std::fs::read_to_string(
+        maestro_testkit::workspace_root().join("examples/my-game.json"),
+    )?)?;
+    document["name"] = "cli-verbs".into();
+    document["roomsReplicas"] = 0.into();
+    document["portRange"] = serde_json::json!({"start": 47500, "end": 47599});
+    document["spec"]["containers"][0]["command"][0] = env!("CARGO_BIN_EXE_game-room").into();
+    std::fs::write(&spec, document.to_string())?;
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_maestro"))
+            .args(args)
+            .env("MAESTRO_SERVER", &maestro.api)
+            .env("MAESTRO_ROOMS_SERVER", &maestro.rooms_api)
+            .env("MAESTRO_TOKEN", API_TOKEN)
+            .output()
+            .expect("run the maestro binary")
+    };
+    let spec_arg = spec.to_str().unwrap();
+
+    // A dry run plans and creates nothing.
+    let plan = ok(&cli(&["scheduler", "create", spec_arg, "--dry-run"]));
+    assert!(plan.contains("create_scheduler"), "{plan}");
+    let absent = cli(&["scheduler", "get", "cli-verbs"]);
+    assert!(String::from_utf8_lossy(&absent.stderr).contains("404"));
+    ok(&cli(&["scheduler", "create", spec_arg, "--wait"]));
+
+    // -o id, then the operation's describe view.
+    let id = ok(&cli(&["rooms", "add", "cli-verbs", "2", "-o", "id"]));
+    let id = id.trim();
+    assert_eq!(id.lines().count(), 1, "{id}");
+    ok(&cli(&["operation", "wait", "cli-verbs", id]));
+    let described = ok(&cli(&["operation", "get", "cli-verbs", id]));
+    for label in ["Operation:", "Kind:", "Status:", "Input:", "History:"] {
+        assert!(described.contains(label), "{label} in {described}");
+    }
+    assert!(described.contains(r#"{"amount":2}"#), "{described}");
+    assert_fits(&described);
+
+    // Allocate, as a matchmaker: a room with the metadata its pings report, or a refusal.
+    maestro.wait_ready("cli-verbs", 2).await?;
+    let allocated = json_of(&cli(&[
+        "rooms",
+        "allocate",
+        "cli-verbs",
+        "--selector",
+        "region=eu",
+        "-o",
+        "json",
+    ]));
+    let room = allocated["roomId"].as_str().unwrap();
+    assert!(room.starts_with("cli-verbs-"), "{allocated}");
+    assert_eq!(maestro.rooms("cli-verbs", "allocated").await?, 1);
+    let elsewhere = cli(&["rooms", "allocate", "cli-verbs", "--selector", "region=us"]);
+    assert_eq!(elsewhere.status.code(), Some(1));
+    let bad_selector = cli(&["rooms", "allocate", "cli-verbs", "--selector", "eu"]);
+    assert_eq!(bad_selector.status.code(), Some(2));
+
+    // get -o yaml, edited and fed back: a major version (the spec changed), planned first.
+    let saved = dir.join("saved.yaml");
+    let yaml = ok(&cli(&["scheduler", "get", "cli-verbs", "-o", "yaml"]));
+    std::fs::write(
+        &saved,
+        yaml.replace("terminationGracePeriod: 10s", "terminationGracePeriod: 7s"),
+    )?;
+    let saved_arg = saved.to_str().unwrap();
+    let plan = json_of(&cli(&[
+        "scheduler",
+        "update",
+        "cli-verbs",
+        saved_arg,
+        "--dry-run",
+        "-o",
+        "json",
+    ]));
+    assert_eq!(plan["plan"]["changeKind"], "major", "{plan}");
+    assert_eq!(plan["plan"]["version"], "v2.0.0", "{plan}");
+    ok(&cli(&[
+        "scheduler",
+        "update",
+        "cli-verbs",
+        saved_arg,
+        "--wait",
+    ]));
+    eventually(Duration::from_secs(60), "v2.0.0 active", || async {
+        let versions = json_of(&cli(&["scheduler", "versions", "cli-verbs", "-o", "json"]));
+        let active = versions["versions"]
+            .as_array()?
+            .iter()
+            .find(|v| v["isActive"] == true)?;
+        (active["version"] == "v2.0.0").then_some(())
+    })
+    .await?;
+    let versions = ok(&cli(&["scheduler", "versions", "cli-verbs"]));
+    assert!(
+        versions.contains("v1.0.0") && versions.contains("v2.0.0") && versions.contains("yes"),
+        "{versions}"
+    );
+
+    // Paging: more final operations than a page holds; the hint names the next page.
+    for _ in 0..3 {
+        let id = ok(&cli(&["rooms", "remove", "cli-verbs", "1", "-o", "id"]));
+        ok(&cli(&["operation", "wait", "cli-verbs", id.trim()]));
+    }
+    let first = cli(&[
+        "operation",
+        "list",
+        "cli-verbs",
+        "--stage",
+        "final",
+        "--per-page",
+        "2",
+        "-o",
+        "id",
+    ]);
+    let second = cli(&[
+        "operation",
+        "list",
+        "cli-verbs",
+        "--stage",
+        "final",
+        "--per-page",
+        "2",
+        "--page",
+        "2",
+        "-o",
+        "id",
+    ]);
+    let (first, second) = (ok(&first), ok(&second));
+    assert_eq!(first.lines().count(), 2, "{first}");
+    assert_eq!(second.lines().count(), 2, "{second}");
+    assert!(
+        first.lines().all(|id| !second.contains(id)),
+        "{first} / {second}"
+    );
+    let table = cli(&[
+        "operation",
+        "list",
+        "cli-verbs",
+        "--stage",
+        "final",
+        "--per-page",
+        "2",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&table.stderr).contains("--page 2"),
+        "{}",
+        String::from_utf8_lossy(&table.stderr)
+    );
+    let listed = ok(&cli(&["operation", "list", "cli-verbs"]));
+    assert!(listed.contains("create_new_scheduler_version"), "{listed}");
+    assert_fits(&listed);
+
+    // In a terminal (a pty, 100 columns): --wait ends with the final table, every line fits.
+    let typed = format!(
+        "stty cols 100; '{}' rooms add cli-verbs 1 --wait",
+        env!("CARGO_BIN_EXE_maestro")
+    );
+    let terminal = Command::new("script")
+        .args(["-qec", &typed, "/dev/null"])
+        .env("MAESTRO_SERVER", &maestro.api)
+        .env("MAESTRO_TOKEN", API_TOKEN)
+        .output()?;
+    let shown = String::from_utf8_lossy(&terminal.stdout);
+    assert!(terminal.status.success(), "{shown}");
+    assert!(
+        shown.contains("add_rooms") && shown.contains("finished"),
+        "{shown}"
+    );
+    assert!(!shown.contains("panicked"), "{shown}");
+    for line in shown.split(['\n', '\r']) {
+        let visible = console::strip_ansi_codes(line);
+        assert!(visible.chars().count() <= 100, "{visible}");
+    }
+    Ok(())
+}

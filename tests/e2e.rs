@@ -361,3 +361,59 @@ async fn scheduler_lifecycle_through_the_rest_api() -> Result<()> {
     assert!(maestro.stop()?, "maestro dev stops cleanly on SIGTERM");
     Ok(())
 }
+
+/// While a delete runs (rooms that ignore SIGTERM take their grace period to stop), the
+/// listing, which reads the memo the workflow records, says `terminating` as `GET` (a
+/// query) does, instead of the `in-sync` recorded before the delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_delete_lists_as_terminating() -> Result<()> {
+    let temporal = TemporalDevServer::start().await?;
+    let maestro = Maestro::start(&temporal).await?;
+    let mut body = scheduler_body("e2e-slow-stop");
+    body["roomsReplicas"] = 0.into();
+    body["spec"]["terminationGracePeriod"] = "8s".into();
+    body["spec"]["containers"][0]["command"] =
+        json!(["bash", "-c", "trap '' TERM; exec sleep 600"]);
+    let (status, answer) = maestro.post("/schedulers", body).await?;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let (status, answer) = maestro
+        .post("/schedulers/e2e-slow-stop/add-rooms", json!({"amount": 2}))
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    eventually(Duration::from_secs(60), "two room processes", || async {
+        (room_processes("e2e-slow-stop") == 2).then_some(())
+    })
+    .await?;
+    let listed_state = || async {
+        let (_, list) = maestro.get("/schedulers").await.ok()?;
+        let found = list["schedulers"]
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == "e2e-slow-stop")?
+            .clone();
+        found["state"].as_str().map(str::to_string)
+    };
+    eventually(Duration::from_secs(30), "listed in-sync", || async {
+        (listed_state().await? == "in-sync").then_some(())
+    })
+    .await?;
+
+    let (status, answer) = maestro.delete("e2e-slow-stop").await?;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    eventually(Duration::from_secs(6), "listed terminating", || async {
+        (listed_state().await? == "terminating").then_some(())
+    })
+    .await?;
+    let (_, got) = maestro.get("/schedulers/e2e-slow-stop").await?;
+    assert_eq!(got["scheduler"]["state"], "terminating", "{got}");
+    assert!(
+        room_processes("e2e-slow-stop") > 0,
+        "the rooms were still stopping while it listed as terminating"
+    );
+    eventually(Duration::from_secs(60), "the scheduler gone", || async {
+        let (status, _) = maestro.get("/schedulers/e2e-slow-stop").await.ok()?;
+        (status == StatusCode::NOT_FOUND).then_some(())
+    })
+    .await?;
+    Ok(())
+}

@@ -404,7 +404,7 @@ impl SchedulerClient {
         self.submissions
             .submit(name, submission, left, send)
             .await?;
-        info!(scheduler = %name, operation = %operation_id, kind, "operation accepted");
+        info!(scheduler = %name, operation = %operation_id, %kind, "operation accepted");
         Ok(operation_id)
     }
 

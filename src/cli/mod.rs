@@ -1,16 +1,24 @@
 //! The `maestro` client commands: the management API from the terminal (and from CI).
 //! Specs come from YAML or JSON files; answers print as tables, or as JSON/YAML with `-o`;
-//! `--wait` follows the operation a command starts (`wait.rs`).
+//! `--wait` follows the operation a command starts (`wait.rs`), `--dry-run` shows what it
+//! would do. One module per noun: `schedulers.rs`, `rooms.rs`, `operations.rs`.
 
+mod operations;
+mod rooms;
+mod schedulers;
 mod wait;
 
+pub use operations::{OperationCommand, operation};
+pub use rooms::{RoomsCommand, rooms};
+pub use schedulers::{SchedulerCommand, scheduler};
+
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use comfy_table::Table;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 #[derive(clap::Args)]
 pub struct ClientArgs {
@@ -25,7 +33,8 @@ pub struct ClientArgs {
     /// Bearer token for the management API.
     #[arg(long, env = "MAESTRO_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
-    /// Output: a table, or the API's answer as JSON or YAML.
+    /// Output: a table, the API's answer as JSON or YAML, or only the id(s) it names, one
+    /// per line (for scripts: `op=$(maestro rooms add my-game 1 -o id)`).
     #[arg(short, long, value_enum, default_value_t = Output::Table, global = true)]
     output: Output,
     /// For commands that start an operation: wait until it ends, showing its latest step on
@@ -35,6 +44,18 @@ pub struct ClientArgs {
     /// How long `--wait` waits before giving up (the operation goes on).
     #[arg(long, global = true, default_value = "10m", value_parser = maestro_core::time::parse_duration)]
     wait_timeout: Duration,
+    /// For commands that start an operation: print what it would do (the API's plan) and
+    /// change nothing.
+    #[arg(long, global = true, conflicts_with = "wait")]
+    dry_run: bool,
+    /// The rooms API, for `maestro rooms allocate` (what matchmakers call).
+    #[arg(
+        long,
+        env = "MAESTRO_ROOMS_SERVER",
+        default_value = "http://127.0.0.1:8070",
+        global = true
+    )]
+    rooms_server: String,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum, PartialEq, Eq)]
@@ -42,111 +63,7 @@ pub enum Output {
     Table,
     Json,
     Yaml,
-}
-
-#[derive(clap::Subcommand)]
-pub enum SchedulerCommand {
-    /// Create a scheduler from a YAML or JSON file (`--wait`: until its namespace is ready).
-    Create {
-        /// The scheduler document (Maestro's fields), `.yaml`, `.yml` or `.json`.
-        file: PathBuf,
-    },
-    /// Show a scheduler (the active version, or `--version`).
-    Get {
-        /// The scheduler's name.
-        name: String,
-        /// A recorded version instead of the active one (e.g. `v1.2.0`).
-        #[arg(long)]
-        version: Option<String>,
-    },
-    /// List schedulers.
-    List {
-        /// Only the schedulers of this game.
-        #[arg(long)]
-        game: Option<String>,
-    },
-    /// New version: a whole document from a file, or `--patch` to merge the file's fields.
-    Update {
-        /// The scheduler's name.
-        name: String,
-        /// The new document (or, with `--patch`, the fields to change).
-        file: PathBuf,
-        /// Merge the file's fields into the active version (Maestro's PATCH rules).
-        #[arg(long)]
-        patch: bool,
-    },
-    /// Delete a scheduler and all its rooms.
-    Delete {
-        /// The scheduler's name.
-        name: String,
-    },
-    /// Make a recorded version the active one.
-    SwitchVersion {
-        /// The scheduler's name.
-        name: String,
-        /// The version to activate (e.g. `v1.0.0`).
-        version: String,
-    },
-}
-
-#[derive(clap::Subcommand)]
-pub enum RoomsCommand {
-    /// Add rooms to a scheduler (an `add_rooms` operation).
-    Add {
-        /// The scheduler's name.
-        scheduler: String,
-        /// How many rooms (at least 1).
-        amount: u32,
-    },
-    /// Remove rooms (a `remove_rooms` operation; Maestro's order: unready and old first,
-    /// occupied last).
-    Remove {
-        /// The scheduler's name.
-        scheduler: String,
-        /// How many rooms (at least 1).
-        amount: u32,
-    },
-    /// List a scheduler's rooms with their status, version and last ping.
-    List {
-        /// The scheduler's name.
-        scheduler: String,
-        /// Only rooms in this status (ready, occupied, pending, …).
-        #[arg(long)]
-        status: Option<String>,
-    },
-}
-
-#[derive(clap::Subcommand)]
-pub enum OperationCommand {
-    /// List a scheduler's operations (pending, active and the latest final ones).
-    List {
-        /// The scheduler's name.
-        scheduler: String,
-        /// Only one stage: pending, active or final.
-        #[arg(long)]
-        stage: Option<String>,
-    },
-    /// Show one operation with its execution history.
-    Get {
-        /// The scheduler's name.
-        scheduler: String,
-        /// The operation's id.
-        id: String,
-    },
-    /// Cancel a pending or running operation.
-    Cancel {
-        /// The scheduler's name.
-        scheduler: String,
-        /// The operation's id.
-        id: String,
-    },
-    /// Wait until an operation ends; exit 1 with its reason unless it finished.
-    Wait {
-        /// The scheduler's name.
-        scheduler: String,
-        /// The operation's id.
-        id: String,
-    },
+    Id,
 }
 
 struct Client {
@@ -162,13 +79,39 @@ impl Client {
         Ok(Self { http, args })
     }
 
+    /// A management API call; its answer, or an error with the API's message and bad fields.
     async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<Value>,
     ) -> Result<Value> {
-        let url = format!("{}{path}", self.args.server.trim_end_matches('/'));
+        self.call_at(&self.args.server, method, path, body).await
+    }
+
+    /// A mutating call: with `--dry-run`, the same call asking only for the plan.
+    async fn mutate(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value> {
+        if self.args.dry_run {
+            let separator = if path.contains('?') { '&' } else { '?' };
+            let path = format!("{path}{separator}dryRun=true");
+            return self.call(method, &path, body).await;
+        }
+        self.call(method, path, body).await
+    }
+
+    async fn call_at(
+        &self,
+        server: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value> {
+        let url = format!("{}{path}", server.trim_end_matches('/'));
         // Our answers in full (seq, error, startedAt, …), not only Maestro's fields.
         let mut request = self
             .http
@@ -205,7 +148,7 @@ impl Client {
                     field["description"].as_str().unwrap_or("?")
                 ));
             }
-            bail!(message);
+            return Err(Refused { status, message }.into());
         }
         Ok(answer)
     }
@@ -217,6 +160,7 @@ impl Client {
             Output::Json => format!("{}\n", serde_json::to_string_pretty(answer)?),
             Output::Yaml => serde_yaml_ng::to_string(answer)?,
             Output::Table => format!("{}\n", table(answer)),
+            Output::Id => ids(answer).into_iter().map(|id| id + "\n").collect(),
         };
         let mut out = std::io::stdout().lock();
         match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
@@ -228,6 +172,9 @@ impl Client {
     /// Prints what a command that starts an operation answers: the acceptance, or with
     /// `--wait` the operation as it ended.
     async fn print_operation(&self, scheduler: &str, accepted: &Value) -> Result<()> {
+        if accepted["dryRun"] == true {
+            return self.print(accepted, plan_table);
+        }
         if self.args.wait {
             let done = self.follow(scheduler, accepted).await?;
             return self.print(&done, final_operation_table);
@@ -236,24 +183,108 @@ impl Client {
     }
 }
 
-/// A spec file: YAML or JSON (JSON is YAML, but JSON errors read better from the JSON parser).
-fn read_document(file: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
-    let is_json = file.extension().is_some_and(|e| e == "json");
-    if is_json {
-        serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", file.display()))
-    } else {
-        serde_yaml_ng::from_str(&text)
-            .with_context(|| format!("{} is not valid YAML", file.display()))
+/// The API answered with an error status: its code and readable message (with bad fields).
+#[derive(Debug)]
+struct Refused {
+    status: reqwest::StatusCode,
+    message: String,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
     }
 }
 
+impl std::error::Error for Refused {}
+
+/// Whether `error` is the API answering 404 (what a finished delete leaves behind).
+fn is_not_found(error: &anyhow::Error) -> bool {
+    error
+        .downcast_ref::<Refused>()
+        .is_some_and(|r| r.status == reqwest::StatusCode::NOT_FOUND)
+}
+
+/// What `-o id` prints: the operation an answer accepted, or the ids of what it shows.
+fn ids(answer: &Value) -> Vec<String> {
+    let one = |v: &Value| v.as_str().map(str::to_string);
+    if let Some(id) = one(&answer["operationId"]).or_else(|| one(&answer["roomId"])) {
+        return vec![id];
+    }
+    if let Some(id) = one(&answer["operation"]["id"]).or_else(|| one(&answer["scheduler"]["name"]))
+    {
+        return vec![id];
+    }
+    let lists = [
+        ("operations", "id"),
+        ("rooms", "id"),
+        ("schedulers", "name"),
+        ("versions", "version"),
+    ];
+    lists
+        .iter()
+        .flat_map(|(list, key)| {
+            answer[*list]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|item| one(&item[*key]))
+        })
+        .collect()
+}
+
+/// A spec file: YAML or JSON (JSON is YAML, but JSON errors read better from the JSON parser).
+/// What `scheduler get -o yaml|json` prints (`{scheduler: {…}}`) is taken as its scheduler, so
+/// a scheduler can be saved, edited and fed back; the fields Maestro owns (state, createdAt,
+/// the version) are ignored by the API.
+fn read_document(file: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
+    let is_json = file.extension().is_some_and(|e| e == "json");
+    let document: Value = if is_json {
+        serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid JSON", file.display()))?
+    } else {
+        serde_yaml_ng::from_str(&text)
+            .with_context(|| format!("{} is not valid YAML", file.display()))?
+    };
+    Ok(match document {
+        Value::Object(mut map) if map.len() == 1 && map.contains_key("scheduler") => {
+            map.remove("scheduler").unwrap_or_default()
+        }
+        other => other,
+    })
+}
+
+/// The widest a table is drawn: long cells wrap instead (details belong in a describe view).
+const MAX_WIDTH: u16 = 100;
+
 fn table(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> Table {
     let mut table = Table::new();
-    table.load_style(comfy_table::presets::NOTHING);
+    table
+        .load_style(comfy_table::presets::NOTHING)
+        .set_content_arrangement(comfy_table::ContentArrangement::Dynamic)
+        .set_width(MAX_WIDTH);
     table.set_header(header.to_vec());
     for row in rows {
         table.add_row(row);
+    }
+    table
+}
+
+/// A describe view: a label, then its value (wrapped within the table's width).
+fn describe(rows: impl IntoIterator<Item = (String, String)>) -> Table {
+    let mut table = Table::new();
+    table
+        .load_style(comfy_table::presets::NOTHING)
+        .set_content_arrangement(comfy_table::ContentArrangement::Dynamic)
+        .set_width(MAX_WIDTH);
+    for (label, value) in rows {
+        let label = if label.is_empty() {
+            label
+        } else {
+            format!("{label}:")
+        };
+        table.add_row(vec![label, value]);
     }
     table
 }
@@ -264,6 +295,27 @@ fn text(value: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
+}
+
+/// A timestamp as a person reads it in a column: to the second, in UTC.
+fn when(value: &Value) -> String {
+    match value.as_str() {
+        Some(stamp) => match maestro_core::time::Timestamp::parse_rfc3339(stamp) {
+            Ok(t) => humantime::format_rfc3339_seconds(t.to_system_time()).to_string(),
+            Err(_) => stamp.to_string(),
+        },
+        None => text(value),
+    }
+}
+
+/// A dry run's plan: one row per planned field.
+fn plan_table(answer: &Value) -> Table {
+    let rows = answer["plan"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(key, value)| vec![key.clone(), text(value)]);
+    table(&["DRY RUN", "PLAN"], rows)
 }
 
 fn final_operation_table(answer: &Value) -> Table {
@@ -301,212 +353,5 @@ fn query(pairs: &[(&str, Option<&str>)]) -> String {
         String::new()
     } else {
         format!("?{}", set.join("&"))
-    }
-}
-
-pub async fn scheduler(args: ClientArgs, command: SchedulerCommand) -> Result<()> {
-    let client = Client::new(args)?;
-    use reqwest::Method;
-    match command {
-        SchedulerCommand::Create { file } => {
-            let answer = client
-                .call(Method::POST, "/schedulers", Some(read_document(&file)?))
-                .await?;
-            if let Some(name) = answer["scheduler"]["name"].as_str() {
-                client.follow_creation(name).await?;
-            }
-            client.print(&answer, |a| scheduler_table(&a["scheduler"]))
-        }
-        SchedulerCommand::Get { name, version } => {
-            let path = format!(
-                "/schedulers/{name}{}",
-                query(&[("version", version.as_deref())])
-            );
-            let answer = client.call(Method::GET, &path, None).await?;
-            client.print(&answer, |a| scheduler_table(&a["scheduler"]))
-        }
-        SchedulerCommand::List { game } => {
-            let path = format!("/schedulers{}", query(&[("game", game.as_deref())]));
-            let answer = client.call(Method::GET, &path, None).await?;
-            client.print(&answer, |a| {
-                table(
-                    &["NAME", "GAME", "STATE", "VERSION", "REPLICAS"],
-                    a["schedulers"].as_array().into_iter().flatten().map(|s| {
-                        vec![
-                            text(&s["name"]),
-                            text(&s["game"]),
-                            text(&s["state"]),
-                            text(&s["version"]),
-                            text(&s["roomsReplicas"]),
-                        ]
-                    }),
-                )
-            })
-        }
-        SchedulerCommand::Update { name, file, patch } => {
-            let method = if patch { Method::PATCH } else { Method::POST };
-            let answer = client
-                .call(
-                    method,
-                    &format!("/schedulers/{name}"),
-                    Some(read_document(&file)?),
-                )
-                .await?;
-            client.print_operation(&name, &answer).await
-        }
-        SchedulerCommand::Delete { name } => {
-            let answer = client
-                .call(Method::DELETE, &format!("/schedulers/{name}"), None)
-                .await?;
-            client.print_operation(&name, &answer).await
-        }
-        SchedulerCommand::SwitchVersion { name, version } => {
-            let answer = client
-                .call(
-                    Method::PUT,
-                    &format!("/schedulers/{name}"),
-                    Some(json!({ "version": version })),
-                )
-                .await?;
-            client.print_operation(&name, &answer).await
-        }
-    }
-}
-
-fn scheduler_table(s: &Value) -> Table {
-    table(
-        &["NAME", "GAME", "STATE", "VERSION", "REPLICAS", "MAX SURGE"],
-        [vec![
-            text(&s["name"]),
-            text(&s["game"]),
-            text(&s["state"]),
-            text(&s["spec"]["version"]),
-            text(&s["roomsReplicas"]),
-            text(&s["maxSurge"]),
-        ]],
-    )
-}
-
-pub async fn rooms(args: ClientArgs, command: RoomsCommand) -> Result<()> {
-    let client = Client::new(args)?;
-    use reqwest::Method;
-    match command {
-        RoomsCommand::Add { scheduler, amount } | RoomsCommand::Remove { scheduler, amount }
-            if amount == 0 =>
-        {
-            bail!("amount must be at least 1 (scheduler {scheduler})")
-        }
-        RoomsCommand::Add { scheduler, amount } => {
-            let path = format!("/schedulers/{scheduler}/add-rooms");
-            let answer = client
-                .call(Method::POST, &path, Some(json!({ "amount": amount })))
-                .await?;
-            client.print_operation(&scheduler, &answer).await
-        }
-        RoomsCommand::Remove { scheduler, amount } => {
-            let path = format!("/schedulers/{scheduler}/remove-rooms");
-            let answer = client
-                .call(Method::POST, &path, Some(json!({ "amount": amount })))
-                .await?;
-            client.print_operation(&scheduler, &answer).await
-        }
-        RoomsCommand::List { scheduler, status } => {
-            let path = format!(
-                "/schedulers/{scheduler}/rooms{}",
-                query(&[("status", status.as_deref())])
-            );
-            let answer = client.call(Method::GET, &path, None).await?;
-            client.print(&answer, |a| {
-                table(
-                    &["ROOM", "STATUS", "VERSION", "LAST PING"],
-                    a["rooms"].as_array().into_iter().flatten().map(|r| {
-                        vec![
-                            text(&r["id"]),
-                            text(&r["status"]),
-                            text(&r["version"]),
-                            text(&r["lastPingAt"]),
-                        ]
-                    }),
-                )
-            })
-        }
-    }
-}
-
-pub async fn operation(args: ClientArgs, command: OperationCommand) -> Result<()> {
-    let client = Client::new(args)?;
-    use reqwest::Method;
-    match command {
-        OperationCommand::List { scheduler, stage } => {
-            // Maestro lists one stage at a time; without --stage: pending, active, finished.
-            let stages = match stage.as_deref() {
-                Some(stage) => vec![stage],
-                None => vec!["pending", "active", "final"],
-            };
-            let mut operations = Vec::new();
-            for stage in stages {
-                let path = format!(
-                    "/schedulers/{scheduler}/operations{}",
-                    query(&[("stage", Some(stage))])
-                );
-                let page = client.call(Method::GET, &path, None).await?;
-                if let Value::Array(ops) = &page["operations"] {
-                    operations.extend(ops.iter().cloned());
-                }
-            }
-            let answer = serde_json::json!({ "operations": operations });
-            client.print(&answer, |a| {
-                table(
-                    &["OPERATION", "KIND", "STATUS", "CREATED"],
-                    a["operations"].as_array().into_iter().flatten().map(|o| {
-                        vec![
-                            text(&o["id"]),
-                            text(&o["definitionName"]),
-                            text(&o["status"]),
-                            text(&o["createdAt"]),
-                        ]
-                    }),
-                )
-            })
-        }
-        OperationCommand::Get { scheduler, id } => {
-            let path = format!("/schedulers/{scheduler}/operations/{id}");
-            let answer = client.call(Method::GET, &path, None).await?;
-            client.print(&answer, |a| {
-                let o = &a["operation"];
-                let mut t = table(
-                    &["OPERATION", "KIND", "STATUS", "ERROR"],
-                    [vec![
-                        text(&o["id"]),
-                        text(&o["definitionName"]),
-                        text(&o["status"]),
-                        text(&o["error"]),
-                    ]],
-                );
-                for entry in o["executionHistory"].as_array().into_iter().flatten() {
-                    t.add_row(vec![
-                        String::new(),
-                        text(&entry["createdAt"]),
-                        text(&entry["event"]),
-                        String::new(),
-                    ]);
-                }
-                t
-            })
-        }
-        OperationCommand::Wait { scheduler, id } => {
-            let done = client.wait_for(&scheduler, &id).await?;
-            client.print(&done, final_operation_table)
-        }
-        OperationCommand::Cancel { scheduler, id } => {
-            let path = format!("/schedulers/{scheduler}/operations/{id}/cancel");
-            let answer = client.call(Method::POST, &path, Some(json!({}))).await?;
-            client.print(&answer, |_| {
-                table(
-                    &["OPERATION", "CANCEL"],
-                    [vec![id.clone(), "requested".into()]],
-                )
-            })
-        }
     }
 }

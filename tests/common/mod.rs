@@ -60,13 +60,15 @@ impl Maestro {
         env: &[(&str, &str)],
     ) -> Result<Self> {
         let data_dir = temp_dir("e2e");
-        let dev = [
+        let mut dev = vec![
             "dev".to_string(),
             "--data-dir".into(),
             data_dir.display().to_string(),
-            "--sample-rooms".into(),
-            "0".into(),
         ];
+        // No sample scheduler unless the test asks for one.
+        if !extra.contains(&"--sample-rooms") {
+            dev.extend(["--sample-rooms".into(), "0".into()]);
+        }
         Self::launch_retrying(&dev, &temporal.address(), extra, env, &data_dir).await
     }
 
@@ -148,8 +150,10 @@ impl Maestro {
             ("--room-token-secret", ROOM_TOKEN_SECRET.to_string()),
             ("--api-tokens", API_TOKEN.to_string()),
         ] {
-            // A test giving its own token list (roles) replaces the default one.
-            if flag == "--api-tokens" && extra.contains(&"--api-tokens") {
+            // A test giving its own token list (roles), or none, replaces the default one.
+            if flag == "--api-tokens"
+                && (extra.contains(&"--api-tokens") || extra.contains(&"--insecure-no-auth"))
+            {
                 continue;
             }
             args.push(flag.into());

@@ -9,6 +9,7 @@
 //! accepted for `--orphan-grace`: a Maestro restarted in time adopts it, so its matches go
 //! on; otherwise it does not outlive Maestro for long.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -44,9 +45,20 @@ struct Args {
     /// Simulate a crash: exit with status 1 after this long (0s: never).
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     exit_after: Duration,
+    /// Metadata every ping reports (`KEY=VALUE`, repeatable), which an allocation's
+    /// `metadataSelector` can match.
+    #[arg(long = "metadata", value_name = "KEY=VALUE", value_parser = key_value)]
+    metadata: Vec<(String, String)>,
     /// How to reach the rooms API.
     #[arg(long, env = "GAME_ROOM_PROTOCOL", value_enum, default_value_t = Protocol::Http)]
     protocol: Protocol,
+}
+
+fn key_value(pair: &str) -> Result<(String, String), String> {
+    match pair.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("{pair:?} is not KEY=VALUE")),
+    }
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,10 +91,11 @@ struct Room {
     scheduler: String,
     room: String,
     token: Option<String>,
+    metadata: BTreeMap<String, serde_json::Value>,
 }
 
 impl Room {
-    fn from_env(protocol: Protocol) -> Result<Self> {
+    fn from_env(protocol: Protocol, metadata: &[(String, String)]) -> Result<Self> {
         let var = |k: &str| {
             std::env::var(k).with_context(|| format!("{k} is not set: run me from Maestro"))
         };
@@ -114,6 +127,10 @@ impl Room {
             scheduler,
             room,
             token,
+            metadata: metadata
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect(),
         })
     }
 
@@ -124,7 +141,7 @@ impl Room {
             .unwrap_or(0);
         let outcome = match &mut self.transport {
             Transport::Http { client, ping_url } => {
-                let body = json!({"status": status, "timestamp": timestamp, "runningMatches": running_matches, "metadata": {}});
+                let body = json!({"status": status, "timestamp": timestamp, "runningMatches": running_matches, "metadata": self.metadata});
                 let mut request = client.put(ping_url.as_str()).json(&body);
                 if let Some(token) = &self.token {
                     request = request.bearer_auth(token);
@@ -144,7 +161,7 @@ impl Room {
                     room_name: self.room.clone(),
                     status: status.into(),
                     timestamp: i64::try_from(timestamp).unwrap_or(0),
-                    metadata: None,
+                    metadata: Some(maestro_proto::pbstruct::to_struct(&self.metadata)),
                     running_matches: running_matches.into(),
                 });
                 if let Some(token) = &self.token
@@ -169,7 +186,7 @@ impl Room {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let mut room = Room::from_env(args.protocol)?;
+    let mut room = Room::from_env(args.protocol, &args.metadata)?;
     let parent = std::os::unix::process::parent_id();
     let mut term = signal(SignalKind::terminate())?;
     let mut ticker = tokio::time::interval(args.ping_interval);

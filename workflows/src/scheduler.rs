@@ -29,6 +29,9 @@ pub struct SchedulerWorkflow {
 /// Workflow code changes that running workflows must replay around (`ctx.patched`).
 mod patches {
     pub const MEMO_AT_START: &str = "memo-at-start";
+    /// The memo is also written when an operation starts, so listings (which read memos)
+    /// show a running delete as terminating, as a query does.
+    pub const MEMO_AT_OPERATION_START: &str = "memo-at-operation-start";
     /// Periodic `health_controller` operations (a timer in the run loop).
     pub const HEALTH_CONTROLLER: &str = "health-controller";
 }
@@ -166,9 +169,12 @@ impl SchedulerWorkflow {
     pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<SchedulerSnapshot> {
         // Readable from the first moment, not only after the first operation. Patched: runs
         // recorded before this change have no such command and must replay unchanged.
+        // The snapshot last written to the memo: it is written again only when it changed.
+        let mut recorded = None;
         if ctx.patched(patches::MEMO_AT_START) {
             let snapshot = ctx.state(|s| s.state.snapshot());
-            ctx.upsert_memo([(names::MEMO_SNAPSHOT, Some(MemoValue::new(snapshot)))])?;
+            ctx.upsert_memo([(names::MEMO_SNAPSHOT, Some(MemoValue::new(snapshot.clone())))])?;
+            recorded = Some(snapshot);
         }
         // Patched: runs recorded before health checks existed have no timers to replay.
         let health_checks = ctx.patched(patches::HEALTH_CONTROLLER);
@@ -205,6 +211,12 @@ impl SchedulerWorkflow {
             let Some((operation, scheduler)) = ctx.state_mut(|s| s.state.start_next(now)) else {
                 continue;
             };
+            // A delete accepted since the last write shows in listings while it runs.
+            let snapshot = ctx.state(|s| s.state.snapshot());
+            if recorded.as_ref() != Some(&snapshot) && ctx.patched(patches::MEMO_AT_OPERATION_START)
+            {
+                ctx.upsert_memo([(names::MEMO_SNAPSHOT, Some(MemoValue::new(snapshot)))])?;
+            }
             let waiting = ctx.state(|s| s.state.pending.len());
             ctx.set_current_details(format!(
                 "running {} #{} ({}); {waiting} waiting",
@@ -229,6 +241,7 @@ impl SchedulerWorkflow {
             if snapshot.deleted {
                 return Ok(snapshot);
             }
+            recorded = Some(snapshot);
         }
     }
 
