@@ -413,31 +413,22 @@ async fn the_cli_shows_versions_plans_pages_and_allocates() -> Result<()> {
         let id = ok(&cli(&["rooms", "remove", "cli-verbs", "1", "-o", "id"]));
         ok(&cli(&["operation", "wait", "cli-verbs", id.trim()]));
     }
-    let first = cli(&[
-        "operation",
-        "list",
-        "cli-verbs",
-        "--stage",
-        "final",
-        "--per-page",
-        "2",
-        "-o",
-        "id",
-    ]);
-    let second = cli(&[
-        "operation",
-        "list",
-        "cli-verbs",
-        "--stage",
-        "final",
-        "--per-page",
-        "2",
-        "--page",
-        "2",
-        "-o",
-        "id",
-    ]);
-    let (first, second) = (ok(&first), ok(&second));
+    let final_page = |page: &str| {
+        ok(&cli(&[
+            "operation",
+            "list",
+            "cli-verbs",
+            "--stage",
+            "final",
+            "--per-page",
+            "2",
+            "--page",
+            page,
+            "-o",
+            "id",
+        ]))
+    };
+    let (first, second) = (final_page("1"), final_page("2"));
     assert_eq!(first.lines().count(), 2, "{first}");
     assert_eq!(second.lines().count(), 2, "{second}");
     assert!(

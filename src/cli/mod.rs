@@ -159,6 +159,8 @@ impl Client {
         let text = match self.args.output {
             Output::Json => format!("{}\n", serde_json::to_string_pretty(answer)?),
             Output::Yaml => serde_yaml_ng::to_string(answer)?,
+            // A dry run answers a plan whatever the command: one rendering for all of them.
+            Output::Table if answer["dryRun"] == true => format!("{}\n", plan_table(answer)),
             Output::Table => format!("{}\n", table(answer)),
             Output::Id => ids(answer).into_iter().map(|id| id + "\n").collect(),
         };
@@ -172,9 +174,6 @@ impl Client {
     /// Prints what a command that starts an operation answers: the acceptance, or with
     /// `--wait` the operation as it ended.
     async fn print_operation(&self, scheduler: &str, accepted: &Value) -> Result<()> {
-        if accepted["dryRun"] == true {
-            return self.print(accepted, plan_table);
-        }
         if self.args.wait {
             let done = self.follow(scheduler, accepted).await?;
             return self.print(&done, final_operation_table);
@@ -258,12 +257,18 @@ fn read_document(file: &Path) -> Result<Value> {
 /// The widest a table is drawn: long cells wrap instead (details belong in a describe view).
 const MAX_WIDTH: u16 = 100;
 
-fn table(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> Table {
+/// A table without borders that wraps long cells to stay within [`MAX_WIDTH`].
+fn bare_table() -> Table {
     let mut table = Table::new();
     table
         .load_style(comfy_table::presets::NOTHING)
         .set_content_arrangement(comfy_table::ContentArrangement::Dynamic)
         .set_width(MAX_WIDTH);
+    table
+}
+
+fn table(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> Table {
+    let mut table = bare_table();
     table.set_header(header.to_vec());
     for row in rows {
         table.add_row(row);
@@ -273,11 +278,7 @@ fn table(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> Table 
 
 /// A describe view: a label, then its value (wrapped within the table's width).
 fn describe(rows: impl IntoIterator<Item = (String, String)>) -> Table {
-    let mut table = Table::new();
-    table
-        .load_style(comfy_table::presets::NOTHING)
-        .set_content_arrangement(comfy_table::ContentArrangement::Dynamic)
-        .set_width(MAX_WIDTH);
+    let mut table = bare_table();
     for (label, value) in rows {
         let label = if label.is_empty() {
             label

@@ -61,8 +61,8 @@ pub async fn operation(args: ClientArgs, command: OperationCommand) -> Result<()
             };
             let mut operations = Vec::new();
             let mut paging = Value::Null;
+            let (page, per_page) = (page.to_string(), per_page.to_string());
             for stage in stages {
-                let (page, per_page) = (page.to_string(), per_page.to_string());
                 let paged = stage == "final";
                 let path = format!(
                     "/schedulers/{scheduler}/operations{}",

@@ -66,9 +66,6 @@ pub async fn scheduler(args: ClientArgs, command: SchedulerCommand) -> Result<()
             let answer = client
                 .mutate(Method::POST, "/schedulers", Some(read_document(&file)?))
                 .await?;
-            if answer["dryRun"] == true {
-                return client.print(&answer, super::plan_table);
-            }
             if let Some(name) = answer["scheduler"]["name"].as_str() {
                 client.follow_creation(name).await?;
             }

@@ -145,6 +145,11 @@ fn carried_outcome(
     }
 }
 
+/// The memo a scheduler workflow keeps: its snapshot, what listings and query-less reads show.
+fn memo_of(snapshot: SchedulerSnapshot) -> [(&'static str, Option<MemoValue>); 1] {
+    [(names::MEMO_SNAPSHOT, Some(MemoValue::new(snapshot)))]
+}
+
 /// What the Temporal UI shows as an operation's details: its request, as the API took it.
 fn operation_details(operation: &Operation) -> String {
     let request = serde_json::to_string(&operation.input).unwrap_or_default();
@@ -167,13 +172,14 @@ impl SchedulerWorkflow {
 
     #[run(name = "scheduler")]
     pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<SchedulerSnapshot> {
+        // The snapshot last written to the memo: at an operation's start it is written again
+        // only when it changed.
+        let mut recorded = None;
         // Readable from the first moment, not only after the first operation. Patched: runs
         // recorded before this change have no such command and must replay unchanged.
-        // The snapshot last written to the memo: it is written again only when it changed.
-        let mut recorded = None;
         if ctx.patched(patches::MEMO_AT_START) {
             let snapshot = ctx.state(|s| s.state.snapshot());
-            ctx.upsert_memo([(names::MEMO_SNAPSHOT, Some(MemoValue::new(snapshot.clone())))])?;
+            ctx.upsert_memo(memo_of(snapshot.clone()))?;
             recorded = Some(snapshot);
         }
         // Patched: runs recorded before health checks existed have no timers to replay.
@@ -215,7 +221,7 @@ impl SchedulerWorkflow {
             let snapshot = ctx.state(|s| s.state.snapshot());
             if recorded.as_ref() != Some(&snapshot) && ctx.patched(patches::MEMO_AT_OPERATION_START)
             {
-                ctx.upsert_memo([(names::MEMO_SNAPSHOT, Some(MemoValue::new(snapshot)))])?;
+                ctx.upsert_memo(memo_of(snapshot))?;
             }
             let waiting = ctx.state(|s| s.state.pending.len());
             ctx.set_current_details(format!(
@@ -237,7 +243,7 @@ impl SchedulerWorkflow {
                 ));
             }
             // The memo answers reads while no worker is up to answer queries.
-            ctx.upsert_memo([(names::MEMO_SNAPSHOT, Some(MemoValue::new(snapshot.clone())))])?;
+            ctx.upsert_memo(memo_of(snapshot.clone()))?;
             if snapshot.deleted {
                 return Ok(snapshot);
             }
