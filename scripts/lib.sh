@@ -21,14 +21,15 @@ ensure_temporal() {
 }
 
 apt_updated=""
+apt_sudo() { if [ "$(id -u)" != 0 ]; then sudo "$@"; else "$@"; fi; }
+apt_update() {
+  if [ -n "$apt_updated" ]; then return; fi
+  DEBIAN_FRONTEND=noninteractive apt_sudo apt-get update -qq
+  apt_updated=1
+}
 apt_install() {
-  local sudo=""
-  if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
-  if [ -z "$apt_updated" ]; then
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get update -qq
-    apt_updated=1
-  fi
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+  apt_update
+  DEBIAN_FRONTEND=noninteractive apt_sudo apt-get install -y -qq "$@" >/dev/null
 }
 
 # redis-server for the Redis room-store tests (the test harness starts its own on loopback).
@@ -43,6 +44,23 @@ ensure_chromium() {
   if command -v chromium >/dev/null 2>&1; then return; fi
   log "installing chromium (headless browser for the Swagger UI test)"
   apt_install chromium
+}
+
+# Debian's prometheus, unpacked (not installed: no service, no user) into .tools/prometheus,
+# for tests/dashboard.rs, which runs the Grafana dashboard's queries against it.
+export MAESTRO_PROMETHEUS="$TOOLS_DIR/prometheus/usr/bin/prometheus"
+ensure_prometheus() {
+  if [ -x "$MAESTRO_PROMETHEUS" ]; then return; fi
+  log "unpacking Debian's prometheus into .tools/prometheus"
+  local download
+  download="$(mktemp -d)"
+  if ! (cd "$download" && apt-get download -qq prometheus 2>/dev/null); then
+    apt_update
+    (cd "$download" && apt-get download -qq prometheus)
+  fi
+  dpkg-deb -x "$download"/prometheus_*.deb "$TOOLS_DIR/prometheus"
+  rm -rf "$download"
+  "$MAESTRO_PROMETHEUS" --version 2>&1 | head -1 >&2
 }
 
 # wrk, the HTTP load generator the benchmarks use (make bench only).

@@ -44,6 +44,10 @@ const RESYNC_EVERY: Duration = Duration::from_secs(300);
 /// event it processes in `maestro_watcher_events_total{kind}`.
 pub async fn run(runtime: Arc<dyn Runtime>, store: Arc<dyn RoomStore>, metrics: Metrics) {
     let count = |kind: &str| metrics.watcher_events.with_label_values(&[kind]).inc();
+    // Each kind's series starts at zero, so its first event shows as a rate.
+    for kind in ["upserted", "deleted", "resync"] {
+        metrics.watcher_events.with_label_values(&[kind]);
+    }
     let mut store_check = tokio::time::interval(STORE_CHECK_EVERY);
     let mut resync_timer = tokio::time::interval(RESYNC_EVERY);
     resync_timer.reset();

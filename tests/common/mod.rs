@@ -2,6 +2,7 @@
 //! loopback ports (reusing a test Temporal dev server), with REST helpers.
 #![allow(dead_code)] // each suite uses a part
 
+pub mod forwarder;
 pub mod manifests;
 
 use std::process::{Child, Command, Stdio};

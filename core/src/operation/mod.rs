@@ -192,6 +192,15 @@ impl Operation {
 }
 
 impl OperationStatus {
+    pub const ALL: [OperationStatus; 6] = [
+        Self::Pending,
+        Self::InProgress,
+        Self::Finished,
+        Self::Error,
+        Self::Canceled,
+        Self::Evicted,
+    ];
+
     /// The name Maestro's API uses (`in_progress`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -271,6 +280,9 @@ mod tests {
         assert_eq!(parsed.kind().definition_name(), "remove_rooms");
         for kind in OperationKind::ALL {
             assert_eq!(serde_json::to_value(kind).unwrap(), kind.definition_name());
+        }
+        for status in OperationStatus::ALL {
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
         }
         // Inputs with no fields are the tag alone, as before they were newtypes.
         let delete: OperationRequest = DeleteSchedulerInput {}.into();

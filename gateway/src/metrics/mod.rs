@@ -26,6 +26,9 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// The ping status label of statuses Maestro does not know.
+const INVALID_PING: &str = "invalid";
+
 /// Cheap to clone (one reference count): axum clones it for every request.
 #[derive(Clone)]
 pub struct Metrics(std::sync::Arc<MetricsInner>);
@@ -60,7 +63,7 @@ impl std::ops::Deref for Metrics {
 impl Metrics {
     pub fn new(registry: Registry) -> Result<Self, prometheus::Error> {
         let r = &registry;
-        Ok(Self(std::sync::Arc::new(MetricsInner {
+        let metrics = Self(std::sync::Arc::new(MetricsInner {
             http_requests: register(
                 r,
                 IntCounterVec::new(
@@ -138,7 +141,13 @@ impl Metrics {
                 )?,
             )?,
             registry,
-        })))
+        }));
+        // Every status a ping can be counted under starts at zero (see `ping`).
+        for status in maestro_core::PingStatus::ALL.map(maestro_core::PingStatus::as_str) {
+            metrics.pings.with_label_values(&[status]);
+        }
+        metrics.pings.with_label_values(&[INVALID_PING]);
+        Ok(metrics)
     }
 
     /// One forwarding call ended (`outcome`: success or failure).
@@ -162,8 +171,17 @@ impl Metrics {
 
     pub fn ping(&self, status: &str) {
         // Unknown statuses are one bucket: the label must stay bounded whatever rooms send.
-        let status = maestro_core::PingStatus::parse(status).map_or("invalid", |s| s.as_str());
+        let status = maestro_core::PingStatus::parse(status).map_or(INVALID_PING, |s| s.as_str());
         self.pings.with_label_values(&[status]).inc();
+    }
+
+    /// Series at zero for `methods` answering `Ok`, before their first call.
+    pub fn grpc_methods(&self, methods: &[&str]) {
+        let ok = format!("{:?}", tonic::Code::Ok);
+        for method in methods {
+            self.grpc_requests.with_label_values(&[method, ok.as_str()]);
+            self.grpc_latency.with_label_values(&[method, ok.as_str()]);
+        }
     }
 
     pub fn grpc(&self, method: &str, code: tonic::Code, started: Instant) {

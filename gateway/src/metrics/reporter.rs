@@ -2,7 +2,7 @@
 //! gauges, operation counters and the reporter's own refresh figures. The reporter
 //! (`crate::reporter`) decides the values; this module only defines them.
 
-use maestro_core::{InstanceStatus, RoomStatus};
+use maestro_core::{InstanceStatus, OperationKind, OperationStatus, RoomStatus};
 use prometheus::{
     Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
     Registry,
@@ -129,6 +129,16 @@ impl ReporterMetrics {
                 "Reads that failed during metrics refreshes",
             )?,
         )?;
+        // Every operation's series start at zero, so the first one to finish shows in
+        // rates and quantiles (a series born at 1 never does).
+        for kind in OperationKind::ALL {
+            let name = kind.definition_name();
+            started.with_label_values(&[name]);
+            durations.with_label_values(&[name]);
+            for status in OperationStatus::ALL.iter().filter(|s| s.is_final()) {
+                executions.with_label_values(&[name, status.as_str()]);
+            }
+        }
         Ok(Self {
             started,
             executions,
