@@ -22,7 +22,6 @@ use serde_json::{Value, json};
 /// Series that exist only once what they count happened, so a healthy scenario has none:
 /// the dashboard charts them beside a series that always has data.
 const COUNTED_ONLY_WHEN_IT_HAPPENS: &[&str] = &[
-    "maestro_forwarder_dropped_total",
     "temporal_activity_execution_failed_total",
     "temporal_sticky_cache_miss_total",
     "temporal_sticky_cache_total_forced_eviction_total",

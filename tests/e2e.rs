@@ -364,12 +364,25 @@ async fn scheduler_lifecycle_through_the_rest_api() -> Result<()> {
 
 /// While a delete runs (rooms that ignore SIGTERM take their grace period to stop), the
 /// listing, which reads the memo the workflow records, says `terminating` as `GET` (a
-/// query) does, instead of the `in-sync` recorded before the delete.
+/// query) does, instead of the `in-sync` recorded before the delete; also when the delete
+/// waits behind a running operation (a remove whose room takes its grace period).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_delete_lists_as_terminating() -> Result<()> {
     let temporal = TemporalDevServer::start().await?;
     let maestro = Maestro::start(&temporal).await?;
-    let mut body = scheduler_body("e2e-slow-stop");
+    tokio::try_join!(
+        lists_terminating_once_deleted(&maestro, "e2e-slow-stop", false),
+        lists_terminating_once_deleted(&maestro, "e2e-queued-stop", true),
+    )?;
+    Ok(())
+}
+
+async fn lists_terminating_once_deleted(
+    maestro: &Maestro,
+    name: &str,
+    behind_a_remove: bool,
+) -> Result<()> {
+    let mut body = scheduler_body(name);
     body["roomsReplicas"] = 0.into();
     body["spec"]["terminationGracePeriod"] = "8s".into();
     body["spec"]["containers"][0]["command"] =
@@ -377,11 +390,14 @@ async fn a_running_delete_lists_as_terminating() -> Result<()> {
     let (status, answer) = maestro.post("/schedulers", body).await?;
     assert_eq!(status, StatusCode::OK, "{answer}");
     let (status, answer) = maestro
-        .post("/schedulers/e2e-slow-stop/add-rooms", json!({"amount": 2}))
+        .post(
+            &format!("/schedulers/{name}/add-rooms"),
+            json!({"amount": 2}),
+        )
         .await?;
     assert_eq!(status, StatusCode::OK, "{answer}");
     eventually(Duration::from_secs(60), "two room processes", || async {
-        (room_processes("e2e-slow-stop") == 2).then_some(())
+        (room_processes(name) == 2).then_some(())
     })
     .await?;
     let listed_state = || async {
@@ -389,7 +405,7 @@ async fn a_running_delete_lists_as_terminating() -> Result<()> {
         let found = list["schedulers"]
             .as_array()?
             .iter()
-            .find(|s| s["name"] == "e2e-slow-stop")?
+            .find(|s| s["name"] == name)?
             .clone();
         found["state"].as_str().map(str::to_string)
     };
@@ -398,20 +414,46 @@ async fn a_running_delete_lists_as_terminating() -> Result<()> {
     })
     .await?;
 
-    let (status, answer) = maestro.delete("e2e-slow-stop").await?;
+    let remove = if behind_a_remove {
+        let (status, answer) = maestro
+            .post(
+                &format!("/schedulers/{name}/remove-rooms"),
+                json!({"amount": 1}),
+            )
+            .await?;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        Some(
+            answer["operationId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        )
+    } else {
+        None
+    };
+    let (status, answer) = maestro.delete(name).await?;
     assert_eq!(status, StatusCode::OK, "{answer}");
     eventually(Duration::from_secs(6), "listed terminating", || async {
         (listed_state().await? == "terminating").then_some(())
     })
     .await?;
-    let (_, got) = maestro.get("/schedulers/e2e-slow-stop").await?;
+    let (_, got) = maestro.get(&format!("/schedulers/{name}")).await?;
     assert_eq!(got["scheduler"]["state"], "terminating", "{got}");
+    if let Some(remove) = remove {
+        let (_, op) = maestro
+            .get(&format!("/schedulers/{name}/operations/{remove}"))
+            .await?;
+        assert_eq!(
+            op["operation"]["status"], "in_progress",
+            "the remove still ran while the delete listed as terminating: {op}"
+        );
+    }
     assert!(
-        room_processes("e2e-slow-stop") > 0,
+        room_processes(name) > 0,
         "the rooms were still stopping while it listed as terminating"
     );
     eventually(Duration::from_secs(60), "the scheduler gone", || async {
-        let (status, _) = maestro.get("/schedulers/e2e-slow-stop").await.ok()?;
+        let (status, _) = maestro.get(&format!("/schedulers/{name}")).await.ok()?;
         (status == StatusCode::NOT_FOUND).then_some(())
     })
     .await?;

@@ -75,6 +75,7 @@ async fn every_command_block_of_the_readme_runs_as_written() -> Result<()> {
         "maestro rooms allocate",
         "maestro operation wait",
         "temporal workflow list",
+        "temporal workflow query",
         "-XDELETE",
     ] {
         assert!(all.contains(needed), "no README block runs {needed:?}");

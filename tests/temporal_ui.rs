@@ -32,6 +32,22 @@ fn temporal(server: &TemporalDevServer, args: &[&str]) -> Result<Value> {
     Ok(serde_json::from_str(text.trim()).unwrap_or(Value::Null))
 }
 
+/// The first input of a workflow's start event, from `temporal workflow show -o json`
+/// (payloads appear decoded or as base64, depending on the CLI's version).
+fn started_input(history: &Value) -> Result<Value> {
+    let payload =
+        &history["events"][0]["workflowExecutionStartedEventAttributes"]["input"]["payloads"][0];
+    match payload.get("data").and_then(Value::as_str) {
+        Some(data) => {
+            use base64::Engine as _;
+            let bytes = base64::engine::general_purpose::STANDARD.decode(data)?;
+            Ok(serde_json::from_slice(&bytes)?)
+        }
+        None if !payload.is_null() => Ok(payload.clone()),
+        None => anyhow::bail!("no start input in {history}"),
+    }
+}
+
 fn listed(server: &TemporalDevServer, query: &str) -> Result<Vec<Value>> {
     Ok(temporal(server, &["workflow", "list", "--query", query])?
         .as_array()
@@ -122,6 +138,14 @@ async fn operations_end_in_temporal_as_they_ended_and_can_be_filtered() -> Resul
     let text = described.to_string();
     assert!(text.contains("WORKFLOW_EXECUTION_STATUS_FAILED"), "{text}");
     assert!(text.contains("OperationFailed"), "{text}");
+    // Its input is what was asked, not a status it has since left.
+    let input = started_input(&temporal(
+        &server,
+        &["workflow", "show", "-w", &workflow_of(&failing)],
+    )?)?;
+    assert_eq!(input["operation"]["id"], failing.as_str(), "{input}");
+    assert_eq!(input["operation"]["input"]["amount"], 1, "{input}");
+    assert!(input["operation"].get("status").is_none(), "{input}");
     std::fs::copy(env!("CARGO_BIN_EXE_game-room"), &program)?;
 
     // A major version whose validation room never pings: cancelled while it waits, its

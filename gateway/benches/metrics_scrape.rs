@@ -124,7 +124,7 @@ async fn main() {
     let names: Vec<String> = schedulers.iter().map(|s| s.name.clone()).collect();
     let metrics = Metrics::standalone().expect("registry");
     let fleet = Arc::new(BenchFleet { schedulers });
-    let reporter = Reporter::new(fleet, store.clone(), &metrics.registry).expect("reporter");
+    let reporter = Reporter::new(fleet, store.clone(), &metrics).expect("reporter");
 
     // Refresh vs the floor: listing the same rooms from the store.
     let mut refresh = Vec::new();

@@ -141,7 +141,7 @@ impl GatewayState {
         reporter::Reporter::new(
             Arc::new(self.schedulers.clone()),
             self.store.clone(),
-            &self.metrics.registry,
+            &self.metrics,
         )
     }
 }

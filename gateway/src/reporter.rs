@@ -17,12 +17,13 @@ use maestro_core::autoscaling;
 use maestro_core::{InstanceStatus, RoomStatus, Scheduler};
 use maestro_runtime::RoomStore;
 use maestro_workflows::OperationsView;
-use prometheus::Registry;
 use tracing::{debug, warn};
 
 use crate::SchedulerClient;
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::metrics::reporter::ReporterMetrics;
+use crate::rooms::forwarders;
 
 /// Where the reporter reads schedulers and operations (Temporal; fixed data in benchmarks).
 #[async_trait::async_trait]
@@ -66,6 +67,8 @@ pub struct Reporter {
     fleet: Arc<dyn Fleet>,
     store: Arc<dyn RoomStore>,
     gauges: Arc<ReporterMetrics>,
+    /// The gateway's own metrics: the reporter starts each forwarder's series it sees.
+    metrics: Metrics,
     known: Arc<Mutex<Option<HashMap<String, Known>>>>,
 }
 
@@ -98,12 +101,13 @@ impl Reporter {
     pub fn new(
         fleet: Arc<dyn Fleet>,
         store: Arc<dyn RoomStore>,
-        registry: &Registry,
+        metrics: &Metrics,
     ) -> Result<Self, prometheus::Error> {
         Ok(Self {
             fleet,
             store,
-            gauges: Arc::new(ReporterMetrics::new(registry)?),
+            gauges: Arc::new(ReporterMetrics::new(&metrics.registry)?),
+            metrics: metrics.clone(),
             known: Arc::default(),
         })
     }
@@ -147,6 +151,9 @@ impl Reporter {
         for (scheduler, rooms, operations) in results {
             let mut entry = previous.remove(&scheduler.name).unwrap_or_default();
             entry.game = scheduler.game.clone();
+            for forwarder in &scheduler.forwarders {
+                forwarders::zero_series(&self.metrics, &forwarder.name);
+            }
             self.gauges
                 .on_error
                 .with_label_values(&[scheduler.game.as_str(), scheduler.name.as_str()])
@@ -333,6 +340,7 @@ mod tests {
         GameRoom, Operation, OperationRequest, OperationStatus, Timestamp, Version,
     };
     use maestro_runtime::MemoryRoomStore;
+    use prometheus::Registry;
 
     use super::*;
 
@@ -403,10 +411,20 @@ mod tests {
     async fn counts_operations_once_and_forgets_vanished_schedulers() {
         let fleet = Arc::new(FixedFleet::default());
         let store = Arc::new(MemoryRoomStore::new());
-        let registry = Registry::new();
-        let reporter = Reporter::new(fleet.clone(), store.clone(), &registry).unwrap();
+        let metrics = Metrics::standalone().unwrap();
+        let registry = metrics.registry.clone();
+        let reporter = Reporter::new(fleet.clone(), store.clone(), &metrics).unwrap();
         let mut scheduler = Scheduler::with_command("s", "g", &["true"]);
         scheduler.rooms_replicas = 2;
+        scheduler
+            .forwarders
+            .push(maestro_core::scheduler::Forwarder {
+                name: "mm".into(),
+                enable: true,
+                kind: "gRPC".into(),
+                address: "127.0.0.1:9".into(),
+                options: None,
+            });
         fleet.schedulers.lock().unwrap().push(scheduler);
         fleet.finished.lock().unwrap().push(finished(
             "old",
@@ -424,6 +442,26 @@ mod tests {
             .await
             .unwrap();
         reporter.refresh().await.unwrap();
+        // A forwarder's series start at zero before its first call.
+        let forwarder = |name: &str, labels: &[(&str, &str)]| value(&registry, name, labels);
+        assert_eq!(
+            forwarder(
+                "maestro_forwarder_calls_total",
+                &[
+                    ("forwarder", "mm"),
+                    ("event", "player_event"),
+                    ("outcome", "failure")
+                ]
+            ),
+            Some(0.0)
+        );
+        assert_eq!(
+            forwarder(
+                "maestro_forwarder_dropped_total",
+                &[("forwarder", "mm"), ("event", "room_resync")]
+            ),
+            Some(0.0)
+        );
         let labels = [("game", "g"), ("scheduler", "s")];
         assert_eq!(
             value(&registry, "maestro_worker_gru_pending", &labels),
@@ -547,8 +585,9 @@ mod autoscaled {
             };
             store.apply_ping("auto", id, ping, t).await.unwrap();
         }
-        let registry = Registry::new();
-        let reporter = Reporter::new(Arc::new(One(scheduler)), store, &registry).unwrap();
+        let metrics = Metrics::standalone().unwrap();
+        let registry = metrics.registry.clone();
+        let reporter = Reporter::new(Arc::new(One(scheduler)), store, &metrics).unwrap();
         reporter.refresh().await.unwrap();
         let desired = registry
             .gather()

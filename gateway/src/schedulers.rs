@@ -253,7 +253,7 @@ impl SchedulerClient {
             .start_workflow(
                 maestro_workflows::operations::DeleteScheduler::run,
                 ChildInput {
-                    operation,
+                    operation: (&operation).into(),
                     scheduler,
                     request: DeleteSchedulerInput {},
                 },

@@ -134,10 +134,44 @@ pub struct ReportedOutcome {
     pub outcome: OperationOutcome,
 }
 
+/// An operation as its workflow receives it: what was asked and when, not what became of
+/// it (status, history and error live in the scheduler workflow), so the input the Temporal
+/// UI shows never claims a status the operation has long left. Inputs recorded with the
+/// whole [`Operation`] still decode: the fields not kept here are ignored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartedOperation {
+    pub id: String,
+    pub seq: u64,
+    pub definition_name: String,
+    pub scheduler_name: String,
+    pub created_at: maestro_core::Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<maestro_core::Timestamp>,
+    pub input: OperationRequest,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+impl From<&Operation> for StartedOperation {
+    fn from(operation: &Operation) -> Self {
+        Self {
+            id: operation.id.clone(),
+            seq: operation.seq,
+            definition_name: operation.definition_name.clone(),
+            scheduler_name: operation.scheduler_name.clone(),
+            created_at: operation.created_at,
+            started_at: operation.started_at,
+            input: operation.input.clone(),
+            request_id: operation.request_id.clone(),
+        }
+    }
+}
+
 /// A child operation workflow's input as it travels (and is recorded in histories).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OperationInput {
-    pub operation: Operation,
+    pub operation: StartedOperation,
     /// The scheduler's active version when the operation starts.
     pub scheduler: Scheduler,
 }
@@ -152,7 +186,7 @@ pub struct OperationInput {
     bound = "I: Clone + TryFrom<OperationRequest, Error = maestro_core::operation::WrongKind>"
 )]
 pub struct ChildInput<I> {
-    pub operation: Operation,
+    pub operation: StartedOperation,
     pub scheduler: Scheduler,
     pub request: I,
 }

@@ -32,6 +32,9 @@ mod patches {
     /// The memo is also written when an operation starts, so listings (which read memos)
     /// show a running delete as terminating, as a query does.
     pub const MEMO_AT_OPERATION_START: &str = "memo-at-operation-start";
+    /// A delete accepted while another operation runs is written to the memo by the signal
+    /// that brought it, so listings say terminating before the delete's turn comes.
+    pub const MEMO_AT_DELETE_ACCEPTED: &str = "memo-at-delete-accepted";
     /// Periodic `health_controller` operations (a timer in the run loop).
     pub const HEALTH_CONTROLLER: &str = "health-controller";
 }
@@ -49,7 +52,7 @@ macro_rules! dispatch {
             $(
                 OperationRequest::$kind(request) => {
                     let input = ChildInput {
-                        operation: $operation.clone(),
+                        operation: crate::StartedOperation::from($operation),
                         scheduler: $scheduler.clone(),
                         request: request.clone(),
                     };
@@ -261,11 +264,21 @@ impl SchedulerWorkflow {
         submissions: Vec<SubmitOperation>,
     ) {
         let now = timestamp(ctx.workflow_time());
+        let was_terminating = self.state.terminating();
         for mut submit in submissions {
             if submit.operation_id.is_empty() {
                 submit.operation_id = ctx.uuid4();
             }
             self.state.accept(submit, now);
+        }
+        // With nothing running the run loop starts the delete and writes the memo then.
+        if !was_terminating
+            && self.state.terminating()
+            && self.state.active.is_some()
+            && ctx.patched(patches::MEMO_AT_DELETE_ACCEPTED)
+        {
+            // A memo that cannot be encoded leaves the old one; the next write catches up.
+            let _ = ctx.upsert_memo(memo_of(self.state.snapshot()));
         }
     }
 

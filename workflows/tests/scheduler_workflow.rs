@@ -12,7 +12,7 @@ use futures::future::join_all;
 use maestro_activities::RoomActivities;
 use maestro_core::naming::{operation_workflow_id, scheduler_workflow_id};
 use maestro_core::scheduler::PortRange;
-use maestro_core::{OperationRequest, OperationStatus, Scheduler};
+use maestro_core::{OperationRequest, OperationStatus, Scheduler, SchedulerState};
 use maestro_runtime::{MemoryRoomStore, ProcessRuntime, ProcessRuntimeConfig, Runtime as _};
 use maestro_testkit::{TemporalDevServer, eventually, processes_with_env, temp_dir};
 use maestro_workflows::{
@@ -20,8 +20,9 @@ use maestro_workflows::{
     register_replayer_workflows, worker_options,
 };
 use temporalio_client::{
-    Client, ClientOptions, Connection, ConnectionOptions, WorkflowFetchHistoryOptions,
-    WorkflowHistory, WorkflowQueryOptions, WorkflowSignalOptions, WorkflowStartOptions,
+    Client, ClientOptions, Connection, ConnectionOptions, WorkflowDescribeOptions,
+    WorkflowFetchHistoryOptions, WorkflowHistory, WorkflowQueryOptions, WorkflowSignalOptions,
+    WorkflowStartOptions,
 };
 use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
 use temporalio_sdk::{Runtime as TemporalRuntime, Worker};
@@ -182,6 +183,37 @@ impl Harness {
                 WorkflowQueryOptions::default(),
             )
             .await?)
+    }
+
+    /// The history of workflow `workflow_id`, as JSON.
+    async fn history(&self, workflow_id: String) -> Result<Vec<u8>> {
+        Ok(self
+            .client
+            .get_workflow_handle::<SchedulerWorkflow>(workflow_id)
+            .fetch_history(WorkflowFetchHistoryOptions::default())
+            .to_json()
+            .await?)
+    }
+
+    /// Submits a new version whose validation room never gets ready (its command sleeps
+    /// `seconds`, distinct per test so room processes are told apart): it runs until
+    /// cancelled.
+    async fn never_ready_version(
+        &self,
+        name: &str,
+        seconds: &str,
+    ) -> Result<maestro_core::Operation> {
+        let mut never_ready = scheduler(name);
+        never_ready.spec.containers[0].command = vec!["sleep".into(), seconds.into()];
+        self.submit(
+            name,
+            OperationRequest::CreateNewSchedulerVersion(
+                maestro_core::operation::CreateNewSchedulerVersionInput {
+                    scheduler: Box::new(never_ready),
+                },
+            ),
+        )
+        .await
     }
 
     /// Waits until the queue is drained and `finished` operations are recorded.
@@ -395,6 +427,18 @@ fn replayer() -> Result<WorkflowReplayer> {
     Ok(WorkflowReplayer::new(options)?)
 }
 
+/// Replays `histories`; with `MAESTRO_RECORD_HISTORIES=<tag>` first stores each as
+/// `{name}-<tag>.json` beside the older ones (record a new set after a patched change; keep
+/// the old sets replaying).
+async fn record_and_replay(histories: Vec<(String, Vec<u8>)>) -> Result<()> {
+    if let Ok(tag) = std::env::var("MAESTRO_RECORD_HISTORIES") {
+        for (name, json) in &histories {
+            std::fs::write(histories_dir().join(format!("{name}-{tag}.json")), json)?;
+        }
+    }
+    replay_all(histories).await
+}
+
 async fn replay_all(histories: Vec<(String, Vec<u8>)>) -> Result<()> {
     let replayer = replayer()?;
     for (name, json) in histories {
@@ -500,38 +544,22 @@ async fn a_fresh_lifecycle_history_replays() -> Result<()> {
             .await?;
             let mut histories = vec![(
                 "scheduler-lifecycle".to_string(),
-                h.handle(name)
-                    .fetch_history(WorkflowFetchHistoryOptions::default())
-                    .to_json()
-                    .await?,
+                h.history(scheduler_workflow_id(name)).await?,
             )];
             for (kind, op) in [
                 ("add-rooms", add),
                 ("remove-rooms", remove),
                 ("delete-scheduler", delete),
             ] {
-                let child = h
-                    .client
-                    .get_workflow_handle::<SchedulerWorkflow>(operation_workflow_id(name, &op.id));
                 histories.push((
                     kind.to_string(),
-                    child
-                        .fetch_history(WorkflowFetchHistoryOptions::default())
-                        .to_json()
-                        .await?,
+                    h.history(operation_workflow_id(name, &op.id)).await?,
                 ));
             }
             Ok(histories)
         })
         .await?;
-    // MAESTRO_RECORD_HISTORIES=<tag> stores these as `{name}-<tag>.json` beside the older
-    // ones (record a new set after a patched change; keep the old sets replaying).
-    if let Ok(tag) = std::env::var("MAESTRO_RECORD_HISTORIES") {
-        for (name, json) in &histories {
-            std::fs::write(histories_dir().join(format!("{name}-{tag}.json")), json)?;
-        }
-    }
-    replay_all(histories).await
+    record_and_replay(histories).await
 }
 
 /// Version operations on a real server: a minor change is active at once; a major change
@@ -654,24 +682,15 @@ async fn version_operations_record_switch_and_replay() -> Result<()> {
             );
             let mut histories = vec![(
                 "scheduler-versions".to_string(),
-                h.handle(name)
-                    .fetch_history(WorkflowFetchHistoryOptions::default())
-                    .to_json()
-                    .await?,
+                h.history(scheduler_workflow_id(name)).await?,
             )];
             for (kind, op) in [
                 ("create-new-scheduler-version", &major_op),
                 ("switch-active-version", &switch_op),
             ] {
-                let child = h
-                    .client
-                    .get_workflow_handle::<SchedulerWorkflow>(operation_workflow_id(name, &op.id));
                 histories.push((
                     kind.to_string(),
-                    child
-                        .fetch_history(WorkflowFetchHistoryOptions::default())
-                        .to_json()
-                        .await?,
+                    h.history(operation_workflow_id(name, &op.id)).await?,
                 ));
             }
             h.submit(name, OperationRequest::DeleteScheduler(Default::default()))
@@ -684,12 +703,7 @@ async fn version_operations_record_switch_and_replay() -> Result<()> {
         })
         .await?;
     mirror.abort();
-    if let Ok(tag) = std::env::var("MAESTRO_RECORD_HISTORIES") {
-        for (name, json) in &histories {
-            std::fs::write(histories_dir().join(format!("{name}-{tag}.json")), json)?;
-        }
-    }
-    replay_all(histories).await
+    record_and_replay(histories).await
 }
 
 /// Cancel: a pending operation leaves the queue at once; the running one (a validation
@@ -703,18 +717,7 @@ async fn cancel_pending_and_running_operations() -> Result<()> {
     let history = h
         .with_worker(async {
             h.create(scheduler(name), 0).await?;
-            let mut never_ready = scheduler(name);
-            never_ready.spec.containers[0].command = vec!["sleep".into(), "601".into()];
-            let running = h
-                .submit(
-                    name,
-                    OperationRequest::CreateNewSchedulerVersion(
-                        maestro_core::operation::CreateNewSchedulerVersionInput {
-                            scheduler: Box::new(never_ready),
-                        },
-                    ),
-                )
-                .await?;
+            let running = h.never_ready_version(name, "601").await?;
             let pending = h
                 .submit(
                     name,
@@ -781,11 +784,7 @@ async fn cancel_pending_and_running_operations() -> Result<()> {
                 1,
                 "the queue goes on"
             );
-            let history = h
-                .handle(name)
-                .fetch_history(WorkflowFetchHistoryOptions::default())
-                .to_json()
-                .await?;
+            let history = h.history(scheduler_workflow_id(name)).await?;
             h.submit(name, OperationRequest::DeleteScheduler(Default::default()))
                 .await?;
             eventually(Duration::from_secs(60), "deletion", || async {
@@ -795,13 +794,64 @@ async fn cancel_pending_and_running_operations() -> Result<()> {
             Ok(history)
         })
         .await?;
-    if let Ok(tag) = std::env::var("MAESTRO_RECORD_HISTORIES") {
-        std::fs::write(
-            histories_dir().join(format!("scheduler-cancel-{tag}.json")),
-            &history,
-        )?;
-    }
-    replay_all(vec![("scheduler-cancel".into(), history)]).await
+    record_and_replay(vec![("scheduler-cancel".into(), history)]).await
+}
+
+/// A delete accepted while another operation runs shows in the memo (what listings read) at
+/// once, not only when its turn comes; the history replays (stored with
+/// `MAESTRO_RECORD_HISTORIES=<tag>` as `scheduler-delete-queued-<tag>.json`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_queued_behind_a_running_operation_is_in_the_memo_at_once() -> Result<()> {
+    let h = &harness("delete-queued").await?;
+    let name = &format!("delete-queued-{}", std::process::id());
+    let history = h
+        .with_worker(async {
+            h.create(scheduler(name), 0).await?;
+            // A new version whose validation room never gets ready runs until cancelled.
+            let running = h.never_ready_version(name, "602").await?;
+            eventually(Duration::from_secs(90), "the validation room", || async {
+                let rooms = h.runtime.list_rooms(name).await.ok()?;
+                (rooms.len() == 1).then_some(())
+            })
+            .await?;
+            let delete = h
+                .submit(name, OperationRequest::DeleteScheduler(Default::default()))
+                .await?;
+            assert_eq!(delete.status, OperationStatus::Pending, "{delete:?}");
+            let memo = eventually(Duration::from_secs(10), "the memo terminating", || async {
+                memo_snapshot(h, name)
+                    .await
+                    .filter(|s| s.scheduler.state == Some(SchedulerState::Terminating))
+            })
+            .await?;
+            assert!(!memo.deleted, "{memo:?}");
+            let view = h.operations(name).await?;
+            assert_eq!(
+                view.active.map(|op| op.id),
+                Some(running.id.clone()),
+                "the version operation still runs while the memo says terminating"
+            );
+            h.cancel(name, &running.id).await?;
+            eventually(Duration::from_secs(60), "deletion", || async {
+                h.snapshot(name).await.ok().filter(|s| s.deleted)
+            })
+            .await?;
+            h.history(scheduler_workflow_id(name)).await
+        })
+        .await?;
+    record_and_replay(vec![("scheduler-delete-queued".into(), history)]).await
+}
+
+/// The snapshot the scheduler workflow last wrote to its memo, if any.
+async fn memo_snapshot(h: &Harness, name: &str) -> Option<SchedulerSnapshot> {
+    let description = h
+        .handle(name)
+        .describe(WorkflowDescribeOptions::default())
+        .await
+        .ok()?;
+    let memo = description.raw_description.workflow_execution_info?.memo?;
+    let payload = memo.fields.get(maestro_workflows::names::MEMO_SNAPSHOT)?;
+    serde_json::from_slice(&payload.data).ok()
 }
 
 /// The health controller runs on its interval (a timer in the scheduler workflow), converges
@@ -842,20 +892,11 @@ async fn health_checks_run_on_their_interval_and_replay() -> Result<()> {
                 .unwrap();
             let mut histories = vec![(
                 "scheduler-health".to_string(),
-                h.handle(name)
-                    .fetch_history(WorkflowFetchHistoryOptions::default())
-                    .to_json()
-                    .await?,
+                h.history(scheduler_workflow_id(name)).await?,
             )];
-            let child = h
-                .client
-                .get_workflow_handle::<SchedulerWorkflow>(operation_workflow_id(name, &first.id));
             histories.push((
                 "health-controller".to_string(),
-                child
-                    .fetch_history(WorkflowFetchHistoryOptions::default())
-                    .to_json()
-                    .await?,
+                h.history(operation_workflow_id(name, &first.id)).await?,
             ));
             h.submit(name, OperationRequest::DeleteScheduler(Default::default()))
                 .await?;
@@ -867,10 +908,5 @@ async fn health_checks_run_on_their_interval_and_replay() -> Result<()> {
             Ok(histories)
         })
         .await?;
-    if let Ok(tag) = std::env::var("MAESTRO_RECORD_HISTORIES") {
-        for (name, json) in &histories {
-            std::fs::write(histories_dir().join(format!("{name}-{tag}.json")), json)?;
-        }
-    }
-    replay_all(histories).await
+    record_and_replay(histories).await
 }

@@ -95,13 +95,38 @@ pub enum ForwardEvent {
 }
 
 impl ForwardEvent {
+    /// Every `event` label a forwarding call is counted under.
+    const LABELS: [&'static str; 4] = ["room_resync", "room_status", "room_event", "player_event"];
+    /// The labels of events sent from a lane (the only ones that can be dropped).
+    const IN_BACKGROUND: [&'static str; 1] = ["room_resync"];
+
     fn label(&self) -> &'static str {
         match self {
-            Self::Resync { .. } => "room_resync",
-            Self::Status { .. } => "room_status",
-            Self::Room { .. } => "room_event",
-            Self::Player { .. } => "player_event",
+            Self::Resync { .. } => Self::LABELS[0],
+            Self::Status { .. } => Self::LABELS[1],
+            Self::Room { .. } => Self::LABELS[2],
+            Self::Player { .. } => Self::LABELS[3],
         }
+    }
+}
+
+/// The `outcome` labels of `maestro_forwarder_calls_total`.
+const OUTCOMES: [&str; 2] = ["success", "failure"];
+
+/// Starts `forwarder`'s series at zero, so its first call or drop shows as a rate instead of
+/// a series appearing from nothing (the reporter calls this for every forwarder it sees).
+pub fn zero_series(metrics: &Metrics, forwarder: &str) {
+    for event in ForwardEvent::LABELS {
+        for outcome in OUTCOMES {
+            metrics
+                .forwarder_calls
+                .with_label_values(&[forwarder, event, outcome]);
+        }
+    }
+    for event in ForwardEvent::IN_BACKGROUND {
+        metrics
+            .forwarder_dropped
+            .with_label_values(&[forwarder, event]);
     }
 }
 
@@ -371,7 +396,7 @@ impl Forwarders {
         let result = self
             .call_with_retries(forwarder, room, event, event_metadata)
             .await;
-        let outcome = if result.is_ok() { "success" } else { "failure" };
+        let outcome = OUTCOMES[usize::from(result.is_err())];
         self.metrics
             .forwarded(&forwarder.name, event.label(), outcome);
         match &result {

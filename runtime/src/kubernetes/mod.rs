@@ -408,9 +408,21 @@ impl Runtime for KubernetesRuntime {
         // One try: this only words an error the operation already has.
         let pod = api.get_opt(room_id).await.ok()??;
         let (_, reason) = pod::instance_status(&pod);
+        let mut parts: Vec<String> = reason.into_iter().collect();
+        parts.extend(pod::last_exits(&pod));
+        if parts.is_empty() {
+            parts.push("no container error recorded".into());
+        }
+        // Where the room's output is: the previous container's once it restarted.
+        let restarted = pod
+            .status
+            .iter()
+            .flat_map(|s| s.container_statuses.iter().flatten())
+            .any(|c| c.restart_count > 0);
+        let previous = if restarted { " --previous" } else { "" };
         Some(format!(
-            "pod {scheduler}/{room_id}: {}",
-            reason.unwrap_or_else(|| "no container error recorded".into())
+            "pod {scheduler}/{room_id}: {}; its output: kubectl logs -n {scheduler} {room_id}{previous}",
+            parts.join("; ")
         ))
     }
 

@@ -389,6 +389,39 @@ pub fn instance_status(pod: &Pod) -> (InstanceStatus, Option<String>) {
     }
 }
 
+/// How the pod's containers last ended, for a person reading a room's failure: "container
+/// room exited with code 3 (Error)", the current termination before the previous one.
+pub fn last_exits(pod: &Pod) -> Vec<String> {
+    let statuses = pod
+        .status
+        .iter()
+        .flat_map(|s| s.container_statuses.iter().flatten());
+    statuses
+        .filter_map(|container| {
+            let current = container.state.as_ref().and_then(|s| s.terminated.as_ref());
+            let previous = container
+                .last_state
+                .as_ref()
+                .and_then(|s| s.terminated.as_ref());
+            let ended = current.or(previous)?;
+            let reason = ended
+                .reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default();
+            let restarts = match container.restart_count {
+                0 => String::new(),
+                1 => ", restarted once".into(),
+                n => format!(", restarted {n} times"),
+            };
+            Some(format!(
+                "container {} exited with code {}{reason}{restarts}",
+                container.name, ended.exit_code
+            ))
+        })
+        .collect()
+}
+
 /// Host ports a pod holds (for allocation: what live rooms already use).
 pub fn host_ports(pod: &Pod) -> BTreeSet<u16> {
     pod.spec

@@ -441,6 +441,55 @@ async fn api_errors_are_retried_with_backoff_and_refusals_are_final() {
     assert!(fake.get("pods", &s.name, "e1").is_none());
 }
 
+/// A room that keeps crashing: its failure names the pod, the crash loop, how the container
+/// last exited and where its output is, as an operation's error shows it.
+#[tokio::test]
+async fn a_crashing_rooms_failure_names_its_pod_exit_code_and_logs() {
+    let cluster = Cluster::start("failure_reason").await;
+    let runtime = cluster.runtime();
+    let mut s = scheduler("crash", (44100, 44110));
+    if cluster.fake.is_none() {
+        s.spec.containers[0].image = "busybox:1.36".into();
+        s.spec.containers[0].command = ["sh", "-c", "echo bye; exit 3"].map(String::from).into();
+    }
+    runtime.create_scheduler(&s.name).await.unwrap();
+    assert_eq!(runtime.failure_reason(&s.name, "nobody").await, None);
+    runtime.create_room(&s, Version::FIRST, "c1").await.unwrap();
+    if let Some(fake) = &cluster.fake {
+        // What a kubelet reports once a container that exits 3 has been restarted twice.
+        assert!(fake.set_pod_status(
+            &s.name,
+            "c1",
+            json!({"phase": "Running", "containerStatuses": [{
+                "name": "room", "image": "x", "ready": false, "restartCount": 2,
+                "state": {"waiting": {"reason": "CrashLoopBackOff",
+                    "message": "back-off 20s restarting failed container=room pod=c1"}},
+                "lastState": {"terminated": {"reason": "Error", "exitCode": 3}}}]})
+        ));
+    }
+    let reason = eventually(Duration::from_secs(120), "a crash loop", || async {
+        runtime
+            .failure_reason(&s.name, "c1")
+            .await
+            .filter(|r| r.contains("CrashLoopBackOff"))
+    })
+    .await
+    .unwrap();
+    assert!(
+        reason.starts_with(&format!("pod {}/c1: ", s.name)),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("container room exited with code 3 (Error)"),
+        "{reason}"
+    );
+    assert!(
+        reason.ends_with(&format!("kubectl logs -n {} c1 --previous", s.name)),
+        "{reason}"
+    );
+    runtime.delete_scheduler(&s.name).await.unwrap();
+}
+
 #[tokio::test]
 async fn the_disruption_budget_protects_occupied_rooms_and_survives_conflicts() {
     let cluster = Cluster::start("disruption_budget").await;

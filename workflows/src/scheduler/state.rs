@@ -258,6 +258,11 @@ impl SchedulerWorkflowState {
         self.enqueue(id, submit.request, request_id, now);
     }
 
+    /// A delete was accepted: the scheduler is going.
+    pub fn terminating(&self) -> bool {
+        self.scheduler.state == Some(SchedulerState::Terminating)
+    }
+
     /// A delete marks the scheduler terminating as soon as it is accepted: nothing else is
     /// accepted after it.
     pub fn mark_if_deleting(&mut self, request: &OperationRequest) {
