@@ -313,6 +313,27 @@ async fn bad_requests_get_4xx_answers_that_name_the_problem() -> anyhow::Result<
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let body: Value = response.json().await?;
     assert!(names(&body, "status"), "{body}");
+    // A field of the wrong type is named (the decoder's second, path-tracking reading); an
+    // unknown one is ignored and named in the answer (its first reading).
+    let response = maestro
+        .http
+        .put(&ping)
+        .bearer_auth(&token)
+        .json(&json!({"status": "ready", "runningMatches": "two"}))
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await?;
+    assert_eq!(fields(&body), ["runningMatches"], "{body}");
+    let response = maestro
+        .http
+        .put(&ping)
+        .bearer_auth(&token)
+        .json(&json!({"status": "ready", "runingMatches": 1}))
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(ignored(response.headers()), "runingMatches");
     Ok(())
 }
 

@@ -38,6 +38,15 @@ const RUN: Duration = Duration::from_secs(5);
 const MAX_REQUESTS: u64 = 2_000_000;
 const OPEN_LOOP_RATE: u64 = 10_000;
 const OPEN_LOOP_CONNECTIONS: usize = 64;
+/// Issue 20's targets: HTTP ping / bare axum; Redis ping / a minimal one-key script and / SET.
+const HTTP_PING_TARGET: f64 = 0.85;
+const REDIS_SCRIPT_TARGET: f64 = 0.7;
+/// gRPC ping / bare tonic (issue 20 sets none; met since it was first measured).
+const GRPC_PING_TARGET: f64 = 0.8;
+const REDIS_SET_TARGET: f64 = 0.5;
+/// What a ping must do to Redis at the least, as one script on one key: record the ping's
+/// fields and read the status back. The baseline `redis-benchmark` runs (with `EVAL`).
+const MINIMAL_PING_SCRIPT: &str = "redis.call('HSET', KEYS[1], 'ping', ARGV[1], 'matches', ARGV[2], 'last_ping', ARGV[3]) return redis.call('HGET', KEYS[1], 'status')";
 
 /// Where each server listens.
 struct Servers {
@@ -318,27 +327,43 @@ fn wrk_ms(value: &str) -> Result<f64> {
 
 /// `redis-benchmark -t set` with the same concurrency; requests/s.
 fn redis_benchmark(port: u16) -> Result<f64> {
+    redis_benchmark_with(port, &["-t", "set", "-d", "200"], "\"SET\"")
+}
+
+/// `redis-benchmark` running [`MINIMAL_PING_SCRIPT`] with `EVAL` over 1 000 keys of their
+/// own (never the rooms the Maestro runs ping) at the same concurrency; requests/s.
+fn redis_benchmark_script(port: u16) -> Result<f64> {
+    let args = [
+        "-r",
+        "1000",
+        "EVAL",
+        MINIMAL_PING_SCRIPT,
+        "1",
+        "baseline:{b}:room:__rand_int__",
+        "ready",
+        "0",
+        "1700000000000",
+    ];
+    redis_benchmark_with(port, &args, "\"EVAL")
+}
+
+/// One `redis-benchmark` run (200 000 requests, [`CONNECTIONS`] clients, CSV): the rate of
+/// the line starting with `line`.
+fn redis_benchmark_with(port: u16, args: &[&str], line: &str) -> Result<f64> {
     let output = Command::new("redis-benchmark")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "set"])
-        .args([
-            "-c",
-            &CONNECTIONS.to_string(),
-            "-n",
-            "200000",
-            "-d",
-            "200",
-            "--csv",
-        ])
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-c", &CONNECTIONS.to_string(), "-n", "200000", "--csv"])
+        .args(args)
         .output()
         .context("run redis-benchmark")?;
     let text = String::from_utf8_lossy(&output.stdout);
     // "test","rps",...  then  "SET","123456.79",...
     text.lines()
-        .find(|l| l.starts_with("\"SET\""))
-        .and_then(|l| l.split(',').nth(1))
+        .find(|l| l.starts_with(line))
+        .and_then(|l| l.rsplit("\",\"").nth(6))
         .map(|v| v.trim_matches('"').parse::<f64>())
         .transpose()?
-        .with_context(|| format!("redis-benchmark printed no SET line:\n{text}"))
+        .with_context(|| format!("redis-benchmark printed no {line} line:\n{text}"))
 }
 
 /// Which Maestro server [`profile`] loads.
@@ -419,7 +444,7 @@ pub async fn run(
             maestro.rate,
             bare.rate,
             "req/s",
-            Verdict::at_least(0.8),
+            Verdict::at_least(HTTP_PING_TARGET),
         )
         .with_note(format!(
             "p50 {:.2} / {:.2} ms, p99 {:.2} / {:.2} ms (Maestro / bare)",
@@ -436,6 +461,7 @@ pub async fn run(
         "bare axum handler",
         &maestro,
         &bare,
+        HTTP_PING_TARGET,
     ));
     let bare = http_open(s.bare_http, &s.rooms).await?;
     let maestro = http_open(s.maestro_http, &s.rooms).await?;
@@ -468,49 +494,68 @@ pub async fn run(
         "bare tonic unary handler",
         &maestro,
         &bare,
+        GRPC_PING_TARGET,
     ));
 
-    // 3. Redis store vs what Redis itself does at the same concurrency.
+    // 3. Redis store vs what Redis itself does at the same concurrency: a minimal ping
+    // script, and SET. Alternating, best of two each.
     redis_cli(redis_port, &["CONFIG", "RESETSTAT"])?;
-    let redis_set = redis_benchmark(redis_port)?;
-    let maestro = wrk(s.redis_http, &script)?;
-    let redis_set2 = redis_benchmark(redis_port)?;
-    let maestro2 = wrk(s.redis_http, &script)?;
-    let maestro = if maestro2.rate > maestro.rate {
-        maestro2
-    } else {
-        maestro
-    };
+    let (mut script_rate, mut set_rate, mut maestro) = (0.0_f64, 0.0_f64, None::<Wrk>);
+    for _ in 0..2 {
+        script_rate = script_rate.max(redis_benchmark_script(redis_port)?);
+        set_rate = set_rate.max(redis_benchmark(redis_port)?);
+        let run = wrk(s.redis_http, &script)?;
+        if maestro.as_ref().is_none_or(|best| run.rate > best.rate) {
+            maestro = Some(run);
+        }
+    }
+    let maestro = maestro.context("no Redis-store run")?;
+    let note = format!(
+        "p50 {:.2} ms, p99 {:.2} ms; Redis's own CPU per call (INFO commandstats): ping script {:.1} µs, minimal script {:.1} µs, SET {:.1} µs",
+        maestro.p50_ms,
+        maestro.p99_ms,
+        usec_per_call(redis_port, "evalsha")?,
+        usec_per_call(redis_port, "eval")?,
+        usec_per_call(redis_port, "set")?
+    );
     report.row(
         Row::ratio(
             "3. HTTP ping, Redis store (wrk, 32 connections)",
-            "redis-benchmark -t set -c 32 -d 200",
+            "redis-benchmark EVAL of a one-key ping script (HSET + HGET) -c 32",
             maestro.rate,
-            redis_set.max(redis_set2),
+            script_rate,
             "req/s",
-            Verdict::at_least(0.6),
+            Verdict::at_least(REDIS_SCRIPT_TARGET),
         )
-        .with_note(format!(
-            "p50 {:.2} ms, p99 {:.2} ms; Redis's own CPU per call (INFO commandstats): ping script {:.1} µs, SET {:.1} µs",
-            maestro.p50_ms,
-            maestro.p99_ms,
-            usec_per_call(redis_port, "evalsha")?,
-            usec_per_call(redis_port, "set")?
-        )),
+        .with_note(note),
     );
+    report.row(Row::ratio(
+        "3. HTTP ping, Redis store (the same runs)",
+        "redis-benchmark -t set -c 32 -d 200",
+        maestro.rate,
+        set_rate,
+        "req/s",
+        Verdict::at_least(REDIS_SET_TARGET),
+    ));
     Ok(())
 }
 
-/// Maestro's closed-loop throughput against the bare handler's (target ≥ 0.8), with both
-/// latency percentiles.
-fn throughput_row(name: &str, baseline: &str, maestro: &Outcome, bare: &Outcome) -> Row {
+/// Maestro's closed-loop throughput against the bare handler's, with both latency
+/// percentiles.
+fn throughput_row(
+    name: &str,
+    baseline: &str,
+    maestro: &Outcome,
+    bare: &Outcome,
+    target: f64,
+) -> Row {
     Row::ratio(
         name,
         baseline,
         maestro.rate(),
         bare.rate(),
         "req/s",
-        Verdict::at_least(0.8),
+        Verdict::at_least(target),
     )
     .with_note(format!(
         "p50 {:.2} / {:.2} ms, p99 {:.2} / {:.2} ms (Maestro / bare)",

@@ -389,7 +389,7 @@ async fn operation_latency(report: &mut Report, fleet: &Fleet, client: Client) -
                 Verdict::at_most(1.5),
             )
             .with_note(format!(
-                "accepted after {ma:.1} ms (HTTP → Temporal update → answer)"
+                "accepted after {ma:.1} ms (HTTP → Temporal signal → answer)"
             )),
         );
         report.row(

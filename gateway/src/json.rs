@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode};
-use axum::middleware::Next;
 use axum::response::Response;
 use serde::de::DeserializeOwned;
 
@@ -17,22 +16,28 @@ use crate::error::{ApiError, ErrorCode};
 /// Answer header naming, comma-separated, the body fields that were ignored.
 pub const IGNORED_FIELDS_HEADER: &str = "x-maestro-ignored-fields";
 
-/// Where an extractor leaves the fields it ignored for [`report_ignored`] to answer.
+/// Where [`ValidJson`] leaves the fields it ignored, for [`Ignored::answer`] to name.
 #[derive(Clone, Default)]
-struct Ignored(Arc<Mutex<Vec<String>>>);
+pub(crate) struct Ignored(Arc<Mutex<Vec<String>>>);
 
-/// Middleware: names the ignored body fields in the answer's [`IGNORED_FIELDS_HEADER`].
-pub async fn report_ignored(mut request: Request, next: Next) -> Response {
-    let ignored = Ignored::default();
-    request.extensions_mut().insert(ignored.clone());
-    let mut response = next.run(request).await;
-    let fields = ignored.0.lock().map(|f| f.join(",")).unwrap_or_default();
-    if !fields.is_empty()
-        && let Ok(value) = HeaderValue::from_str(&fields)
-    {
-        response.headers_mut().insert(IGNORED_FIELDS_HEADER, value);
+impl Ignored {
+    /// Readies `request` for its extractor to note the fields it ignores (the HTTP
+    /// middleware calls this, then [`Ignored::answer`]).
+    pub(crate) fn expect(request: &mut Request) -> Self {
+        let ignored = Self::default();
+        request.extensions_mut().insert(ignored.clone());
+        ignored
     }
-    response
+
+    /// Names the ignored body fields in the answer's [`IGNORED_FIELDS_HEADER`].
+    pub(crate) fn answer(&self, response: &mut Response) {
+        let fields = self.0.lock().map(|f| f.join(",")).unwrap_or_default();
+        if !fields.is_empty()
+            && let Ok(value) = HeaderValue::from_str(&fields)
+        {
+            response.headers_mut().insert(IGNORED_FIELDS_HEADER, value);
+        }
+    }
 }
 
 pub struct ValidJson<T>(pub T);
@@ -42,7 +47,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ValidJson<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let ignored = req.extensions().get::<Ignored>().cloned();
-        let path = req.uri().path().to_string();
+        // Shares the request's bytes: the path is written only when fields were ignored.
+        let uri = req.uri().clone();
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::field(
@@ -56,7 +62,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ValidJson<T> {
         })?;
         let (value, fields) = parse_reporting(&bytes)?;
         if !fields.is_empty() {
-            tracing::warn!(path = %path, fields = %fields.join(","), "request fields ignored: no such field");
+            tracing::warn!(path = %uri.path(), fields = %fields.join(","), "request fields ignored: no such field");
             if let Some(Ignored(slot)) = ignored
                 && let Ok(mut slot) = slot.lock()
             {
@@ -76,13 +82,24 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 /// [`parse`], also answering the paths of the fields it ignored.
 pub fn parse_reporting<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, Vec<String>), ApiError> {
     let mut ignored = Vec::new();
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    let value = {
+    // Tracking where the error is costs an allocation per field read: paid only once a
+    // body does not fit, by reading it again (every ping takes the first path).
+    let parsed = {
+        let de = &mut serde_json::Deserializer::from_slice(bytes);
         let mut note = |path: serde_ignored::Path| ignored.push(path.to_string());
-        let de = serde_ignored::Deserializer::new(de, &mut note);
-        serde_path_to_error::deserialize(de).map_err(|e| field_error(e, "body"))?
+        serde_ignored::deserialize(de, &mut note)
     };
-    Ok((value, ignored))
+    match parsed {
+        Ok(value) => Ok((value, ignored)),
+        Err(first) => {
+            let de = &mut serde_json::Deserializer::from_slice(bytes);
+            Err(match serde_path_to_error::deserialize::<_, T>(de) {
+                Err(e) => field_error(e, "body"),
+                // The same reading twice: not reached, but never a success.
+                Ok(_) => ApiError::invalid_field("body", first.to_string()),
+            })
+        }
+    }
 }
 
 /// A deserialization error as an API error naming the field; `whole` names the input itself.

@@ -12,7 +12,8 @@ use axum::http::header::{ACCEPT, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use maestro_core::PingStatus;
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
 
 use crate::error::{ApiError, ErrorCode, ServerErrorReason};
 
@@ -39,7 +40,9 @@ pub struct MetricsInner {
     http_latency: HistogramVec,
     grpc_requests: IntCounterVec,
     grpc_latency: HistogramVec,
-    pings: IntCounterVec,
+    /// `maestro_pings_total` by status, in `PingStatus::ALL`'s order.
+    pings_by_status: [IntCounter; 4],
+    invalid_pings: IntCounter,
     pub(crate) watcher_events: IntCounterVec,
     pub(crate) forwarder_calls: IntCounterVec,
     pub(crate) forwarder_dropped: IntCounterVec,
@@ -63,6 +66,18 @@ impl std::ops::Deref for Metrics {
 impl Metrics {
     pub fn new(registry: Registry) -> Result<Self, prometheus::Error> {
         let r = &registry;
+        // Every status a ping can be counted under starts at zero, each resolved once: the
+        // ping path then looks no label up.
+        let pings = register(
+            r,
+            IntCounterVec::new(
+                Opts::new(
+                    "maestro_pings_total",
+                    "Room pings received, by reported status (accepted or not)",
+                ),
+                &["status"],
+            )?,
+        )?;
         let metrics = Self(std::sync::Arc::new(MetricsInner {
             http_requests: register(
                 r,
@@ -100,16 +115,9 @@ impl Metrics {
                     &["method", "code"],
                 )?,
             )?,
-            pings: register(
-                r,
-                IntCounterVec::new(
-                    Opts::new(
-                        "maestro_pings_total",
-                        "Room pings received, by reported status (accepted or not)",
-                    ),
-                    &["status"],
-                )?,
-            )?,
+            pings_by_status: PingStatus::ALL
+                .map(|status| pings.with_label_values(&[status.as_str()])),
+            invalid_pings: pings.with_label_values(&[INVALID_PING]),
             watcher_events: register(
                 r,
                 IntCounterVec::new(
@@ -142,11 +150,6 @@ impl Metrics {
             )?,
             registry,
         }));
-        // Every status a ping can be counted under starts at zero (see `ping`).
-        for status in maestro_core::PingStatus::ALL.map(maestro_core::PingStatus::as_str) {
-            metrics.pings.with_label_values(&[status]);
-        }
-        metrics.pings.with_label_values(&[INVALID_PING]);
         Ok(metrics)
     }
 
@@ -171,8 +174,11 @@ impl Metrics {
 
     pub fn ping(&self, status: &str) {
         // Unknown statuses are one bucket: the label must stay bounded whatever rooms send.
-        let status = maestro_core::PingStatus::parse(status).map_or(INVALID_PING, |s| s.as_str());
-        self.pings.with_label_values(&[status]).inc();
+        let known = PingStatus::ALL.iter().position(|s| s.as_str() == status);
+        known
+            .and_then(|i| self.pings_by_status.get(i))
+            .unwrap_or(&self.invalid_pings)
+            .inc();
     }
 
     /// Series at zero for `methods` answering `Ok`, before their first call.
@@ -221,19 +227,22 @@ impl Metrics {
 }
 
 /// axum middleware: counts and times every request by route template (never the raw path,
-/// which would carry room ids).
+/// which would carry room ids), and names the body fields its extractor ignored in the
+/// answer (one middleware for both: each layer costs every request allocations).
 pub async fn track_http(
     State((metrics, api)): State<(Metrics, &'static str)>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let started = Instant::now();
+    let ignored = crate::json::Ignored::expect(&mut request);
     // Both are reference-counted or inline: no allocation on the ping path.
     let route = request.extensions().get::<MatchedPath>().cloned();
     let method = request.method().clone();
     // A clone shares the request's bytes; it is read only for a 5xx.
     let uri = request.uri().clone();
-    let response = next.run(request).await;
+    let mut response = next.run(request).await;
+    ignored.answer(&mut response);
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     let status = response.status();
     let reason = response.extensions().get::<ServerErrorReason>();
@@ -244,11 +253,14 @@ pub async fn track_http(
         tracing::warn!(api, method = %method, path = %uri.path(), status = status.as_u16(),
             latency_ms = started.elapsed().as_millis(), reason = %reason, "request failed");
     }
+    let elapsed = started.elapsed();
+    tracing::debug!(api, method = %method, path = %uri.path(), status = status.as_u16(),
+        latency_us = elapsed.as_micros(), "request answered");
     let labels = [api, route, method.as_str(), status.as_str()];
     metrics.http_requests.with_label_values(&labels).inc();
     metrics
         .http_latency
         .with_label_values(&labels)
-        .observe(started.elapsed().as_secs_f64());
+        .observe(elapsed.as_secs_f64());
     response
 }

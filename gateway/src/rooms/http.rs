@@ -6,7 +6,6 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use maestro_core::room::{RoomAddress, RoomPort};
 use serde::Serialize;
@@ -107,9 +106,30 @@ pub struct RoomPath {
     pub room: String,
 }
 
-/// The room's token, from `Authorization: Bearer <token>`.
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    crate::credentials::bearer_token(headers.get(AUTHORIZATION)?.to_str().ok()?)
+/// The room's token, from `Authorization: Bearer <token>` (none when absent or not a
+/// bearer token). Only that header is read: taking the whole `HeaderMap` copies it for
+/// every ping.
+pub struct RoomToken(Option<String>);
+
+impl RoomToken {
+    fn get(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RoomToken {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts.headers.get(AUTHORIZATION);
+        let token = header
+            .and_then(|value| value.to_str().ok())
+            .and_then(crate::credentials::bearer_token);
+        Ok(Self(token.map(str::to_string)))
+    }
 }
 
 /// A room's ping: its status, running matches and metadata
@@ -122,7 +142,7 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 async fn ping(
     State(state): State<GatewayState>,
     Path((scheduler, room)): Path<(String, String)>,
-    headers: HeaderMap,
+    token: RoomToken,
     ValidJson(body): ValidJson<PingRequest>,
 ) -> Result<Json<Success>, ApiError> {
     let message = PingMessage {
@@ -132,7 +152,7 @@ async fn ping(
     };
     let success = state
         .rooms
-        .ping(&scheduler, &room, bearer(&headers), message)
+        .ping(&scheduler, &room, token.get(), message)
         .await?;
     Ok(Json(Success { success }))
 }
@@ -146,7 +166,7 @@ async fn ping(
 async fn status(
     State(state): State<GatewayState>,
     Path((scheduler, room)): Path<(String, String)>,
-    headers: HeaderMap,
+    token: RoomToken,
     ValidJson(body): ValidJson<PingRequest>,
 ) -> Result<Json<Success>, ApiError> {
     let outcome = state
@@ -154,7 +174,7 @@ async fn status(
         .status(
             &scheduler,
             &room,
-            bearer(&headers),
+            token.get(),
             body.status,
             body.metadata.unwrap_or_default(),
         )
@@ -171,10 +191,10 @@ async fn status(
 async fn room_event(
     state: State<GatewayState>,
     path: Path<(String, String)>,
-    headers: HeaderMap,
+    token: RoomToken,
     body: ValidJson<EventRequest>,
 ) -> Result<Json<EventAnswer>, ApiError> {
-    event(state, path, headers, body, false).await
+    event(state, path, token, body, false).await
 }
 
 /// A player event (`playerJoin`, `playerLeft`), forwarded to the scheduler's forwarders
@@ -184,16 +204,16 @@ async fn room_event(
 async fn player_event(
     state: State<GatewayState>,
     path: Path<(String, String)>,
-    headers: HeaderMap,
+    token: RoomToken,
     body: ValidJson<EventRequest>,
 ) -> Result<Json<EventAnswer>, ApiError> {
-    event(state, path, headers, body, true).await
+    event(state, path, token, body, true).await
 }
 
 async fn event(
     State(state): State<GatewayState>,
     Path((scheduler, room)): Path<(String, String)>,
-    headers: HeaderMap,
+    token: RoomToken,
     ValidJson(body): ValidJson<EventRequest>,
     player: bool,
 ) -> Result<Json<EventAnswer>, ApiError> {
@@ -203,7 +223,7 @@ async fn event(
     };
     let outcome = state
         .rooms
-        .event(&scheduler, &room, bearer(&headers), message, player)
+        .event(&scheduler, &room, token.get(), message, player)
         .await?;
     Ok(Json(EventAnswer {
         success: outcome.success,
@@ -222,12 +242,9 @@ async fn event(
 async fn address(
     State(state): State<GatewayState>,
     Path((scheduler, room)): Path<(String, String)>,
-    headers: HeaderMap,
+    token: RoomToken,
 ) -> Result<Json<RoomAddress>, ApiError> {
-    let address = state
-        .rooms
-        .address(&scheduler, &room, bearer(&headers))
-        .await?;
+    let address = state.rooms.address(&scheduler, &room, token.get()).await?;
     // `RoomAddress` serialises as Maestro's GetRoomAddressResponse (`ipv6Label` included).
     Ok(Json(address))
 }
@@ -253,7 +270,7 @@ pub struct SchedulerOfRooms {
 async fn allocate(
     State(state): State<GatewayState>,
     Path(scheduler): Path<String>,
-    headers: HeaderMap,
+    token: RoomToken,
     body: Bytes,
 ) -> Result<Json<Allocated>, ApiError> {
     // Some clients send no body at all; that is `{}`.
@@ -264,7 +281,7 @@ async fn allocate(
     };
     let allocation = state
         .rooms
-        .allocate(&scheduler, &body.metadata_selector, bearer(&headers))
+        .allocate(&scheduler, &body.metadata_selector, token.get())
         .await?;
     match allocation {
         Some(a) => Ok(Json(Allocated {

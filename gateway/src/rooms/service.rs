@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use maestro_core::room::{ALLOCATION_TTL, RoomAddress};
 use maestro_core::{GameRoom, PingStatus, RoomTokenSecret, Timestamp};
-use maestro_runtime::{PingUpdate, RoomStore};
+use maestro_runtime::{PingOutcome, PingUpdate, RoomStore};
 use serde_json::Value;
 use tracing::{debug, info};
 
@@ -201,8 +201,8 @@ impl RoomService {
         message: PingMessage,
     ) -> Result<bool, ApiError> {
         self.metrics.ping(&message.status);
-        let ping_status = message.status.to_ascii_lowercase();
         let update = decode_ping(message)?;
+        let ping_status = update.status;
         let applied = async {
             self.authenticate(scheduler, room, token).await?;
             Ok::<_, ApiError>(
@@ -211,8 +211,8 @@ impl RoomService {
                     .await?,
             )
         };
-        let change = match applied.await {
-            Ok(change) => change,
+        let outcome = match applied.await {
+            Ok(outcome) => outcome,
             // Maestro answers `success: false` (200) for a room it does not know.
             Err(e) if e.code == ErrorCode::NotFound => {
                 debug!(scheduler = %scheduler, room = %room, reason = %e.message, "ping not recorded");
@@ -220,7 +220,7 @@ impl RoomService {
             }
             Err(e) => return Err(e),
         };
-        if change.changed() {
+        if let PingOutcome::Changed(change) = outcome {
             info!(scheduler = %scheduler, room = %room, from = %change.previous.as_str(), to = %change.room.status.as_str(), "room status changed");
             // The ping is recorded and answered whatever the forwarders do: the change goes
             // to their lanes, never on this path (a forwarder that never answers delays no
@@ -229,7 +229,10 @@ impl RoomService {
             if let Ok(info) = info
                 && !info.forwarders.is_empty()
             {
-                let event = ForwardEvent::Resync { ping_status };
+                // What the room sent: a status decodes only when spelled as Maestro does.
+                let event = ForwardEvent::Resync {
+                    ping_status: ping_status.as_str().to_string(),
+                };
                 self.forwarders.forward_in_background(
                     &info.forwarders,
                     &forwarded_room(&info, &change.room),

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use maestro_core::room::RoomAddress;
 use maestro_core::{GameRoom, InstanceStatus, RoomStatus, Timestamp, Version};
 
-use super::{PingUpdate, RoomStore, StatusChange, StoreError};
+use super::{PingOutcome, PingUpdate, RoomStore, StatusChange, StoreError};
 
 #[derive(Default)]
 pub struct MemoryRoomStore {
@@ -84,7 +84,7 @@ impl RoomStore for MemoryRoomStore {
         room_id: &str,
         ping: PingUpdate,
         now: Timestamp,
-    ) -> Result<StatusChange, StoreError> {
+    ) -> Result<PingOutcome, StoreError> {
         let mut all = self.write();
         let room = all
             .get_mut(scheduler)
@@ -95,10 +95,13 @@ impl RoomStore for MemoryRoomStore {
             })?;
         let previous = room.status;
         room.apply_ping(ping.status, ping.running_matches, ping.metadata, now);
-        Ok(StatusChange {
+        if room.status == previous {
+            return Ok(PingOutcome::Unchanged(previous));
+        }
+        Ok(PingOutcome::Changed(Box::new(StatusChange {
             previous,
             room: room.clone(),
-        })
+        })))
     }
 
     async fn apply_instance(

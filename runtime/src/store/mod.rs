@@ -49,6 +49,27 @@ impl StatusChange {
     }
 }
 
+/// What a ping did to a room's record. Most pings change nothing but the ping's own fields;
+/// then the store does not read the record back (nobody needs it: forwarders hear only of
+/// changes).
+#[derive(Debug, Clone, PartialEq)]
+pub enum PingOutcome {
+    /// The room's status is still this one.
+    Unchanged(RoomStatus),
+    /// The status changed; the record as it is now (boxed: the rare, large case).
+    Changed(Box<StatusChange>),
+}
+
+impl PingOutcome {
+    /// The room's status after the ping.
+    pub fn status(&self) -> RoomStatus {
+        match self {
+            Self::Unchanged(status) => *status,
+            Self::Changed(change) => change.room.status,
+        }
+    }
+}
+
 #[async_trait]
 pub trait RoomStore: Send + Sync + 'static {
     /// Ok when the store answers (readiness probes).
@@ -66,7 +87,7 @@ pub trait RoomStore: Send + Sync + 'static {
         room_id: &str,
         ping: PingUpdate,
         now: Timestamp,
-    ) -> Result<StatusChange, StoreError>;
+    ) -> Result<PingOutcome, StoreError>;
     /// Applies the runtime's view; creates the record if the runtime knows a room the store
     /// does not (the store was rebuilt after a restart).
     async fn apply_instance(
@@ -172,12 +193,17 @@ pub(crate) mod contract {
             running_matches: 0,
             metadata: None,
         };
-        let change = store
+        let outcome = store
             .apply_ping("s1", "r1", ping.clone(), t(2))
             .await
             .unwrap();
-        assert_eq!(change.room.status, RoomStatus::Pending);
-        assert!(!change.changed());
+        assert_eq!(outcome, PingOutcome::Unchanged(RoomStatus::Pending));
+        let recorded = store.get("s1", "r1").await.unwrap().unwrap();
+        assert_eq!(
+            (recorded.ping_status, recorded.last_ping_at),
+            (Some(PingStatus::Ready), Some(t(2))),
+            "an unchanged status still records the ping"
+        );
         let change = store
             .apply_instance(
                 "s1",
@@ -257,8 +283,8 @@ pub(crate) mod contract {
             metadata: serde_json::from_value(metadata).unwrap(),
             ..ready_ping()
         };
-        let change = store.apply_ping(scheduler, id, ping, t(3)).await.unwrap();
-        assert_eq!(change.room.status, RoomStatus::Ready);
+        let outcome = store.apply_ping(scheduler, id, ping, t(3)).await.unwrap();
+        assert_eq!(outcome.status(), RoomStatus::Ready);
     }
 
     /// Every combination of what the runtime and the room report gives the same record as
@@ -298,14 +324,25 @@ pub(crate) mod contract {
                             running_matches: matches,
                             metadata: Some(metadata.clone()),
                         };
-                        let change = store.apply_ping("combo", &id, update, t(3)).await.unwrap();
+                        let outcome = store.apply_ping("combo", &id, update, t(3)).await.unwrap();
                         let before = expected.status;
                         expected.apply_ping(ping, matches, Some(metadata), t(3));
-                        assert_eq!(change.previous, before);
-                        assert_eq!(
-                            change.room, expected,
-                            "{ping:?} x {instance:?} x {matches}/{max_matches}"
-                        );
+                        let case = format!("{ping:?} x {instance:?} x {matches}/{max_matches}");
+                        match outcome {
+                            PingOutcome::Changed(change) => {
+                                assert_eq!(change.previous, before, "{case}");
+                                assert_eq!(change.room, expected, "{case}");
+                            }
+                            PingOutcome::Unchanged(status) => {
+                                assert_eq!(
+                                    (before, status),
+                                    (expected.status, expected.status),
+                                    "{case}"
+                                );
+                            }
+                        }
+                        let recorded = store.get("combo", &id).await.unwrap();
+                        assert_eq!(recorded.as_ref(), Some(&expected), "{case} (recorded)");
                         // Allocation follows the same rule in both.
                         let allocated = store
                             .allocate("combo", &BTreeMap::new(), t(100), t(4))

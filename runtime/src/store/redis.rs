@@ -20,7 +20,7 @@ use maestro_core::{GameRoom, InstanceStatus, PingStatus, RoomStatus, Timestamp, 
 use redis::{AsyncCommands, Script};
 
 use super::redis_link::{Conn, Link, Target};
-use super::{PingUpdate, RoomStore, StatusChange, StoreError};
+use super::{PingOutcome, PingUpdate, RoomStore, StatusChange, StoreError};
 
 const PRELUDE: &str = include_str!("lua/prelude.lua");
 
@@ -301,7 +301,7 @@ impl RoomStore for RedisRoomStore {
         room_id: &str,
         ping: PingUpdate,
         now: Timestamp,
-    ) -> Result<StatusChange, StoreError> {
+    ) -> Result<PingOutcome, StoreError> {
         let metadata = match &ping.metadata {
             Some(m) => Some(
                 serde_json::to_string(m)
@@ -321,7 +321,14 @@ impl RoomStore for RedisRoomStore {
             .invoke_async(&mut self.conn().await?)
             .await
             .map_err(unavailable)?;
+        // `{status}`: unchanged, the record not read back (see ping.lua).
+        if let [status] = answer.as_slice() {
+            let status = RoomStatus::parse(status)
+                .ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?;
+            return Ok(PingOutcome::Unchanged(status));
+        }
         parse_change(answer, scheduler, room_id)
+            .map(|change| PingOutcome::Changed(Box::new(change)))
     }
 
     async fn apply_instance(
