@@ -389,13 +389,12 @@ async fn lists_terminating_once_deleted(
         json!(["bash", "-c", "trap '' TERM; exec sleep 600"]);
     let (status, answer) = maestro.post("/schedulers", body).await?;
     assert_eq!(status, StatusCode::OK, "{answer}");
-    let (status, answer) = maestro
-        .post(
+    maestro
+        .submit(
             &format!("/schedulers/{name}/add-rooms"),
             json!({"amount": 2}),
         )
         .await?;
-    assert_eq!(status, StatusCode::OK, "{answer}");
     eventually(Duration::from_secs(60), "two room processes", || async {
         (room_processes(name) == 2).then_some(())
     })
@@ -415,19 +414,8 @@ async fn lists_terminating_once_deleted(
     .await?;
 
     let remove = if behind_a_remove {
-        let (status, answer) = maestro
-            .post(
-                &format!("/schedulers/{name}/remove-rooms"),
-                json!({"amount": 1}),
-            )
-            .await?;
-        assert_eq!(status, StatusCode::OK, "{answer}");
-        Some(
-            answer["operationId"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-        )
+        let path = format!("/schedulers/{name}/remove-rooms");
+        Some(maestro.submit(&path, json!({"amount": 1})).await?)
     } else {
         None
     };

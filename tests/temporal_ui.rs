@@ -74,15 +74,6 @@ async fn final_operation(maestro: &Maestro, id: &str) -> Result<Value> {
         .await
 }
 
-async fn operation_id(maestro: &Maestro, path: &str, body: Value) -> Result<String> {
-    let (code, answer) = maestro.post(path, body).await?;
-    anyhow::ensure!(code == StatusCode::OK, "{path}: {code} {answer}");
-    Ok(answer["operationId"]
-        .as_str()
-        .context("an operation id")?
-        .to_string())
-}
-
 fn workflow_of(id: &str) -> String {
     maestro_core::naming::operation_workflow_id(NAME, id)
 }
@@ -99,24 +90,24 @@ async fn operations_end_in_temporal_as_they_ended_and_can_be_filtered() -> Resul
 
     let (code, body) = maestro.post("/schedulers", spec(&program, &[])).await?;
     assert_eq!(code, StatusCode::OK, "{body}");
-    let added = operation_id(
-        &maestro,
-        &format!("/schedulers/{NAME}/add-rooms"),
-        json!({"amount": 1}),
-    )
-    .await?;
+    let added = maestro
+        .submit(
+            &format!("/schedulers/{NAME}/add-rooms"),
+            json!({"amount": 1}),
+        )
+        .await?;
     assert_eq!(
         final_operation(&maestro, &added).await?["status"],
         "finished"
     );
 
     std::fs::remove_file(&program)?;
-    let failing = operation_id(
-        &maestro,
-        &format!("/schedulers/{NAME}/add-rooms"),
-        json!({"amount": 1}),
-    )
-    .await?;
+    let failing = maestro
+        .submit(
+            &format!("/schedulers/{NAME}/add-rooms"),
+            json!({"amount": 1}),
+        )
+        .await?;
     let failed = final_operation(&maestro, &failing).await?;
     assert_eq!(failed["status"], "error", "{failed}");
     let history: Vec<&str> = failed["executionHistory"]
@@ -150,12 +141,9 @@ async fn operations_end_in_temporal_as_they_ended_and_can_be_filtered() -> Resul
 
     // A major version whose validation room never pings: cancelled while it waits, its
     // current details say what it waits for.
-    let slow = operation_id(
-        &maestro,
-        &format!("/schedulers/{NAME}"),
-        spec("sleep", &["600"]),
-    )
-    .await?;
+    let slow = maestro
+        .submit(&format!("/schedulers/{NAME}"), spec("sleep", &["600"]))
+        .await?;
     let details = eventually(
         Duration::from_secs(60),
         "the validation wait to show",

@@ -29,12 +29,15 @@ impl Ignored {
         ignored
     }
 
-    /// Names the ignored body fields in the answer's [`IGNORED_FIELDS_HEADER`].
-    pub(crate) fn answer(&self, response: &mut Response) {
+    /// Names the ignored body fields of the request to `path` in the answer's
+    /// [`IGNORED_FIELDS_HEADER`] and in a warning.
+    pub(crate) fn answer(&self, path: &str, response: &mut Response) {
         let fields = self.0.lock().map(|f| f.join(",")).unwrap_or_default();
-        if !fields.is_empty()
-            && let Ok(value) = HeaderValue::from_str(&fields)
-        {
+        if fields.is_empty() {
+            return;
+        }
+        tracing::warn!(path = %path, fields = %fields, "request fields ignored: no such field");
+        if let Ok(value) = HeaderValue::from_str(&fields) {
             response.headers_mut().insert(IGNORED_FIELDS_HEADER, value);
         }
     }
@@ -47,8 +50,6 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ValidJson<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let ignored = req.extensions().get::<Ignored>().cloned();
-        // Shares the request's bytes: the path is written only when fields were ignored.
-        let uri = req.uri().clone();
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::field(
@@ -61,13 +62,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ValidJson<T> {
             }
         })?;
         let (value, fields) = parse_reporting(&bytes)?;
-        if !fields.is_empty() {
-            tracing::warn!(path = %uri.path(), fields = %fields.join(","), "request fields ignored: no such field");
-            if let Some(Ignored(slot)) = ignored
-                && let Ok(mut slot) = slot.lock()
-            {
-                slot.extend(fields);
-            }
+        // Named in the answer and logged by the HTTP middleware, which knows the path.
+        if !fields.is_empty()
+            && let Some(Ignored(slot)) = ignored
+            && let Ok(mut slot) = slot.lock()
+        {
+            slot.extend(fields);
         }
         Ok(ValidJson(value))
     }

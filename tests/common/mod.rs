@@ -280,6 +280,16 @@ impl Maestro {
         self.call(reqwest::Method::POST, path, Some(body)).await
     }
 
+    /// POSTs an operation request that must be accepted; answers its operation id.
+    pub async fn submit(&self, path: &str, body: Value) -> Result<String> {
+        let (code, answer) = self.post(path, body).await?;
+        anyhow::ensure!(code == StatusCode::OK, "{path}: {code} {answer}");
+        answer["operationId"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow::anyhow!("{path}: no operation id in {answer}"))
+    }
+
     pub async fn delete(&self, scheduler: &str) -> Result<(StatusCode, Value)> {
         let path = format!("/schedulers/{scheduler}");
         self.call(reqwest::Method::DELETE, &path, None).await

@@ -174,7 +174,8 @@ impl Metrics {
 
     pub fn ping(&self, status: &str) {
         // Unknown statuses are one bucket: the label must stay bounded whatever rooms send.
-        let known = PingStatus::ALL.iter().position(|s| s.as_str() == status);
+        let known = PingStatus::parse(status)
+            .and_then(|parsed| PingStatus::ALL.iter().position(|s| *s == parsed));
         known
             .and_then(|i| self.pings_by_status.get(i))
             .unwrap_or(&self.invalid_pings)
@@ -239,10 +240,11 @@ pub async fn track_http(
     // Both are reference-counted or inline: no allocation on the ping path.
     let route = request.extensions().get::<MatchedPath>().cloned();
     let method = request.method().clone();
-    // A clone shares the request's bytes; it is read only for a 5xx.
+    // A clone shares the request's bytes; its path is written only in the 5xx, debug and
+    // ignored-fields lines.
     let uri = request.uri().clone();
     let mut response = next.run(request).await;
-    ignored.answer(&mut response);
+    ignored.answer(uri.path(), &mut response);
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     let status = response.status();
     let reason = response.extensions().get::<ServerErrorReason>();

@@ -414,12 +414,11 @@ impl Runtime for KubernetesRuntime {
             parts.push("no container error recorded".into());
         }
         // Where the room's output is: the previous container's once it restarted.
-        let restarted = pod
-            .status
-            .iter()
-            .flat_map(|s| s.container_statuses.iter().flatten())
-            .any(|c| c.restart_count > 0);
-        let previous = if restarted { " --previous" } else { "" };
+        let previous = if pod::restarted(&pod) {
+            " --previous"
+        } else {
+            ""
+        };
         Some(format!(
             "pod {scheduler}/{room_id}: {}; its output: kubectl logs -n {scheduler} {room_id}{previous}",
             parts.join("; ")

@@ -5,9 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{
-    Affinity, Container as PodContainer, ContainerPort as PodPort, EnvVar as PodEnvVar,
-    EnvVarSource as PodEnvVarSource, Namespace, Node, NodeAffinity, NodeSelector,
-    NodeSelectorRequirement, NodeSelectorTerm, ObjectFieldSelector, Pod, PodSpec,
+    Affinity, Container as PodContainer, ContainerPort as PodPort, ContainerStatus,
+    EnvVar as PodEnvVar, EnvVarSource as PodEnvVarSource, Namespace, Node, NodeAffinity,
+    NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, ObjectFieldSelector, Pod, PodSpec,
     ResourceRequirements, Secret, SecretKeySelector, Toleration,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
@@ -392,11 +392,7 @@ pub fn instance_status(pod: &Pod) -> (InstanceStatus, Option<String>) {
 /// How the pod's containers last ended, for a person reading a room's failure: "container
 /// room exited with code 3 (Error)", the current termination before the previous one.
 pub fn last_exits(pod: &Pod) -> Vec<String> {
-    let statuses = pod
-        .status
-        .iter()
-        .flat_map(|s| s.container_statuses.iter().flatten());
-    statuses
+    container_statuses(pod)
         .filter_map(|container| {
             let current = container.state.as_ref().and_then(|s| s.terminated.as_ref());
             let previous = container
@@ -420,6 +416,17 @@ pub fn last_exits(pod: &Pod) -> Vec<String> {
             ))
         })
         .collect()
+}
+
+/// Whether a container of the pod was restarted (its previous run's output is the one to read).
+pub fn restarted(pod: &Pod) -> bool {
+    container_statuses(pod).any(|c| c.restart_count > 0)
+}
+
+fn container_statuses(pod: &Pod) -> impl Iterator<Item = &ContainerStatus> {
+    pod.status
+        .iter()
+        .flat_map(|s| s.container_statuses.iter().flatten())
 }
 
 /// Host ports a pod holds (for allocation: what live rooms already use).

@@ -340,7 +340,7 @@ impl SchedulerWorkflowState {
     }
 
     pub fn accepts_operations(&self) -> bool {
-        !self.deleted && self.scheduler.state != Some(SchedulerState::Terminating)
+        !self.deleted && !self.terminating()
     }
 
     /// What the next run starts from: this state whole, one generation on.
