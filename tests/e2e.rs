@@ -77,6 +77,17 @@ async fn scheduler_lifecycle_through_the_rest_api() -> Result<()> {
     assert_eq!(code, StatusCode::OK, "{body}");
     assert_eq!(body["scheduler"]["spec"]["version"], "v1.0.0");
     assert_eq!(body["scheduler"]["state"], "creating");
+    // The answer is not read back from the workflow: what it says must be what the
+    // workflow holds (created at the same moment) and what the listing's memo says.
+    let created_at = body["scheduler"]["createdAt"].clone();
+    assert!(created_at.is_string(), "{body}");
+    let (_, read) = maestro.get(&format!("/schedulers/{name}")).await?;
+    assert_eq!(read["scheduler"]["createdAt"], created_at, "{read}");
+    let (_, versions) = maestro.get(&format!("/schedulers/{name}/versions")).await?;
+    assert_eq!(
+        versions["versions"][0]["createdAt"], created_at,
+        "{versions}"
+    );
     let (code, _) = maestro.post("/schedulers", scheduler_body(name)).await?;
     assert_eq!(code, StatusCode::CONFLICT);
 

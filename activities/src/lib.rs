@@ -17,6 +17,7 @@ mod metered;
 
 pub use metered::MeteredRuntime;
 
+use futures::StreamExt;
 use futures::future::join_all;
 use maestro_core::{GameRoom, InstanceStatus, RoomStatus, Scheduler, Timestamp, Version};
 use maestro_runtime::{RoomStore, Runtime, RuntimeError, StoreError};
@@ -25,6 +26,10 @@ use temporalio_macros::activities;
 use temporalio_sdk::ApplicationFailure;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use tracing::{info, warn};
+
+/// Rooms of one `rooms.create` batch created at once: Maestro creates every room of its
+/// batch of 40 at once; our batches are larger (`ROOM_BATCH_SIZE`), the concurrency the same.
+pub const ROOMS_IN_FLIGHT: usize = 40;
 
 /// How often a long activity reports liveness while it waits on the runtime.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
@@ -199,6 +204,44 @@ async fn with_heartbeats<T>(
     }
 }
 
+impl RoomActivities {
+    /// One room: its record, then its instance, then the instance in the record. A record
+    /// comes first so there is never a room without one; a refusal for good removes it.
+    async fn create_room(
+        &self,
+        scheduler: &Scheduler,
+        version: Version,
+        max_matches: u32,
+        room_id: &str,
+    ) -> Result<(), ActivityError> {
+        let room = GameRoom::new(room_id, &scheduler.name, version, max_matches, now());
+        self.store
+            .insert_if_absent(room)
+            .await
+            .map_err(store_failure)?;
+        let instance = match self.runtime.create_room(scheduler, version, room_id).await {
+            Ok(instance) => instance,
+            Err(e) => {
+                // Refused for good: the record made above would be a room with no instance,
+                // so it goes too (a retryable failure keeps it for the retry).
+                if !e.is_retryable() {
+                    self.store
+                        .remove(&scheduler.name, room_id)
+                        .await
+                        .map_err(store_failure)?;
+                    warn!(scheduler = %scheduler.name, room = %room_id, error = %e, "room cannot be created");
+                }
+                return Err(runtime_failure(e));
+            }
+        };
+        self.store
+            .record_instance(&instance, now())
+            .await
+            .map(drop)
+            .map_err(store_failure)
+    }
+}
+
 #[activities]
 impl RoomActivities {
     /// Prepares the scheduler's runtime resources (a namespace on Kubernetes). Heartbeats:
@@ -245,46 +288,41 @@ impl RoomActivities {
                 .await
                 .map_err(runtime_failure)?;
         }
-        for (index, room_id) in input.room_ids.iter().enumerate().skip(done) {
-            if ctx.is_cancelled() {
-                return Err(ActivityError::cancelled());
-            }
-            self.store
-                .insert_if_absent(GameRoom::new(
-                    room_id,
-                    &scheduler.name,
-                    input.version,
-                    max_matches,
-                    now(),
-                ))
-                .await
-                .map_err(store_failure)?;
-            let instance = match self
-                .runtime
-                .create_room(scheduler, input.version, room_id)
-                .await
-            {
-                Ok(instance) => instance,
-                Err(e) => {
-                    // Refused for good: the record made above would be a room with no
-                    // instance, so it goes too (a retryable failure keeps it for the retry).
-                    if !e.is_retryable() {
-                        self.store
-                            .remove(&scheduler.name, room_id)
-                            .await
-                            .map_err(store_failure)?;
-                        warn!(scheduler = %scheduler.name, room = %room_id, operation = %operation, error = %e, "room cannot be created");
-                    }
-                    return Err(runtime_failure(e));
+        // `ROOMS_IN_FLIGHT` rooms at once, as Maestro creates a batch (a goroutine per room); each
+        // room still goes record → instance → instance recorded. The heartbeat says how many
+        // leading rooms are done, so a retry resumes there (redoing a finished room is a no-op).
+        let attempt = ctx.info().attempt;
+        let this = &*self;
+        let (version, operation) = (input.version, operation.as_str());
+        // Owned ids: a closure over borrowed items is not general enough for `Send`.
+        let pending = input.room_ids.iter().cloned().enumerate().skip(done);
+        let mut creations = futures::stream::iter(pending)
+            .map(|(index, room_id)| {
+                async move {
+                    this.create_room(scheduler, version, max_matches, &room_id)
+                        .await?;
+                    info!(scheduler = %scheduler.name, room = %room_id, operation = %operation, attempt, "room created");
+                    Ok::<_, ActivityError>(index)
                 }
+            })
+            .buffer_unordered(ROOMS_IN_FLIGHT);
+        let mut finished = std::collections::BTreeSet::new();
+        let mut leading = done;
+        loop {
+            let next = tokio::select! {
+                next = creations.next() => next,
+                _ = ctx.cancelled() => return Err(ActivityError::cancelled()),
             };
-            self.store
-                .record_instance(&instance, now())
-                .await
-                .map_err(store_failure)?;
-            info!(scheduler = %scheduler.name, room = %room_id, operation = %operation, attempt = ctx.info().attempt, "room created");
-            ctx.record_heartbeat(index + 1).await?;
+            let Some(index) = next.transpose()? else {
+                break;
+            };
+            finished.insert(index);
+            while finished.remove(&leading) {
+                leading += 1;
+            }
+            ctx.record_heartbeat(leading).await?;
         }
+        drop(creations);
         self.remember_batch(&scheduler.name, &ctx);
         Ok(input.room_ids)
     }

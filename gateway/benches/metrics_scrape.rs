@@ -1,4 +1,4 @@
-//! `/metrics` at scale: 10 000 rooms across 100 schedulers.
+//! `/metrics` at scale: 10 000 rooms across 1 000 schedulers.
 //!
 //! Measures, in one run on loopback:
 //! - one Metrics Reporter refresh, against the floor of reading the same rooms from the store;
@@ -24,8 +24,8 @@ use maestro_gateway::reporter::{Fleet, Reporter};
 use maestro_runtime::{MemoryRoomStore, PingUpdate, RoomStore};
 use maestro_workflows::OperationsView;
 
-const SCHEDULERS: usize = 100;
-const ROOMS_PER_SCHEDULER: usize = 100;
+const SCHEDULERS: usize = 1_000;
+const ROOMS_PER_SCHEDULER: usize = 10;
 const SCRAPES: usize = 300;
 
 struct BenchFleet {
@@ -94,7 +94,7 @@ async fn main() {
     let now = Timestamp::from_unix_millis(1_000);
     let mut schedulers = Vec::new();
     for s in 0..SCHEDULERS {
-        let name = format!("sched-{s:03}");
+        let name = format!("sched-{s:04}");
         let mut scheduler = Scheduler::with_command(&name, &format!("game-{}", s % 10), &["x"]);
         scheduler.rooms_replicas = ROOMS_PER_SCHEDULER as i64;
         for r in 0..ROOMS_PER_SCHEDULER {

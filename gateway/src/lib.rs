@@ -39,6 +39,11 @@ use maestro_runtime::{RoomStore, Runtime};
 pub use rooms::RoomService;
 pub use schedulers::SchedulerClient;
 
+/// The gateway's clock: room records, runtime events and new schedulers are stamped with it.
+pub(crate) fn now() -> maestro_core::Timestamp {
+    maestro_core::Timestamp::from_system_time(std::time::SystemTime::now())
+}
+
 /// What every handler needs; cheap to clone (one reference count: axum clones the state for
 /// every request, and cloning the parts one by one showed up as 5 % of a ping's CPU time).
 #[derive(Clone)]

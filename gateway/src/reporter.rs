@@ -8,7 +8,7 @@
 //! operation is counted once, the first time the reporter sees it finished (operations that
 //! had finished before this process started are not counted).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,7 @@ use tracing::{debug, warn};
 use crate::SchedulerClient;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::metrics::fleet::{GRU_STATUSES, RoomFigures, SchedulerFigures};
 use crate::metrics::reporter::ReporterMetrics;
 use crate::rooms::forwarders;
 
@@ -51,11 +52,11 @@ impl Fleet for SchedulerClient {
 /// Schedulers refreshed at once (each costs a store read and a workflow query).
 const CONCURRENCY: usize = 8;
 
-/// What the reporter set for one scheduler last time (to remove what disappears).
+/// What the reporter knows of one scheduler between refreshes.
 #[derive(Default)]
 struct Known {
-    game: String,
-    versions: BTreeSet<String>,
+    /// The figures published last time: a part that cannot be read keeps its last values.
+    figures: SchedulerFigures,
     /// Finished operations already counted.
     counted: HashSet<String>,
     /// Operations already counted as started (active or finished when first seen).
@@ -106,7 +107,10 @@ impl Reporter {
         Ok(Self {
             fleet,
             store,
-            gauges: Arc::new(ReporterMetrics::new(&metrics.registry)?),
+            gauges: Arc::new(ReporterMetrics::new(
+                &metrics.registry,
+                metrics.fleet.clone(),
+            )?),
             metrics: metrics.clone(),
             known: Arc::default(),
         })
@@ -148,42 +152,27 @@ impl Reporter {
         let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
         let mut previous = known.take().unwrap_or_default();
         let mut current = HashMap::new();
+        let mut published = Vec::with_capacity(results.len());
         for (scheduler, rooms, operations) in results {
             let mut entry = previous.remove(&scheduler.name).unwrap_or_default();
-            entry.game = scheduler.game.clone();
             for forwarder in &scheduler.forwarders {
                 forwarders::zero_series(&self.metrics, &forwarder.name);
             }
-            self.gauges
-                .on_error
-                .with_label_values(&[scheduler.game.as_str(), scheduler.name.as_str()])
-                .set(i64::from(
-                    scheduler.state == Some(maestro_core::SchedulerState::OnError),
-                ));
+            let figures = &mut entry.figures;
+            figures.game.clone_from(&scheduler.game);
+            figures.scheduler.clone_from(&scheduler.name);
+            figures.on_error = scheduler.state == Some(maestro_core::SchedulerState::OnError);
             if let Some(rooms) = rooms {
-                self.set_rooms(&scheduler, &rooms, &mut entry);
+                figures.rooms = Some(room_figures(&scheduler, &rooms));
             }
             if let Some(view) = operations {
-                self.count_operations(&scheduler, &view, &mut entry, first_refresh);
+                self.count_operations(&view, &mut entry, first_refresh);
             }
+            published.push(entry.figures.clone());
             current.insert(scheduler.name.clone(), entry);
         }
-        // Schedulers gone since the last refresh: their series go too.
-        for (name, gone) in previous {
-            for vec in self.gauges.scheduler_vecs() {
-                let _ = vec.remove_label_values(&[&gone.game, &name]);
-            }
-            let _ = self
-                .gauges
-                .ready_target
-                .remove_label_values(&[&gone.game, &name]);
-            for version in &gone.versions {
-                let _ = self
-                    .gauges
-                    .by_version
-                    .remove_label_values(&[&gone.game, &name, version]);
-            }
-        }
+        // Schedulers gone since the last refresh are not in the snapshot: their series go.
+        self.gauges.fleet.publish(published);
         *known = Some(current);
         self.gauges
             .refresh_seconds
@@ -223,82 +212,9 @@ impl Reporter {
         (scheduler, rooms, operations)
     }
 
-    fn set_rooms(
-        &self,
-        scheduler: &Scheduler,
-        rooms: &[maestro_core::GameRoom],
-        known: &mut Known,
-    ) {
-        let g = &self.gauges;
-        let labels = [scheduler.game.as_str(), scheduler.name.as_str()];
-        let counts = count_rooms(rooms);
-        for (status, gauge) in &g.gru {
-            gauge
-                .with_label_values(&labels)
-                .set(counts.by_status.get(status).copied().unwrap_or(0));
-        }
-        for (status, gauge) in &g.instance {
-            gauge
-                .with_label_values(&labels)
-                .set(counts.by_instance.get(status).copied().unwrap_or(0));
-        }
-        g.running_matches
-            .with_label_values(&labels)
-            .set(counts.running_matches);
-        g.max_matches
-            .with_label_values(&labels)
-            .set(scheduler.max_matches());
-        g.current_rooms.with_label_values(&labels).set(counts.total);
-        let (min, max) = match scheduler.autoscaling.as_ref().filter(|a| a.enabled) {
-            Some(a) => (a.min, a.max),
-            None => (scheduler.rooms_replicas, scheduler.rooms_replicas),
-        };
-        g.min_rooms.with_label_values(&labels).set(min);
-        g.max_rooms.with_label_values(&labels).set(max);
-        let desired =
-            autoscaling::desired_rooms(scheduler, autoscaling::Fleet::of_rooms(rooms), None);
-        if let Some(e) = &desired.fallback {
-            warn!(scheduler = %scheduler.name, error = %e, "autoscaling skipped: roomsReplicas is the desired count");
-        }
-        g.desired_rooms
-            .with_label_values(&labels)
-            .set(i64::try_from(desired.decision.desired).unwrap_or(i64::MAX));
-        let policy = scheduler.autoscaling.as_ref().map(|a| &a.policy.parameters);
-        g.ready_target.with_label_values(&labels).set(
-            policy
-                .and_then(|p| p.room_occupancy.as_ref())
-                .map_or(0.0, |p| p.ready_target),
-        );
-        g.fixed_buffer.with_label_values(&labels).set(
-            policy
-                .and_then(|p| p.fixed_buffer.as_ref())
-                .map_or(0, |p| p.amount),
-        );
-        let versions: BTreeSet<String> = counts.by_version.keys().cloned().collect();
-        for gone in known.versions.difference(&versions) {
-            let _ = g
-                .by_version
-                .remove_label_values(&[labels[0], labels[1], gone]);
-        }
-        for (version, n) in &counts.by_version {
-            g.by_version
-                .with_label_values(&[labels[0], labels[1], version])
-                .set(*n);
-        }
-        known.versions = versions;
-    }
-
-    fn count_operations(
-        &self,
-        scheduler: &Scheduler,
-        view: &OperationsView,
-        known: &mut Known,
-        baseline_only: bool,
-    ) {
-        self.gauges
-            .pending_operations
-            .with_label_values(&[scheduler.game.as_str(), scheduler.name.as_str()])
-            .set(i64::try_from(view.pending.len()).unwrap_or(i64::MAX));
+    fn count_operations(&self, view: &OperationsView, known: &mut Known, baseline_only: bool) {
+        known.figures.pending_operations =
+            Some(i64::try_from(view.pending.len()).unwrap_or(i64::MAX));
         // Started: the running one and every finished one (an operation can start and finish
         // between two refreshes), each once.
         let mut running = HashSet::with_capacity(view.finished.len() + 1);
@@ -334,13 +250,44 @@ impl Reporter {
     }
 }
 
+/// One scheduler's room gauges from its rooms.
+fn room_figures(scheduler: &Scheduler, rooms: &[maestro_core::GameRoom]) -> RoomFigures {
+    let counts = count_rooms(rooms);
+    let of = |n: Option<&i64>| n.copied().unwrap_or(0);
+    let (min_rooms, max_rooms) = match scheduler.autoscaling.as_ref().filter(|a| a.enabled) {
+        Some(a) => (a.min, a.max),
+        None => (scheduler.rooms_replicas, scheduler.rooms_replicas),
+    };
+    let desired = autoscaling::desired_rooms(scheduler, autoscaling::Fleet::of_rooms(rooms), None);
+    if let Some(e) = &desired.fallback {
+        warn!(scheduler = %scheduler.name, error = %e, "autoscaling skipped: roomsReplicas is the desired count");
+    }
+    let policy = scheduler.autoscaling.as_ref().map(|a| &a.policy.parameters);
+    RoomFigures {
+        gru: GRU_STATUSES.map(|s| of(counts.by_status.get(&s))),
+        instance: InstanceStatus::ALL.map(|s| of(counts.by_instance.get(&s))),
+        running_matches: counts.running_matches,
+        max_matches: scheduler.max_matches(),
+        current_rooms: counts.total,
+        min_rooms,
+        max_rooms,
+        desired_rooms: i64::try_from(desired.decision.desired).unwrap_or(i64::MAX),
+        ready_target: policy
+            .and_then(|p| p.room_occupancy.as_ref())
+            .map_or(0.0, |p| p.ready_target),
+        fixed_buffer: policy
+            .and_then(|p| p.fixed_buffer.as_ref())
+            .map_or(0, |p| p.amount),
+        by_version: counts.by_version.into_iter().collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use maestro_core::{
         GameRoom, Operation, OperationRequest, OperationStatus, Timestamp, Version,
     };
     use maestro_runtime::MemoryRoomStore;
-    use prometheus::Registry;
 
     use super::*;
 
@@ -380,29 +327,23 @@ mod tests {
         }
     }
 
-    fn value(registry: &Registry, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        registry
-            .gather()
-            .iter()
-            .find(|f| f.name() == name)
-            .and_then(|f| {
-                f.get_metric()
+    /// The sample of `name` carrying `labels` in the served text (the fleet gauges are not
+    /// in the registry); a histogram answers its count.
+    fn value(metrics: &Metrics, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let mut text = prometheus::TextEncoder::new()
+            .encode_to_string(&metrics.registry.gather())
+            .unwrap();
+        metrics.fleet.encode(&mut text);
+        let histogram = format!("{name}_count");
+        text.lines().find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (family, rest) = series.split_once('{').unwrap_or((series, ""));
+            let wanted = (family == name || family == histogram)
+                && labels
                     .iter()
-                    .find(|m| {
-                        labels.iter().all(|(k, v)| {
-                            m.get_label()
-                                .iter()
-                                .any(|l| l.name() == *k && l.value() == *v)
-                        })
-                    })
-                    .map(|m| match f.get_field_type() {
-                        prometheus::proto::MetricType::COUNTER => m.get_counter().value(),
-                        prometheus::proto::MetricType::HISTOGRAM => {
-                            m.get_histogram().get_sample_count() as f64
-                        }
-                        _ => m.get_gauge().value(),
-                    })
-            })
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+            wanted.then(|| value.parse().ok()).flatten()
+        })
     }
 
     /// Operations finished before the first refresh are a baseline, not counted; later ones
@@ -412,7 +353,6 @@ mod tests {
         let fleet = Arc::new(FixedFleet::default());
         let store = Arc::new(MemoryRoomStore::new());
         let metrics = Metrics::standalone().unwrap();
-        let registry = metrics.registry.clone();
         let reporter = Reporter::new(fleet.clone(), store.clone(), &metrics).unwrap();
         let mut scheduler = Scheduler::with_command("s", "g", &["true"]);
         scheduler.rooms_replicas = 2;
@@ -443,7 +383,7 @@ mod tests {
             .unwrap();
         reporter.refresh().await.unwrap();
         // A forwarder's series start at zero before its first call.
-        let forwarder = |name: &str, labels: &[(&str, &str)]| value(&registry, name, labels);
+        let forwarder = |name: &str, labels: &[(&str, &str)]| value(&metrics, name, labels);
         assert_eq!(
             forwarder(
                 "maestro_forwarder_calls_total",
@@ -464,16 +404,16 @@ mod tests {
         );
         let labels = [("game", "g"), ("scheduler", "s")];
         assert_eq!(
-            value(&registry, "maestro_worker_gru_pending", &labels),
+            value(&metrics, "maestro_worker_gru_pending", &labels),
             Some(1.0)
         );
         assert_eq!(
-            value(&registry, "maestro_worker_desired_rooms", &labels),
+            value(&metrics, "maestro_worker_desired_rooms", &labels),
             Some(2.0)
         );
         let old = [("operation", "create_scheduler"), ("status", "finished")];
         assert_eq!(
-            value(&registry, "maestro_worker_operation_executions_total", &old),
+            value(&metrics, "maestro_worker_operation_executions_total", &old),
             Some(0.0),
             "the baseline is not counted (its series starts at zero)"
         );
@@ -486,13 +426,13 @@ mod tests {
         reporter.refresh().await.unwrap();
         let add = [("operation", "add_rooms"), ("status", "error")];
         assert_eq!(
-            value(&registry, "maestro_worker_operation_executions_total", &add),
+            value(&metrics, "maestro_worker_operation_executions_total", &add),
             Some(1.0),
             "counted once over two refreshes"
         );
         assert_eq!(
             value(
-                &registry,
+                &metrics,
                 "maestro_worker_operations_started_total",
                 &[("operation", "add_rooms")]
             ),
@@ -500,7 +440,7 @@ mod tests {
         );
         assert_eq!(
             value(
-                &registry,
+                &metrics,
                 "maestro_worker_operation_duration_seconds",
                 &[("operation", "add_rooms")]
             ),
@@ -508,12 +448,9 @@ mod tests {
         );
         fleet.schedulers.lock().unwrap().clear();
         reporter.refresh().await.unwrap();
+        assert_eq!(value(&metrics, "maestro_worker_gru_pending", &labels), None);
         assert_eq!(
-            value(&registry, "maestro_worker_gru_pending", &labels),
-            None
-        );
-        assert_eq!(
-            value(&registry, "maestro_worker_rooms_by_version", &labels),
+            value(&metrics, "maestro_worker_rooms_by_version", &labels),
             None
         );
     }
@@ -586,14 +523,12 @@ mod autoscaled {
             store.apply_ping("auto", id, ping, t).await.unwrap();
         }
         let metrics = Metrics::standalone().unwrap();
-        let registry = metrics.registry.clone();
         let reporter = Reporter::new(Arc::new(One(scheduler)), store, &metrics).unwrap();
         reporter.refresh().await.unwrap();
-        let desired = registry
-            .gather()
-            .into_iter()
-            .find(|f| f.name() == "maestro_worker_desired_rooms")
-            .map(|f| f.get_metric()[0].get_gauge().value());
-        assert_eq!(desired, Some(4.0));
+        let desired = metrics.fleet.snapshot()[0]
+            .rooms
+            .as_ref()
+            .map(|r| r.desired_rooms);
+        assert_eq!(desired, Some(4));
     }
 }

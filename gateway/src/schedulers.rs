@@ -47,6 +47,10 @@ impl ReadSource {
     }
 }
 
+/// Bound on one page of a visibility listing. Longer than a query's: a listing has no memo
+/// to fall back to, and visibility reads slow down most while a burst of creations runs.
+const LIST_TIMEOUT: Duration = Duration::from_secs(15);
+
 #[derive(Clone)]
 pub struct SchedulerClient {
     client: Client,
@@ -108,7 +112,25 @@ impl SchedulerClient {
     /// Starts the scheduler's workflow; 409 when a scheduler of that name exists.
     pub async fn create(&self, scheduler: Scheduler) -> Result<(), ApiError> {
         let name = scheduler.name.clone();
+        let state = SchedulerWorkflowState {
+            health_check_secs: self
+                .health_check
+                .map(|d| d.as_secs().max(u64::from(!d.is_zero()))),
+            continue_as_new_every: self.continue_as_new_every,
+            search_attributes: self.search_attributes,
+            ..SchedulerWorkflowState::new(scheduler.clone())
+        };
+        // The memo the workflow's first task writes, already at the start: a scheduler is
+        // listed from the moment its creation is answered, not once a worker ran it. The
+        // operation id does not show in the snapshot.
+        let created_at = scheduler.created_at.unwrap_or_else(crate::now);
+        let mut memo = temporalio_common::MemoValues::new();
+        memo.insert(
+            names::MEMO_SNAPSHOT,
+            state.clone().started(String::new(), created_at).snapshot(),
+        );
         let options = WorkflowStartOptions::new(&self.task_queue, scheduler_workflow_id(&name))
+            .memo(memo)
             .static_summary(format!("scheduler {name} of game {}", scheduler.game))
             .maybe_search_attributes(
                 self.search_attributes
@@ -117,18 +139,7 @@ impl SchedulerClient {
             .build();
         match self
             .client
-            .start_workflow(
-                SchedulerWorkflow::run,
-                SchedulerWorkflowState {
-                    health_check_secs: self
-                        .health_check
-                        .map(|d| d.as_secs().max(u64::from(!d.is_zero()))),
-                    continue_as_new_every: self.continue_as_new_every,
-                    search_attributes: self.search_attributes,
-                    ..SchedulerWorkflowState::new(scheduler)
-                },
-                options,
-            )
+            .start_workflow(SchedulerWorkflow::run, state, options)
             .await
         {
             Ok(_) => {
@@ -266,12 +277,12 @@ impl SchedulerClient {
     }
 
     /// Every live scheduler, from Temporal visibility and the snapshot each workflow keeps in
-    /// its memo: one listing call per page, no query per scheduler. A scheduler no worker
-    /// has run yet has no snapshot and is left out.
+    /// its memo (set when the workflow is started): one listing call per page, no query per
+    /// scheduler. A workflow without a snapshot is left out.
     pub async fn list(&self) -> Result<Vec<SchedulerSnapshot>, ApiError> {
         let query = running_schedulers();
         let options = WorkflowListOptions::builder()
-            .rpc_options(RpcOptions::builder().timeout(self.query_timeout).build())
+            .rpc_options(RpcOptions::builder().timeout(LIST_TIMEOUT).build())
             .build();
         let mut executions = self.client.list_workflows(query, options);
         let mut schedulers = Vec::new();

@@ -3,18 +3,14 @@
 //! and lists again whenever the runtime says events were lost.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use futures::StreamExt;
-use maestro_core::Timestamp;
 use maestro_runtime::{RoomInstance, RoomStore, Runtime, RuntimeEvent};
 use tracing::{info, warn};
 
 use crate::metrics::Metrics;
-
-fn now() -> Timestamp {
-    Timestamp::from_system_time(SystemTime::now())
-}
+use crate::now;
 
 async fn apply(store: &dyn RoomStore, instance: RoomInstance) {
     if let Err(e) = store.record_instance(&instance, now()).await {

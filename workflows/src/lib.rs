@@ -21,7 +21,7 @@ pub use temporalio_sdk::WorkflowRegistrationError;
 pub use maestro_core::operation::{Rejection, RejectionCode};
 pub use maestro_core::version::VersionRecord;
 pub use operations::{register_replayer_workflows, register_worker_workflows};
-pub use scheduler::{SchedulerWorkflow, SchedulerWorkflowState};
+pub use scheduler::{SchedulerWorkflow, SchedulerWorkflowState, mark_created};
 
 /// Pinned names: part of every stored history; renaming a Rust item must not change them.
 /// The macros take these as string literals; `tests/scheduler_workflow.rs` checks that the

@@ -19,7 +19,7 @@ use crate::{
     SubmitOperation, names, search_attributes,
 };
 
-pub use state::SchedulerWorkflowState;
+pub use state::{SchedulerWorkflowState, mark_created};
 
 #[workflow]
 pub struct SchedulerWorkflow {

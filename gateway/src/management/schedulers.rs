@@ -4,6 +4,7 @@ use axum::extract::{Path, State};
 use maestro_core::operation::DeleteSchedulerInput;
 use maestro_core::scheduler::{MatchAllocation, PortRange};
 use maestro_core::{RoomStatus, Scheduler, SchedulerState, Timestamp, Version};
+use maestro_workflows::mark_created;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -78,19 +79,13 @@ pub(super) async fn create_scheduler(
             "roomsToCreate": scheduler.rooms_replicas,
         })));
     }
+    // Stamped here and carried in the workflow's input, so the answer is what the workflow
+    // holds from its first task on without reading it back: a read-back waits for a worker
+    // to run that task, which made each creation a second Temporal round trip (and under a
+    // burst of creations, a queue wait).
+    mark_created(&mut scheduler, crate::now());
     state.schedulers.create(scheduler.clone()).await?;
-    // The workflow exists from here on: a failed read-back (no worker polling yet) must not
-    // turn into an error the client would retry into a 409.
-    let created = match state.schedulers.snapshot(&name).await {
-        Ok(snapshot) => snapshot.scheduler,
-        Err(e) => {
-            tracing::warn!(scheduler = %name, error = %e, "created, but could not read it back yet");
-            scheduler.state = Some(SchedulerState::Creating);
-            scheduler.spec.version = Version::FIRST.to_string();
-            scheduler
-        }
-    };
-    Ok(OrPlan::Done(SchedulerAnswer::of(created)))
+    Ok(OrPlan::Done(SchedulerAnswer::of(scheduler)))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

@@ -17,10 +17,11 @@ use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, R
 
 use crate::error::{ApiError, ErrorCode, ServerErrorReason};
 
+pub mod fleet;
 mod openmetrics;
 pub mod reporter;
 
-pub use openmetrics::encode_openmetrics;
+pub use openmetrics::{EOF, encode_openmetrics};
 
 /// Request latency buckets (seconds): sub-millisecond pings up to slow management calls.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -46,6 +47,8 @@ pub struct MetricsInner {
     pub(crate) watcher_events: IntCounterVec,
     pub(crate) forwarder_calls: IntCounterVec,
     pub(crate) forwarder_dropped: IntCounterVec,
+    /// The per-scheduler gauges, written after the registry's families on a scrape.
+    pub fleet: std::sync::Arc<fleet::FleetGauges>,
 }
 
 pub(super) fn register<T: prometheus::core::Collector + Clone + 'static>(
@@ -148,6 +151,7 @@ impl Metrics {
                     &["forwarder", "event"],
                 )?,
             )?,
+            fleet: std::sync::Arc::default(),
             registry,
         }));
         Ok(metrics)
@@ -201,7 +205,7 @@ impl Metrics {
             .observe(started.elapsed().as_secs_f64());
     }
 
-    /// The registry in the format the scraper asked for.
+    /// The registry and the fleet gauges in the format the scraper asked for.
     pub fn render(&self, headers: &HeaderMap) -> Response {
         let families = self.registry.gather();
         let openmetrics = headers
@@ -209,13 +213,20 @@ impl Metrics {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.contains("application/openmetrics-text"));
         let (body, content_type) = if openmetrics {
+            let mut text = String::new();
+            encode_openmetrics(&families, &mut text);
+            self.fleet.encode(&mut text);
+            text.push_str(EOF);
             (
-                encode_openmetrics(&families),
+                text,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
             )
         } else {
             match prometheus::TextEncoder::new().encode_to_string(&families) {
-                Ok(text) => (text, prometheus::TEXT_FORMAT),
+                Ok(mut text) => {
+                    self.fleet.encode(&mut text);
+                    (text, prometheus::TEXT_FORMAT)
+                }
                 Err(e) => return ApiError::new(ErrorCode::Internal, e.to_string()).into_response(),
             }
         };

@@ -3,11 +3,14 @@
 
 use prometheus::proto::{MetricFamily, MetricType};
 
+/// The line that ends an OpenMetrics exposition (the caller writes it, after any families
+/// of its own).
+pub const EOF: &str = "# EOF\n";
+
 /// OpenMetrics 1.0 text: like Prometheus text, but a counter's family is named without
-/// `_total` (its samples keep it), and the exposition ends with `# EOF`.
-pub fn encode_openmetrics(families: &[MetricFamily]) -> String {
+/// `_total` (its samples keep it), and the exposition ends with `EOF`.
+pub fn encode_openmetrics(families: &[MetricFamily], out: &mut String) {
     use std::fmt::Write;
-    let mut out = String::new();
     for family in families {
         let name = family.name();
         let (kind, family_name) = match family.get_field_type() {
@@ -28,10 +31,10 @@ pub fn encode_openmetrics(families: &[MetricFamily]) -> String {
             match family.get_field_type() {
                 MetricType::COUNTER => {
                     let sample = format!("{family_name}_total");
-                    sample_line(&mut out, &sample, &labels, metric.get_counter().value());
+                    sample_line(out, &sample, &labels, metric.get_counter().value());
                 }
                 MetricType::GAUGE => {
-                    sample_line(&mut out, name, &labels, metric.get_gauge().value());
+                    sample_line(out, name, &labels, metric.get_gauge().value());
                 }
                 MetricType::HISTOGRAM => {
                     let h = metric.get_histogram();
@@ -39,38 +42,26 @@ pub fn encode_openmetrics(families: &[MetricFamily]) -> String {
                         let mut with_le = labels.clone();
                         with_le.push(("le".into(), float(bucket.upper_bound())));
                         let count = bucket.cumulative_count() as f64;
-                        sample_line(&mut out, &format!("{name}_bucket"), &with_le, count);
+                        sample_line(out, &format!("{name}_bucket"), &with_le, count);
                     }
                     let mut with_inf = labels.clone();
                     with_inf.push(("le".into(), "+Inf".into()));
                     let count = h.get_sample_count() as f64;
-                    sample_line(&mut out, &format!("{name}_bucket"), &with_inf, count);
-                    sample_line(&mut out, &format!("{name}_count"), &labels, count);
-                    sample_line(
-                        &mut out,
-                        &format!("{name}_sum"),
-                        &labels,
-                        h.get_sample_sum(),
-                    );
+                    sample_line(out, &format!("{name}_bucket"), &with_inf, count);
+                    sample_line(out, &format!("{name}_count"), &labels, count);
+                    sample_line(out, &format!("{name}_sum"), &labels, h.get_sample_sum());
                 }
                 MetricType::SUMMARY => {
                     let summary = metric.get_summary();
                     let count = summary.sample_count() as f64;
-                    sample_line(&mut out, &format!("{name}_count"), &labels, count);
-                    sample_line(
-                        &mut out,
-                        &format!("{name}_sum"),
-                        &labels,
-                        summary.sample_sum(),
-                    );
+                    sample_line(out, &format!("{name}_count"), &labels, count);
+                    sample_line(out, &format!("{name}_sum"), &labels, summary.sample_sum());
                 }
                 // The gateway registers no untyped metrics.
                 MetricType::UNTYPED => {}
             }
         }
     }
-    out.push_str("# EOF\n");
-    out
 }
 
 fn sample_line(out: &mut String, name: &str, labels: &[(String, String)], value: f64) {
@@ -128,7 +119,9 @@ mod tests {
         metrics.ping("ready");
         metrics.ping("something else");
         metrics.grpc("UpdateRoomWithPing", tonic::Code::Ok, Instant::now());
-        let text = encode_openmetrics(&metrics.registry.gather());
+        let mut text = String::new();
+        encode_openmetrics(&metrics.registry.gather(), &mut text);
+        text.push_str(EOF);
         assert!(text.contains("# TYPE maestro_pings counter\n"), "{text}");
         assert!(text.contains("maestro_pings_total{status=\"ready\"} 1.0\n"));
         assert!(text.contains("maestro_pings_total{status=\"invalid\"} 1.0\n"));

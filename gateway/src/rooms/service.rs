@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use maestro_core::room::{ALLOCATION_TTL, RoomAddress};
 use maestro_core::{GameRoom, PingStatus, RoomTokenSecret, Timestamp};
@@ -16,6 +16,7 @@ use super::forwarders::{ForwardEvent, ForwardedRoom, Forwarders};
 use crate::credentials::{Credentials, Role};
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::Metrics;
+use crate::now;
 
 /// A ping or status message, already decoded from HTTP JSON or gRPC.
 #[derive(Debug, Clone)]
@@ -72,10 +73,6 @@ pub struct RoomService {
     allocation_ttl: Duration,
     matchmakers: MatchmakerAuth,
     metrics: Metrics,
-}
-
-fn now() -> Timestamp {
-    Timestamp::from_system_time(SystemTime::now())
 }
 
 impl RoomService {

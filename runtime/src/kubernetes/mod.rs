@@ -80,7 +80,11 @@ pub struct KubernetesRuntime {
 #[derive(Default)]
 struct PortBook {
     loaded: bool,
+    /// Host ports of the scheduler's pods, and those reserved below.
     used: BTreeSet<u16>,
+    /// Ports of creations in flight: the book is not held across a pod POST (a batch's rooms
+    /// are created concurrently), so a reread must keep them.
+    reserved: BTreeSet<u16>,
 }
 
 impl KubernetesRuntime {
@@ -136,8 +140,43 @@ impl KubernetesRuntime {
             .await
             .map_err(|e| failure("list pods", e))?;
         book.used = pods.items.iter().flat_map(pod::host_ports).collect();
+        book.used.extend(book.reserved.iter().copied());
         book.loaded = true;
         Ok(())
+    }
+
+    /// The room's token Secret and pod with the reserved `ports`; the pod already there when
+    /// this is a retry of a creation that reached the API.
+    async fn post_room(
+        &self,
+        scheduler: &Scheduler,
+        version: Version,
+        room_id: &str,
+        api: &Api<Pod>,
+        params: &PostParams,
+        ports: &[maestro_core::room::RoomPort],
+    ) -> Result<Pod, RuntimeError> {
+        self.create_token_secret(&scheduler.name, room_id).await?;
+        let wanted = pod::room_pod(scheduler, version, room_id, ports, &self.config.rooms_api);
+        match self
+            .call("create pod", || api.create(params, &wanted))
+            .await
+        {
+            Ok(pod) => {
+                info!(scheduler = %scheduler.name, room = %room_id, ports = ?ports.iter().map(|p| p.port).collect::<Vec<_>>(), "pod created");
+                Ok(pod)
+            }
+            // A retry of a creation that reached the API: the room exists, keep it as it is.
+            Err(e) if status_code(&e) == Some(409) => {
+                let existing = self
+                    .call("get pod", || api.get(room_id))
+                    .await
+                    .map_err(|e| failure("get pod", e))?;
+                debug!(scheduler = %scheduler.name, room = %room_id, "pod already exists");
+                Ok(existing)
+            }
+            Err(e) => Err(failure("create pod", e)),
+        }
     }
 
     /// The room's token Secret, before its pod (which reads it); one already there is the
@@ -322,47 +361,44 @@ impl Runtime for KubernetesRuntime {
         room_id: &str,
     ) -> Result<RoomInstance, RuntimeError> {
         let book = self.port_book(&scheduler.name);
-        let mut book = book.lock().await;
-        if !book.loaded {
-            self.load_ports(&scheduler.name, &mut book).await?;
-        }
         let (api, params) = (self.pods(&scheduler.name), PostParams::default());
-        let ports = match allocate_ports(scheduler, pod::container_ports(scheduler), &book.used) {
-            Ok(ports) => ports,
-            // A retried creation finds every port taken, its own among them.
-            Err(full) => {
-                let existing = self
-                    .call("get pod", || api.get_opt(room_id))
-                    .await
-                    .map_err(|e| failure("get pod", e))?;
-                drop(book);
-                return match existing {
-                    Some(pod) => self.instance(&pod).await.ok_or(full),
-                    None => Err(full),
-                };
+        // Ports are reserved under the book's lock and the lock released for the API calls,
+        // so creations of one scheduler run concurrently without sharing a port.
+        let ports = {
+            let mut book = book.lock().await;
+            if !book.loaded {
+                self.load_ports(&scheduler.name, &mut book).await?;
+            }
+            match allocate_ports(scheduler, pod::container_ports(scheduler), &book.used) {
+                Ok(ports) => {
+                    let reserved = ports.iter().map(|p| p.port);
+                    book.used.extend(reserved.clone());
+                    book.reserved.extend(reserved);
+                    ports
+                }
+                // A retried creation finds every port taken, its own among them.
+                Err(full) => {
+                    drop(book);
+                    let existing = self
+                        .call("get pod", || api.get_opt(room_id))
+                        .await
+                        .map_err(|e| failure("get pod", e))?;
+                    return match existing {
+                        Some(pod) => self.instance(&pod).await.ok_or(full),
+                        None => Err(full),
+                    };
+                }
             }
         };
-        self.create_token_secret(&scheduler.name, room_id).await?;
-        let wanted = pod::room_pod(scheduler, version, room_id, &ports, &self.config.rooms_api);
-        let created = match self
-            .call("create pod", || api.create(&params, &wanted))
-            .await
-        {
-            Ok(pod) => {
-                info!(scheduler = %scheduler.name, room = %room_id, ports = ?ports.iter().map(|p| p.port).collect::<Vec<_>>(), "pod created");
-                pod
-            }
-            // A retry of a creation that reached the API: the room exists, keep it as it is.
-            Err(e) if status_code(&e) == Some(409) => {
-                let existing = self
-                    .call("get pod", || api.get(room_id))
-                    .await
-                    .map_err(|e| failure("get pod", e))?;
-                debug!(scheduler = %scheduler.name, room = %room_id, "pod already exists");
-                existing
-            }
-            Err(e) => return Err(failure("create pod", e)),
-        };
+        let created = self
+            .post_room(scheduler, version, room_id, &api, &params, &ports)
+            .await;
+        let mut book = book.lock().await;
+        for port in &ports {
+            book.reserved.remove(&port.port);
+            book.used.remove(&port.port);
+        }
+        let created = created?;
         book.used.extend(pod::host_ports(&created));
         drop(book);
         self.instance(&created)

@@ -2,11 +2,13 @@
 //! rooms it created, so a failed operation leaves no half-done fleet behind.
 
 use maestro_core::naming::room_id;
-use maestro_core::operation::{AddRoomsInput, ROOM_BATCH_SIZE};
+use maestro_core::operation::AddRoomsInput;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{WorkflowContext, WorkflowResult};
 
-use super::steps::{Deletion, History, conclude, create_batch, delete_rooms, now, version_of};
+use super::steps::{
+    Deletion, History, conclude, create_batch, delete_rooms, now, room_batch_size, version_of,
+};
 use crate::{ChildInput, OperationOutcome};
 
 #[workflow]
@@ -40,7 +42,7 @@ async fn execute(
         .collect();
     let mut history = History::new();
     let mut created = 0usize;
-    for batch in ids.chunks(ROOM_BATCH_SIZE) {
+    for batch in ids.chunks(room_batch_size(ctx)) {
         match create_batch(ctx, scheduler, version, batch).await {
             Ok(done) => {
                 created += done;

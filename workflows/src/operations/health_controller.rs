@@ -8,12 +8,13 @@ use maestro_core::autoscaling::{self, Fleet};
 use maestro_core::health::{self, Removal, Timeouts};
 use maestro_core::naming::room_id;
 use maestro_core::operation::HealthControllerInput;
-use maestro_core::operation::ROOM_BATCH_SIZE;
 use maestro_core::validation::{MaxSurge, parse_max_surge};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{WorkflowContext, WorkflowResult};
 
-use super::steps::{Deletion, History, conclude, create_batch, delete_rooms, list_room_ids, now};
+use super::steps::{
+    Deletion, History, conclude, create_batch, delete_rooms, list_room_ids, now, room_batch_size,
+};
 use crate::{ChildInput, OperationEffect, OperationOutcome};
 
 #[workflow]
@@ -144,7 +145,7 @@ async fn execute(
         let ids: Vec<String> = (0..amount)
             .map(|i| room_id(&scheduler.name, &input.operation.id, i))
             .collect();
-        for batch in ids.chunks(ROOM_BATCH_SIZE) {
+        for batch in ids.chunks(room_batch_size(ctx)) {
             if let Err(e) = create_batch(ctx, scheduler, version, batch).await {
                 // Rooms created so far are recorded; the next run counts them.
                 return Ok(history.failed(e, now(ctx)));

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use maestro_activities::{CreateRoomsInput, DeleteRoomsInput, RoomActivities, SchedulerRef};
 use maestro_core::naming::scheduler_workflow_id;
+use maestro_core::operation::ROOM_BATCH_SIZE;
 use maestro_core::time::parse_duration;
 use maestro_core::{HistoryEntry, Scheduler, Timestamp, Version};
 use temporalio_common::RetryPolicy;
@@ -21,6 +22,20 @@ use crate::{OperationEffect, OperationOutcome, ReportedOutcome, SchedulerWorkflo
 /// Patched: operations recorded before it ended completed whatever their outcome, with no
 /// outcome search attribute and no report to the parent.
 const OUTCOME_AS_STATUS: &str = "outcome-as-status";
+/// Room creations go in batches of `ROOM_BATCH_SIZE` instead of Maestro's 40.
+const LARGER_ROOM_BATCHES: &str = "larger-room-batches";
+/// Maestro's rooms per creation batch (its `operations.rooms.add.batchSize` default): runs
+/// recorded before [`LARGER_ROOM_BATCHES`] replay with it.
+const MAESTRO_ROOM_BATCH_SIZE: usize = 40;
+
+/// Rooms per `rooms.create` activity in this run. Ask once, before the first batch.
+pub(crate) fn room_batch_size<W>(ctx: &WorkflowContext<W>) -> usize {
+    if ctx.patched(LARGER_ROOM_BATCHES) {
+        ROOM_BATCH_SIZE
+    } else {
+        MAESTRO_ROOM_BATCH_SIZE
+    }
+}
 
 /// The Temporal failure type of an operation that ended in error.
 pub const OPERATION_FAILED: &str = "OperationFailed";

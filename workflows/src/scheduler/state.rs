@@ -81,6 +81,15 @@ pub struct SchedulerWorkflowState {
     pub deleted: bool,
 }
 
+/// A new scheduler as its first version holds it: `creating`, at `v1.0.0`, created when its
+/// input says (the gateway stamps it, so its answer needs no read-back) or else at `now`
+/// (inputs from before the stamp; replay gives them the same `now`).
+pub fn mark_created(scheduler: &mut Scheduler, now: Timestamp) {
+    scheduler.state = Some(SchedulerState::Creating);
+    scheduler.created_at = Some(scheduler.created_at.unwrap_or(now));
+    scheduler.spec.version = Version::FIRST.to_string();
+}
+
 impl SchedulerWorkflowState {
     pub fn new(scheduler: Scheduler) -> Self {
         Self {
@@ -111,12 +120,11 @@ impl SchedulerWorkflowState {
     pub fn started(mut self, id: String, now: Timestamp) -> Self {
         self.health_check_secs = Some(self.health_check_secs());
         if self.versions.is_empty() {
-            self.scheduler.state = Some(SchedulerState::Creating);
-            self.scheduler.created_at = Some(now);
-            self.scheduler.spec.version = Version::FIRST.to_string();
+            mark_created(&mut self.scheduler, now);
+            let created_at = self.scheduler.created_at.unwrap_or(now);
             self.versions.push(VersionRecord {
                 version: Version::FIRST,
-                created_at: now,
+                created_at,
                 scheduler: self.scheduler.clone(),
                 failed: None,
             });
