@@ -168,18 +168,23 @@ pub struct HttpPing {
     body: Bytes,
 }
 
+/// One HTTP/1.1 keep-alive connection to `addr` (no Nagle: one small request at a time).
+pub async fn http1_connect(addr: std::net::SocketAddr) -> Result<SendRequest<Full<Bytes>>> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connect to {addr}"))?;
+    stream.set_nodelay(true)?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
 impl HttpPing {
     pub async fn connect(
         addr: std::net::SocketAddr,
         rooms: &Arc<Vec<RoomCredential>>,
     ) -> Result<Self> {
-        let stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .with_context(|| format!("connect to {addr}"))?;
-        stream.set_nodelay(true)?;
-        let (sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(connection);
+        let sender = http1_connect(addr).await?;
         let requests = rooms
             .iter()
             .map(|r| {

@@ -5,6 +5,7 @@
 //! Owns measuring only: it starts the real pieces (Temporal dev server, redis-server, the
 //! `maestro` binary, the in-test Kubernetes API server) and must not contain product logic.
 
+mod allocate;
 mod fleet;
 mod load;
 mod ping;
@@ -28,7 +29,8 @@ struct Args {
     /// Where the Markdown page goes.
     #[arg(long, default_value = "docs/benchmarks.md")]
     out: PathBuf,
-    /// Benchmark groups to run (default: all): ping, operations, scale, capacity, autoscaler.
+    /// Benchmark groups to run (default: all): ping, operations, scale, capacity, autoscaler,
+    /// allocate.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Only load this Maestro ping server for 15 s (under `perf record`); writes no page.
@@ -134,13 +136,15 @@ async fn run(
         scale: args.wants("scale"),
         autoscaler: args.wants("autoscaler"),
         capacity: args.wants("capacity"),
+        allocate: args.wants("allocate"),
     };
-    if wants.operations || wants.scale || wants.autoscaler || wants.capacity {
+    if wants.operations || wants.scale || wants.autoscaler || wants.capacity || wants.allocate {
         system::run(
             &mut report,
             &temporal.address(),
             client,
             &redis.url(),
+            redis.port(),
             work_dir,
             wants,
         )

@@ -347,12 +347,29 @@ fn redis_benchmark_script(port: u16) -> Result<f64> {
     redis_benchmark_with(port, &args, "\"EVAL")
 }
 
-/// One `redis-benchmark` run (200 000 requests, [`CONNECTIONS`] clients, CSV): the rate of
-/// the line starting with `line`.
+/// One `redis-benchmark` run (200 000 requests, [`CONNECTIONS`] clients).
 fn redis_benchmark_with(port: u16, args: &[&str], line: &str) -> Result<f64> {
+    redis_benchmark_rate(port, CONNECTIONS, 200_000, args, line)
+}
+
+/// One `redis-benchmark` run (`requests` over `clients`, CSV): the rate of the line
+/// starting with `line`.
+pub fn redis_benchmark_rate(
+    port: u16,
+    clients: usize,
+    requests: u64,
+    args: &[&str],
+    line: &str,
+) -> Result<f64> {
     let output = Command::new("redis-benchmark")
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(["-c", &CONNECTIONS.to_string(), "-n", "200000", "--csv"])
+        .args([
+            "-c",
+            &clients.to_string(),
+            "-n",
+            &requests.to_string(),
+            "--csv",
+        ])
         .args(args)
         .output()
         .context("run redis-benchmark")?;

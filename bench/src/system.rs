@@ -250,6 +250,7 @@ pub struct Wants {
     pub scale: bool,
     pub autoscaler: bool,
     pub capacity: bool,
+    pub allocate: bool,
 }
 
 pub async fn run(
@@ -257,6 +258,7 @@ pub async fn run(
     temporal_address: &str,
     client: Client,
     redis: &str,
+    redis_port: u16,
     dir: &Path,
     wants: Wants,
 ) -> Result<()> {
@@ -271,6 +273,16 @@ pub async fn run(
     }
     if wants.autoscaler {
         autoscaler(report, &fleet).await?;
+    }
+    if wants.allocate {
+        // Before the 1 000 idle schedulers: the gateway's directory and Redis then hold
+        // only the few schedulers above.
+        let names = ["alloc-1", "alloc-2"];
+        for name in names {
+            fleet.create(scheduler(name, 0)).await?;
+            crate::allocate::seed(&fleet.redis, name).await?;
+        }
+        crate::allocate::run(report, &fleet.gateway.rooms_api, redis_port, &names).await?;
     }
     if wants.capacity {
         capacity(report, &fleet, &client, idle_rss).await?;

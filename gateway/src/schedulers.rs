@@ -14,7 +14,7 @@ use maestro_core::operation::{DeleteSchedulerInput, Rejection};
 use maestro_core::{Operation, OperationRequest, Scheduler, SchedulerState, Timestamp};
 use maestro_workflows::{
     ChildInput, OperationsView, SchedulerSnapshot, SchedulerWorkflow, SchedulerWorkflowState,
-    SubmitOperation, names, search_attributes,
+    SubmitOperation, mark_created, names, search_attributes,
 };
 use temporalio_client::errors::{WorkflowInteractionError, WorkflowQueryError, WorkflowStartError};
 use temporalio_client::{
@@ -109,8 +109,12 @@ impl SchedulerClient {
             .get_workflow_handle::<SchedulerWorkflow>(scheduler_workflow_id(name))
     }
 
-    /// Starts the scheduler's workflow; 409 when a scheduler of that name exists.
-    pub async fn create(&self, scheduler: Scheduler) -> Result<(), ApiError> {
+    /// Starts the scheduler's workflow; 409 when a scheduler of that name exists. Answers
+    /// the scheduler as the workflow holds it from its first task on (`mark_created`, with
+    /// `createdAt` stamped here and carried in the input), so the caller needs no read-back:
+    /// that waited for a worker to run the first task.
+    pub async fn create(&self, mut scheduler: Scheduler) -> Result<Scheduler, ApiError> {
+        mark_created(&mut scheduler, crate::now());
         let name = scheduler.name.clone();
         let state = SchedulerWorkflowState {
             health_check_secs: self
@@ -121,8 +125,8 @@ impl SchedulerClient {
             ..SchedulerWorkflowState::new(scheduler.clone())
         };
         // The memo the workflow's first task writes, already at the start: a scheduler is
-        // listed from the moment its creation is answered, not once a worker ran it. The
-        // operation id does not show in the snapshot.
+        // listed (and readable without a worker) from the moment its creation is answered.
+        // The operation id does not show in the snapshot.
         let created_at = scheduler.created_at.unwrap_or_else(crate::now);
         let mut memo = temporalio_common::MemoValues::new();
         memo.insert(
@@ -144,7 +148,7 @@ impl SchedulerClient {
         {
             Ok(_) => {
                 info!(scheduler = %name, "scheduler created");
-                Ok(())
+                Ok(scheduler)
             }
             Err(WorkflowStartError::AlreadyStarted { .. }) => Err(ApiError::new(
                 ErrorCode::AlreadyExists,

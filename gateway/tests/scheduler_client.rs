@@ -274,13 +274,19 @@ async fn reads_fall_back_to_the_memo_while_no_worker_runs() -> Result<()> {
     let missing = schedulers.read_snapshot("never-created").await.unwrap_err();
     assert_eq!(missing.code, ErrorCode::NotFound);
 
-    // A scheduler no worker has run yet has nothing recorded: 503, not a hang or a 500.
+    // A scheduler no worker has run yet is read from the memo it was started with: what
+    // its creation answered, not a 503.
     let fresh = format!("fresh-{}", std::process::id());
-    schedulers
+    let created = schedulers
         .create(Scheduler::with_command(&fresh, "g", &["sleep", "600"]))
         .await?;
-    let unread = schedulers.read_snapshot(&fresh).await.unwrap_err();
-    assert_eq!(unread.code, ErrorCode::Unavailable, "{unread:?}");
+    assert_eq!(created.state, Some(SchedulerState::Creating));
+    assert_eq!(created.spec.version, "v1.0.0");
+    let (unrun, source) = schedulers.read_snapshot(&fresh).await?;
+    assert_eq!(source, ReadSource::Memo);
+    assert_eq!(unrun.scheduler, created);
+    assert_eq!(unrun.versions.len(), 1);
+    assert_eq!(Some(unrun.versions[0].created_at), created.created_at);
 
     // Readiness follows Temporal: unavailable within the timeout once the server is gone.
     schedulers.temporal_ready().await?;

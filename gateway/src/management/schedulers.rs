@@ -4,7 +4,6 @@ use axum::extract::{Path, State};
 use maestro_core::operation::DeleteSchedulerInput;
 use maestro_core::scheduler::{MatchAllocation, PortRange};
 use maestro_core::{RoomStatus, Scheduler, SchedulerState, Timestamp, Version};
-use maestro_workflows::mark_created;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -79,13 +78,8 @@ pub(super) async fn create_scheduler(
             "roomsToCreate": scheduler.rooms_replicas,
         })));
     }
-    // Stamped here and carried in the workflow's input, so the answer is what the workflow
-    // holds from its first task on without reading it back: a read-back waits for a worker
-    // to run that task, which made each creation a second Temporal round trip (and under a
-    // burst of creations, a queue wait).
-    mark_created(&mut scheduler, crate::now());
-    state.schedulers.create(scheduler.clone()).await?;
-    Ok(OrPlan::Done(SchedulerAnswer::of(scheduler)))
+    let created = state.schedulers.create(scheduler).await?;
+    Ok(OrPlan::Done(SchedulerAnswer::of(created)))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
