@@ -114,7 +114,8 @@ impl SchedulerClient {
     /// `createdAt` stamped here and carried in the input), so the caller needs no read-back:
     /// that waited for a worker to run the first task.
     pub async fn create(&self, mut scheduler: Scheduler) -> Result<Scheduler, ApiError> {
-        mark_created(&mut scheduler, crate::now());
+        let now = crate::now();
+        mark_created(&mut scheduler, now);
         let name = scheduler.name.clone();
         let state = SchedulerWorkflowState {
             health_check_secs: self
@@ -127,11 +128,10 @@ impl SchedulerClient {
         // The memo the workflow's first task writes, already at the start: a scheduler is
         // listed (and readable without a worker) from the moment its creation is answered.
         // The operation id does not show in the snapshot.
-        let created_at = scheduler.created_at.unwrap_or_else(crate::now);
         let mut memo = temporalio_common::MemoValues::new();
         memo.insert(
             names::MEMO_SNAPSHOT,
-            state.clone().started(String::new(), created_at).snapshot(),
+            state.clone().started(String::new(), now).snapshot(),
         );
         let options = WorkflowStartOptions::new(&self.task_queue, scheduler_workflow_id(&name))
             .memo(memo)

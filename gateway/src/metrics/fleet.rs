@@ -13,6 +13,8 @@ use std::sync::{Arc, RwLock};
 
 use maestro_core::{InstanceStatus, RoomStatus};
 
+use super::openmetrics::escape;
+
 /// Room statuses with a `maestro_worker_gru_*` gauge (Maestro's names).
 pub(crate) const GRU_STATUSES: [RoomStatus; 8] = [
     RoomStatus::Ready,
@@ -194,8 +196,8 @@ impl FleetGauges {
             .map(|figures| Row {
                 labels: format!(
                     "game=\"{}\",scheduler=\"{}\"",
-                    escape(&figures.game),
-                    escape(&figures.scheduler)
+                    escape(&figures.game, true),
+                    escape(&figures.scheduler, true)
                 ),
                 figures,
             })
@@ -260,25 +262,13 @@ fn sample(out: &mut String, name: &str, row: &Row, read: Read) {
                     out,
                     "{name}{{{},version=\"{}\"}} {n}",
                     row.labels,
-                    escape(version)
+                    escape(version, true)
                 );
             }
             return;
         }
     };
     let _ = writeln!(out, "{name}{{{}}} {value}", row.labels);
-}
-
-/// A label value as both text formats write it.
-fn escape(value: &str) -> std::borrow::Cow<'_, str> {
-    if !value.contains(['\\', '"', '\n']) {
-        return value.into();
-    }
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-        .into()
 }
 
 #[cfg(test)]

@@ -94,8 +94,14 @@ fn float(value: f64) -> String {
     }
 }
 
-fn escape(text: &str, quotes: bool) -> String {
-    let mut out = String::with_capacity(text.len());
+/// `text` as a label value (`quotes`) or help text is written in both text formats;
+/// borrowed when nothing needs escaping, as almost always.
+pub(super) fn escape(text: &str, quotes: bool) -> std::borrow::Cow<'_, str> {
+    let special = |c: char| c == '\\' || c == '\n' || (quotes && c == '"');
+    if !text.contains(special) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 2);
     for c in text.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
@@ -104,7 +110,7 @@ fn escape(text: &str, quotes: bool) -> String {
             c => out.push(c),
         }
     }
-    out
+    out.into()
 }
 
 #[cfg(test)]
