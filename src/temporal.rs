@@ -32,7 +32,8 @@ pub struct DevServer {
 
 impl DevServer {
     /// Starts `temporal server start-dev` with SQLite persistence in `db_file`, the UI on
-    /// `ui_port`, everything bound to 127.0.0.1.
+    /// `ui_port`, everything bound to 127.0.0.1, tuned by
+    /// [`maestro_workflows::DEV_SERVER_DYNAMIC_CONFIG`].
     pub fn start(port: u16, ui_port: u16, db_file: &Path, log_file: &Path) -> Result<Self> {
         let log = std::fs::File::create(log_file)
             .with_context(|| format!("create {}", log_file.display()))?;
@@ -43,6 +44,11 @@ impl DevServer {
             .arg("--db-filename")
             .arg(db_file)
             .args(["--log-level", "warn"])
+            .args(
+                maestro_workflows::DEV_SERVER_DYNAMIC_CONFIG
+                    .iter()
+                    .flat_map(|v| ["--dynamic-config-value", v]),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -113,7 +113,9 @@ async fn run(
     work_dir: &std::path::Path,
 ) -> Result<Report> {
     let mut report = Report::default();
-    let temporal = TemporalDevServer::start().await?;
+    // The server as `maestro dev` runs it: both sides of every ratio measured on it.
+    let temporal =
+        TemporalDevServer::start_with_config(maestro_workflows::DEV_SERVER_DYNAMIC_CONFIG).await?;
     let redis = RedisServer::start().await?;
     let client = connect(&temporal).await?;
     if let Some(target) = args.profile_ping {
@@ -245,12 +247,14 @@ fn results(args: &Args, report: &Report, took: std::time::Duration) -> String {
     format!(
         "{RESULTS_START}\n\
          Produced by `{command}` on {machine}; the system benchmarks took {took:.0?}.\n\
+         Temporal: the dev server with `{temporal}` (as `maestro dev` runs it).\n\
          Every figure is a ratio against a baseline measured in the same run, because absolute\n\
          times on these shared machines are noise. All traffic is on loopback; every load loop is\n\
          bounded in count and time. How each is measured, and what the misses are: below the table.\n\n\
          {table}\n{RESULTS_END}",
         command = args.command,
         machine = machine(),
+        temporal = maestro_workflows::DEV_SERVER_DYNAMIC_CONFIG.join(" "),
         table = report.table(),
     )
 }

@@ -24,8 +24,8 @@ pub use kubernetes::{KubernetesRuntime, KubernetesRuntimeConfig};
 pub use process::{ProcessRuntime, ProcessRuntimeConfig};
 pub use room_env::RoomsApiEndpoints;
 pub use store::{
-    MemoryRoomStore, PingOutcome, PingUpdate, RedisRoomStore, RedisStoreConfig, RoomStore,
-    StoreError,
+    AllocatedRoom, MemoryRoomStore, PingOutcome, PingUpdate, RedisRoomStore, RedisStoreConfig,
+    RoomStore, StoreError,
 };
 
 /// One room instance as the runtime sees it.

@@ -65,6 +65,15 @@ pub const VERSIONS_KEPT: usize = 50;
 /// histories on every task.
 pub const DEFAULT_MAX_CACHED_WORKFLOWS: usize = 2000;
 
+/// Dynamic config for a single-node Temporal (the dev server `maestro dev` starts and
+/// `make bench` measures on). Temporal's history service reads each shard's transfer queue at
+/// most 20 times a second by default, and a dev server has one shard: every hand-off of an
+/// operation (the signal's workflow task, the child's start, the child's first task) then
+/// waits ~40 ms for that read, 4 of them before an operation's first room. Raised, an
+/// `add_rooms(1)` goes from ~195 to ~55 ms (docs/benchmarks.md, row 4). A studio's own cluster
+/// sets the same key (docs/operations.md).
+pub const DEV_SERVER_DYNAMIC_CONFIG: &[&str] = &["history.transferProcessorMaxPollRPS=1000"];
+
 /// Worker options with every workflow and the room activities registered on `task_queue`.
 /// `max_cached_workflows` 0 turns the sticky cache off: every workflow task then replays the
 /// whole history (what a restarted or memory-starved worker does).

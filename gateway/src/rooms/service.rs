@@ -394,9 +394,11 @@ impl RoomService {
         );
         let room = self.store.allocate(scheduler, selector, until, now).await?;
         Ok(room.map(|room| {
-            info!(scheduler = %scheduler, room = %room.id, "room allocated");
+            // Debug, as Maestro logs it: a launch allocates tens of thousands a second (the
+            // request metrics count them).
+            debug!(scheduler = %scheduler, room = %room.id, "room allocated");
             Allocation {
-                address: room.address.clone().unwrap_or_default(),
+                address: room.address.unwrap_or_default(),
                 room_id: room.id,
             }
         }))

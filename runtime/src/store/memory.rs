@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use maestro_core::room::RoomAddress;
 use maestro_core::{GameRoom, InstanceStatus, RoomStatus, Timestamp, Version};
 
-use super::{PingOutcome, PingUpdate, RoomStore, StatusChange, StoreError};
+use super::{AllocatedRoom, PingOutcome, PingUpdate, RoomStore, StatusChange, StoreError};
 
 #[derive(Default)]
 pub struct MemoryRoomStore {
@@ -136,7 +136,7 @@ impl RoomStore for MemoryRoomStore {
         selector: &BTreeMap<String, String>,
         until: Timestamp,
         now: Timestamp,
-    ) -> Result<Option<GameRoom>, StoreError> {
+    ) -> Result<Option<AllocatedRoom>, StoreError> {
         Ok(self.allocate_now(scheduler, selector, until, now))
     }
 
@@ -180,14 +180,17 @@ impl MemoryRoomStore {
         selector: &BTreeMap<String, String>,
         until: Timestamp,
         now: Timestamp,
-    ) -> Option<GameRoom> {
+    ) -> Option<AllocatedRoom> {
         // One write lock for pick-and-mark: that is what makes allocation exclusive.
         let mut all = self.write();
         let room = all
             .get_mut(scheduler)?
             .values_mut()
             .find(|room| room.is_allocatable(now) && room.metadata_matches(selector))?;
-        room.allocate(until, now).then(|| room.clone())
+        room.allocate(until, now).then(|| AllocatedRoom {
+            id: room.id.clone(),
+            address: room.address.clone(),
+        })
     }
 }
 

@@ -20,7 +20,7 @@ use maestro_core::{GameRoom, InstanceStatus, PingStatus, RoomStatus, Timestamp, 
 use redis::{AsyncCommands, Script};
 
 use super::redis_link::{Conn, Link, Target};
-use super::{PingOutcome, PingUpdate, RoomStore, StatusChange, StoreError};
+use super::{AllocatedRoom, PingOutcome, PingUpdate, RoomStore, StatusChange, StoreError};
 
 const PRELUDE: &str = include_str!("lua/prelude.lua");
 
@@ -191,16 +191,19 @@ fn parse_room(pairs: &[String]) -> Result<GameRoom, StoreError> {
         created_at: millis("created")?.ok_or_else(|| bad("created", ""))?,
         last_ping_at: millis("last_ping")?,
         status_changed_at: millis("changed")?.ok_or_else(|| bad("changed", ""))?,
-        address: if address.is_empty() {
-            None
-        } else {
-            Some(
-                serde_json::from_str::<RoomAddress>(address)
-                    .map_err(|e| StoreError::Corrupt(format!("address: {e}")))?,
-            )
-        },
+        address: parse_address(address)?,
         allocated_until: millis("alloc")?,
     })
+}
+
+/// The `address` field: JSON, empty for a room without one yet.
+fn parse_address(raw: &str) -> Result<Option<RoomAddress>, StoreError> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_str(raw)
+        .map(Some)
+        .map_err(|e| StoreError::Corrupt(format!("address: {e}")))
 }
 
 /// Reads a script's `{previous status, field, value, ...}` answer.
@@ -366,7 +369,7 @@ impl RoomStore for RedisRoomStore {
         selector: &BTreeMap<String, String>,
         until: Timestamp,
         now: Timestamp,
-    ) -> Result<Option<GameRoom>, StoreError> {
+    ) -> Result<Option<AllocatedRoom>, StoreError> {
         let selector = if selector.is_empty() {
             String::new()
         } else {
@@ -385,10 +388,16 @@ impl RoomStore for RedisRoomStore {
             .invoke_async(&mut self.conn().await?)
             .await
             .map_err(unavailable)?;
-        if answer.is_empty() {
-            return Ok(None);
+        match <[String; 2]>::try_from(answer) {
+            Ok([id, address]) => Ok(Some(AllocatedRoom {
+                id,
+                address: parse_address(&address)?,
+            })),
+            Err(answer) if answer.is_empty() => Ok(None),
+            Err(answer) => Err(StoreError::Corrupt(format!(
+                "allocation answered {answer:?}"
+            ))),
         }
-        parse_change(answer, scheduler, "").map(|change| Some(change.room))
     }
 
     async fn stale_rooms(

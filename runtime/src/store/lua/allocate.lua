@@ -1,6 +1,7 @@
 -- ARGV: base, room key prefix, now, until, selector JSON ('' for none).
 -- Picks a ready room (or one whose allocation expired) matching the selector, marks it
--- allocated until `until` and answers it; {} when none qualifies. Atomic, as scripts are.
+-- allocated until `until` and answers { id, address }; {} when none qualifies. Atomic, as
+-- scripts are. Only what a matchmaker is told: the whole record is what reads are for.
 local base, room_prefix, now, untill, selector_json = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local selector = nil
 if selector_json ~= '' then selector = cjson.decode(selector_json) end
@@ -20,11 +21,17 @@ local function matches(key)
   return true
 end
 
+-- The status fields, then the address the answer carries: one read, and the allocation is
+-- written by settle()'s one HSET with the status it leads to.
+local TAKE_FIELDS = { unpack(STATUS_FIELDS) }
+TAKE_FIELDS[#TAKE_FIELDS + 1] = 'address'
+
 local function take(id)
   local key = room_prefix .. id
-  redis.call('HSET', key, 'alloc', untill)
-  local previous = recompute(key, base, id, now)
-  return answer(previous, key)
+  local f = redis.call('HMGET', key, unpack(TAKE_FIELDS))
+  f[5] = untill -- STATUS_FIELDS[5] is alloc
+  settle(key, base, id, now, f, { 'alloc', untill })
+  return { id, f[#TAKE_FIELDS] or '' }
 end
 
 if not selector then
