@@ -95,7 +95,20 @@ async fn scrape(maestro: &Maestro, openmetrics: bool) -> Result<(String, String)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_after_a_scripted_scenario() -> Result<()> {
     let temporal = TemporalDevServer::start().await?;
-    let mut maestro = Maestro::start_with(&temporal, &["--metrics-interval", "300ms"]).await?;
+    let mut maestro = Maestro::start_with(
+        &temporal,
+        // No health operations: the scheduler stays idle unless the test acts.
+        &["--metrics-interval", "300ms", "--health-interval", "1h"],
+    )
+    .await?;
+    // The reporter's first refresh is its baseline (what it sees then is not counted): let
+    // it pass before the scheduler exists, or a loaded box counts create_scheduler as old.
+    eventually(Duration::from_secs(20), "the first refresh", || async {
+        let (_, text) = scrape(&maestro, false).await.ok()?;
+        let scraped = Scrape(parse(&text, "prometheus").ok()?);
+        (scraped.value("maestro_reporter_refresh_duration_seconds", &[])? > 0.0).then_some(())
+    })
+    .await?;
     let (scheduler, game) = ("metrics-x", "metrics-game");
     // Rooms ping once at start, then the test drives their status.
     let body = json!({
@@ -260,6 +273,49 @@ async fn metrics_after_a_scripted_scenario() -> Result<()> {
     );
     let (content_type, _) = scrape(&maestro, false).await?;
     assert!(content_type.starts_with("text/plain"), "{content_type}");
+
+    // An idle scheduler is not queried again while its memo's operations mark holds:
+    // ~6 refreshes in 2 s ask at most twice (the mark may reach visibility a refresh or two
+    // after the query that saw the operation finish). An operation after that still counts.
+    let current = || async {
+        let (_, text) = scrape(&maestro, false).await?;
+        let scraped = Scrape(parse(&text, "prometheus")?);
+        let figure = |name: &str, labels: &[(&str, &str)]| scraped.value(name, labels);
+        anyhow::Ok((
+            figure("maestro_reporter_operation_queries_total", &[]).unwrap_or(-1.0),
+            figure(
+                "maestro_worker_operation_executions_total",
+                &[("operation", "add_rooms"), ("status", "finished")],
+            ),
+        ))
+    };
+    let (before, _) = current().await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (idle, _) = current().await?;
+    assert!(
+        before >= 1.0 && idle - before <= 2.0,
+        "queries of an idle scheduler: {before} -> {idle}"
+    );
+    let (code, answer) = maestro
+        .post(
+            &format!("/schedulers/{scheduler}/add-rooms"),
+            json!({"amount": 1}),
+        )
+        .await?;
+    assert_eq!(code, StatusCode::OK, "{answer}");
+    let (asked, _) = eventually(
+        Duration::from_secs(20),
+        "the next operation counted",
+        || async {
+            let now = current().await.ok()?;
+            (now.1 == Some(2.0)).then_some(now)
+        },
+    )
+    .await?;
+    assert!(
+        asked > idle,
+        "the finished operation was asked for: {idle} -> {asked}"
+    );
 
     // A deleted scheduler's series go away.
     let (code, _) = maestro.delete(scheduler).await?;

@@ -20,7 +20,7 @@ use maestro_core::{
 };
 use maestro_gateway::error::ApiError;
 use maestro_gateway::metrics::Metrics;
-use maestro_gateway::reporter::{Fleet, Reporter};
+use maestro_gateway::reporter::{Fleet, FleetScheduler, Reporter};
 use maestro_runtime::{MemoryRoomStore, PingUpdate, RoomStore};
 use maestro_workflows::OperationsView;
 
@@ -34,8 +34,16 @@ struct BenchFleet {
 
 #[async_trait::async_trait]
 impl Fleet for BenchFleet {
-    async fn schedulers(&self) -> Result<Vec<Scheduler>, ApiError> {
-        Ok(self.schedulers.clone())
+    async fn schedulers(&self) -> Result<Vec<FleetScheduler>, ApiError> {
+        // No mark: every refresh queries every scheduler, the costly case.
+        Ok(self
+            .schedulers
+            .iter()
+            .map(|s| FleetScheduler {
+                scheduler: s.clone(),
+                operations: None,
+            })
+            .collect())
     }
     async fn operations(&self, scheduler: &str) -> Result<OperationsView, ApiError> {
         let op = |i: u64| Operation {

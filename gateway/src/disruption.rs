@@ -50,7 +50,7 @@ impl DisruptionGuard {
             }
         };
         let mut guarded = 0;
-        for scheduler in schedulers {
+        for scheduler in schedulers.into_iter().map(|listed| listed.scheduler) {
             let counts = match self.store.count_by_status(&scheduler.name).await {
                 Ok(counts) => counts,
                 Err(e) => {

@@ -1,5 +1,6 @@
 //! The Metrics Reporter: on an interval it reads every scheduler (Temporal visibility and
-//! memo), its rooms (room store) and its operations (workflow query), and sets Maestro's
+//! memo), its rooms (room store) and its operations (workflow query, skipped while the memo's
+//! operations mark says nothing happened since an idle answer), and sets Maestro's
 //! gauges — rooms per status, instance status and version, running/max matches, configured
 //! and desired sizes, queue depth — and counts operations as they finish.
 //!
@@ -16,7 +17,7 @@ use futures::StreamExt;
 use maestro_core::autoscaling;
 use maestro_core::{InstanceStatus, RoomStatus, Scheduler};
 use maestro_runtime::RoomStore;
-use maestro_workflows::OperationsView;
+use maestro_workflows::{OperationsMark, OperationsView};
 use tracing::{debug, warn};
 
 use crate::SchedulerClient;
@@ -29,18 +30,29 @@ use crate::rooms::forwarders;
 /// Where the reporter reads schedulers and operations (Temporal; fixed data in benchmarks).
 #[async_trait::async_trait]
 pub trait Fleet: Send + Sync + 'static {
-    async fn schedulers(&self) -> Result<Vec<Scheduler>, ApiError>;
+    async fn schedulers(&self) -> Result<Vec<FleetScheduler>, ApiError>;
     async fn operations(&self, scheduler: &str) -> Result<OperationsView, ApiError>;
+}
+
+/// A scheduler as the fleet lists it.
+#[derive(Debug, Clone)]
+pub struct FleetScheduler {
+    pub scheduler: Scheduler,
+    /// What the listing says of its operations (`None`: unknown, ask).
+    pub operations: Option<OperationsMark>,
 }
 
 #[async_trait::async_trait]
 impl Fleet for SchedulerClient {
-    async fn schedulers(&self) -> Result<Vec<Scheduler>, ApiError> {
+    async fn schedulers(&self) -> Result<Vec<FleetScheduler>, ApiError> {
         Ok(self
-            .list()
+            .listed()
             .await?
             .into_iter()
-            .map(|s| s.scheduler)
+            .map(|l| FleetScheduler {
+                scheduler: l.snapshot.scheduler,
+                operations: l.operations,
+            })
             .collect())
     }
 
@@ -61,6 +73,9 @@ struct Known {
     counted: HashSet<String>,
     /// Operations already counted as started (active or finished when first seen).
     started: HashSet<String>,
+    /// The listing's mark when the last query found the scheduler idle with that same last
+    /// operation: while the listing shows it again, nothing is left to count.
+    quiet: Option<OperationsMark>,
 }
 
 #[derive(Clone)]
@@ -134,17 +149,25 @@ impl Reporter {
         let schedulers = self.fleet.schedulers().await.inspect_err(|_| {
             self.gauges.refresh_errors.inc();
         })?;
-        let first_refresh = self
-            .known
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_none();
+        let (first_refresh, quiet) = {
+            let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+            let quiet: HashMap<String, OperationsMark> = known
+                .iter()
+                .flatten()
+                .filter_map(|(name, k)| Some((name.clone(), k.quiet.clone()?)))
+                .collect();
+            (known.is_none(), quiet)
+        };
         let count = schedulers.len();
         // Owned items and a cloned reporter per read keep the future `Send` for `spawn`.
         let results: Vec<_> = futures::stream::iter(schedulers)
-            .map(|s| {
+            .map(|listed| {
                 let this = self.clone();
-                async move { this.read_scheduler(s).await }
+                let unchanged = listed
+                    .operations
+                    .as_ref()
+                    .is_some_and(|m| quiet.get(&listed.scheduler.name) == Some(m));
+                async move { this.read_scheduler(listed, unchanged).await }
             })
             .buffer_unordered(CONCURRENCY)
             .collect()
@@ -153,7 +176,9 @@ impl Reporter {
         let mut previous = known.take().unwrap_or_default();
         let mut current = HashMap::new();
         let mut published = Vec::with_capacity(results.len());
-        for (scheduler, rooms, operations) in results {
+        let mut queried = 0;
+        for (listed, rooms, operations) in results {
+            let scheduler = listed.scheduler;
             let mut entry = previous.remove(&scheduler.name).unwrap_or_default();
             for forwarder in &scheduler.forwarders {
                 forwarders::zero_series(&self.metrics, &forwarder.name);
@@ -165,8 +190,17 @@ impl Reporter {
             if let Some(rooms) = rooms {
                 figures.rooms = Some(room_figures(&scheduler, &rooms));
             }
-            if let Some(view) = operations {
-                self.count_operations(&view, &mut entry, first_refresh);
+            match operations {
+                OperationsRead::Unchanged => {}
+                OperationsRead::Unreadable => {
+                    queried += 1;
+                    entry.quiet = None;
+                }
+                OperationsRead::Read(view) => {
+                    queried += 1;
+                    entry.quiet = listed.operations.filter(|mark| is_quiet(mark, &view));
+                    self.count_operations(&view, &mut entry, first_refresh);
+                }
             }
             published.push(entry.figures.clone());
             current.insert(scheduler.name.clone(), entry);
@@ -177,39 +211,49 @@ impl Reporter {
         self.gauges
             .refresh_seconds
             .set(started.elapsed().as_secs_f64());
+        self.gauges.operation_queries.inc_by(queried);
         debug!(
             schedulers = count,
+            queried,
             elapsed_ms = started.elapsed().as_millis(),
             "metrics refreshed"
         );
         Ok(())
     }
 
+    /// The scheduler's rooms, and its operations unless `unchanged` says the last idle
+    /// answer still holds.
     async fn read_scheduler(
         &self,
-        scheduler: Scheduler,
+        listed: FleetScheduler,
+        unchanged: bool,
     ) -> (
-        Scheduler,
+        FleetScheduler,
         Option<Vec<maestro_core::GameRoom>>,
-        Option<OperationsView>,
+        OperationsRead,
     ) {
-        let (rooms, operations) = tokio::join!(
-            self.store.list(&scheduler.name),
-            self.fleet.operations(&scheduler.name)
-        );
+        let name = listed.scheduler.name.as_str();
+        let operations = async {
+            if unchanged {
+                return OperationsRead::Unchanged;
+            }
+            match self.fleet.operations(name).await {
+                Ok(view) => OperationsRead::Read(Box::new(view)),
+                Err(e) => {
+                    self.gauges.refresh_errors.inc();
+                    warn!(scheduler = %name, error = %e, "operations unreadable for metrics");
+                    OperationsRead::Unreadable
+                }
+            }
+        };
+        let (rooms, operations) = tokio::join!(self.store.list(name), operations);
         let rooms = rooms
             .inspect_err(|e| {
                 self.gauges.refresh_errors.inc();
-                warn!(scheduler = %scheduler.name, error = %e, "rooms unreadable for metrics");
+                warn!(scheduler = %name, error = %e, "rooms unreadable for metrics");
             })
             .ok();
-        let operations = operations
-            .inspect_err(|e| {
-                self.gauges.refresh_errors.inc();
-                warn!(scheduler = %scheduler.name, error = %e, "operations unreadable for metrics");
-            })
-            .ok();
-        (scheduler, rooms, operations)
+        (listed, rooms, operations)
     }
 
     fn count_operations(&self, view: &OperationsView, known: &mut Known, baseline_only: bool) {
@@ -250,6 +294,24 @@ impl Reporter {
     }
 }
 
+/// What a refresh learned of one scheduler's operations.
+enum OperationsRead {
+    /// Not asked: the listing's mark is the one of the last idle answer.
+    Unchanged,
+    /// Asked, and the answer failed: the last figures stay.
+    Unreadable,
+    Read(Box<OperationsView>),
+}
+
+/// The mark describes `view` and it is idle: until the mark changes, asking again would
+/// answer the same (an operation starting writes busy, one finishing its id).
+fn is_quiet(mark: &OperationsMark, view: &OperationsView) -> bool {
+    !mark.busy
+        && view.pending.is_empty()
+        && view.active.is_none()
+        && view.finished.last().map(|o| &o.id) == mark.last_finished.as_ref()
+}
+
 /// One scheduler's room gauges from its rooms.
 fn room_figures(scheduler: &Scheduler, rooms: &[maestro_core::GameRoom]) -> RoomFigures {
     let counts = count_rooms(rooms);
@@ -283,178 +345,7 @@ fn room_figures(scheduler: &Scheduler, rooms: &[maestro_core::GameRoom]) -> Room
 }
 
 #[cfg(test)]
-mod tests {
-    use maestro_core::{
-        GameRoom, Operation, OperationRequest, OperationStatus, Timestamp, Version,
-    };
-    use maestro_runtime::MemoryRoomStore;
-
-    use super::*;
-
-    #[derive(Default)]
-    struct FixedFleet {
-        schedulers: Mutex<Vec<Scheduler>>,
-        finished: Mutex<Vec<Operation>>,
-    }
-
-    #[async_trait::async_trait]
-    impl Fleet for FixedFleet {
-        async fn schedulers(&self) -> Result<Vec<Scheduler>, ApiError> {
-            Ok(self.schedulers.lock().unwrap().clone())
-        }
-        async fn operations(&self, _: &str) -> Result<OperationsView, ApiError> {
-            Ok(OperationsView {
-                finished: self.finished.lock().unwrap().clone(),
-                ..Default::default()
-            })
-        }
-    }
-
-    fn finished(id: &str, kind: OperationRequest, status: OperationStatus) -> Operation {
-        Operation {
-            id: id.into(),
-            seq: 1,
-            status,
-            definition_name: kind.kind().definition_name().into(),
-            scheduler_name: "s".into(),
-            created_at: Timestamp::from_unix_millis(0),
-            started_at: Some(Timestamp::from_unix_millis(1_000)),
-            finished_at: Some(Timestamp::from_unix_millis(3_500)),
-            input: kind,
-            execution_history: Vec::new(),
-            error: None,
-            request_id: None,
-        }
-    }
-
-    /// The sample of `name` carrying `labels` in the served text (the fleet gauges are not
-    /// in the registry); a histogram answers its count.
-    fn value(metrics: &Metrics, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        let mut text = prometheus::TextEncoder::new()
-            .encode_to_string(&metrics.registry.gather())
-            .unwrap();
-        metrics.fleet.encode(&mut text);
-        let histogram = format!("{name}_count");
-        text.lines().find_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (family, rest) = series.split_once('{').unwrap_or((series, ""));
-            let wanted = (family == name || family == histogram)
-                && labels
-                    .iter()
-                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
-            wanted.then(|| value.parse().ok()).flatten()
-        })
-    }
-
-    /// Operations finished before the first refresh are a baseline, not counted; later ones
-    /// are counted once; a scheduler that disappears takes its series with it.
-    #[tokio::test]
-    async fn counts_operations_once_and_forgets_vanished_schedulers() {
-        let fleet = Arc::new(FixedFleet::default());
-        let store = Arc::new(MemoryRoomStore::new());
-        let metrics = Metrics::standalone().unwrap();
-        let reporter = Reporter::new(fleet.clone(), store.clone(), &metrics).unwrap();
-        let mut scheduler = Scheduler::with_command("s", "g", &["true"]);
-        scheduler.rooms_replicas = 2;
-        scheduler
-            .forwarders
-            .push(maestro_core::scheduler::Forwarder {
-                name: "mm".into(),
-                enable: true,
-                kind: "gRPC".into(),
-                address: "127.0.0.1:9".into(),
-                options: None,
-            });
-        fleet.schedulers.lock().unwrap().push(scheduler);
-        fleet.finished.lock().unwrap().push(finished(
-            "old",
-            OperationRequest::CreateScheduler(Default::default()),
-            OperationStatus::Finished,
-        ));
-        store
-            .insert_if_absent(GameRoom::new(
-                "s-1",
-                "s",
-                Version::FIRST,
-                1,
-                Timestamp::from_unix_millis(0),
-            ))
-            .await
-            .unwrap();
-        reporter.refresh().await.unwrap();
-        // A forwarder's series start at zero before its first call.
-        let forwarder = |name: &str, labels: &[(&str, &str)]| value(&metrics, name, labels);
-        assert_eq!(
-            forwarder(
-                "maestro_forwarder_calls_total",
-                &[
-                    ("forwarder", "mm"),
-                    ("event", "player_event"),
-                    ("outcome", "failure")
-                ]
-            ),
-            Some(0.0)
-        );
-        assert_eq!(
-            forwarder(
-                "maestro_forwarder_dropped_total",
-                &[("forwarder", "mm"), ("event", "room_resync")]
-            ),
-            Some(0.0)
-        );
-        let labels = [("game", "g"), ("scheduler", "s")];
-        assert_eq!(
-            value(&metrics, "maestro_worker_gru_pending", &labels),
-            Some(1.0)
-        );
-        assert_eq!(
-            value(&metrics, "maestro_worker_desired_rooms", &labels),
-            Some(2.0)
-        );
-        let old = [("operation", "create_scheduler"), ("status", "finished")];
-        assert_eq!(
-            value(&metrics, "maestro_worker_operation_executions_total", &old),
-            Some(0.0),
-            "the baseline is not counted (its series starts at zero)"
-        );
-        fleet.finished.lock().unwrap().push(finished(
-            "new",
-            OperationRequest::AddRooms(maestro_core::operation::AddRoomsInput { amount: 1 }),
-            OperationStatus::Error,
-        ));
-        reporter.refresh().await.unwrap();
-        reporter.refresh().await.unwrap();
-        let add = [("operation", "add_rooms"), ("status", "error")];
-        assert_eq!(
-            value(&metrics, "maestro_worker_operation_executions_total", &add),
-            Some(1.0),
-            "counted once over two refreshes"
-        );
-        assert_eq!(
-            value(
-                &metrics,
-                "maestro_worker_operations_started_total",
-                &[("operation", "add_rooms")]
-            ),
-            Some(1.0)
-        );
-        assert_eq!(
-            value(
-                &metrics,
-                "maestro_worker_operation_duration_seconds",
-                &[("operation", "add_rooms")]
-            ),
-            Some(1.0)
-        );
-        fleet.schedulers.lock().unwrap().clear();
-        reporter.refresh().await.unwrap();
-        assert_eq!(value(&metrics, "maestro_worker_gru_pending", &labels), None);
-        assert_eq!(
-            value(&metrics, "maestro_worker_rooms_by_version", &labels),
-            None
-        );
-    }
-}
+mod tests;
 
 #[cfg(test)]
 mod autoscaled {
@@ -470,8 +361,11 @@ mod autoscaled {
 
     #[async_trait::async_trait]
     impl Fleet for One {
-        async fn schedulers(&self) -> Result<Vec<Scheduler>, ApiError> {
-            Ok(vec![self.0.clone()])
+        async fn schedulers(&self) -> Result<Vec<FleetScheduler>, ApiError> {
+            Ok(vec![FleetScheduler {
+                scheduler: self.0.clone(),
+                operations: None,
+            }])
         }
         async fn operations(&self, _: &str) -> Result<OperationsView, ApiError> {
             Ok(OperationsView::default())

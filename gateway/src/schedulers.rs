@@ -2,6 +2,9 @@
 //! signals, read them with queries (or the memo). Maps Temporal's answers to API errors.
 
 mod lease;
+mod memo;
+
+use memo::{decode_mark, decode_snapshot};
 
 use std::time::Duration;
 
@@ -13,8 +16,8 @@ use maestro_core::naming::{
 use maestro_core::operation::{DeleteSchedulerInput, Rejection};
 use maestro_core::{Operation, OperationRequest, Scheduler, SchedulerState, Timestamp};
 use maestro_workflows::{
-    ChildInput, OperationsView, SchedulerSnapshot, SchedulerWorkflow, SchedulerWorkflowState,
-    SubmitOperation, mark_created, names, search_attributes,
+    ChildInput, OperationsMark, OperationsView, SchedulerSnapshot, SchedulerWorkflow,
+    SchedulerWorkflowState, SubmitOperation, mark_created, names, search_attributes,
 };
 use temporalio_client::errors::{WorkflowInteractionError, WorkflowQueryError, WorkflowStartError};
 use temporalio_client::{
@@ -50,6 +53,15 @@ impl ReadSource {
 /// Bound on one page of a visibility listing. Longer than a query's: a listing has no memo
 /// to fall back to, and visibility reads slow down most while a burst of creations runs.
 const LIST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// One scheduler as a listing shows it.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub snapshot: SchedulerSnapshot,
+    /// What its memo says of its operations; `None` for a workflow recorded before the memo
+    /// had the mark (readers must then ask the workflow).
+    pub operations: Option<OperationsMark>,
+}
 
 #[derive(Clone)]
 pub struct SchedulerClient {
@@ -284,6 +296,16 @@ impl SchedulerClient {
     /// its memo (set when the workflow is started): one listing call per page, no query per
     /// scheduler. A workflow without a snapshot is left out.
     pub async fn list(&self) -> Result<Vec<SchedulerSnapshot>, ApiError> {
+        Ok(self
+            .listed()
+            .await?
+            .into_iter()
+            .map(|l| l.snapshot)
+            .collect())
+    }
+
+    /// [`Self::list`] with each scheduler's operations mark, where its memo has one.
+    pub async fn listed(&self) -> Result<Vec<Listed>, ApiError> {
         let query = running_schedulers();
         let options = WorkflowListOptions::builder()
             .rpc_options(RpcOptions::builder().timeout(LIST_TIMEOUT).build())
@@ -292,13 +314,17 @@ impl SchedulerClient {
         let mut schedulers = Vec::new();
         while let Some(execution) = executions.next().await {
             let execution = execution.map_err(temporal_unavailable)?;
-            match decode_snapshot(execution.raw().memo.as_ref()) {
+            let memo = execution.raw().memo.as_ref();
+            match decode_snapshot(memo) {
                 Some(Ok(mut snapshot)) if !snapshot.deleted => {
                     if let Some(problems) = reported_problems(execution.raw()) {
                         debug!(workflow = execution.id(), problems = %problems, "scheduler workflow reported problems");
                         snapshot.scheduler.state = Some(SchedulerState::OnError);
                     }
-                    schedulers.push(snapshot)
+                    schedulers.push(Listed {
+                        snapshot,
+                        operations: decode_mark(memo),
+                    })
                 }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => {
@@ -307,7 +333,7 @@ impl SchedulerClient {
                 None => debug!(workflow = execution.id(), "scheduler has no snapshot yet"),
             }
         }
-        schedulers.sort_by(|a, b| a.scheduler.name.cmp(&b.scheduler.name));
+        schedulers.sort_by(|a, b| a.snapshot.scheduler.name.cmp(&b.snapshot.scheduler.name));
         Ok(schedulers)
     }
 
@@ -597,19 +623,6 @@ fn workflow_problem(description: &DescribeWorkflowExecutionResponse) -> Option<S
     let attempt = description.pending_workflow_task.as_ref()?.attempt;
     (attempt >= STUCK_AFTER_ATTEMPTS)
         .then(|| format!("its workflow task failed {} times in a row", attempt - 1))
-}
-
-/// The snapshot a scheduler workflow keeps in its memo, if it wrote one.
-fn decode_snapshot(
-    memo: Option<&temporalio_common::protos::temporal::api::common::v1::Memo>,
-) -> Option<Result<SchedulerSnapshot, ApiError>> {
-    let payload = memo?.fields.get(names::MEMO_SNAPSHOT)?;
-    Some(serde_json::from_slice(&payload.data).map_err(|e| {
-        ApiError::new(
-            ErrorCode::Internal,
-            format!("a recorded scheduler snapshot is unreadable: {e}"),
-        )
-    }))
 }
 
 pub(crate) fn scheduler_not_found(name: &str) -> ApiError {

@@ -48,6 +48,8 @@ pub mod names {
     pub const ACTIVITY_AWAIT_READY: &str = "rooms.await_ready";
     /// Memo key holding the latest [`crate::SchedulerSnapshot`], for reads with no worker up.
     pub const MEMO_SNAPSHOT: &str = "snapshot";
+    /// Memo key holding the scheduler's [`crate::OperationsMark`].
+    pub const MEMO_OPERATIONS: &str = "operations";
 }
 
 /// Operations run before a continue-as-new, unless the server suggests one earlier.
@@ -104,6 +106,18 @@ pub struct SchedulerSnapshot {
     pub deleted: bool,
     /// Continue-as-new runs so far (visible progress for operators and tests).
     pub generation: u32,
+}
+
+/// What the memo tells of a scheduler's operations: not the operations, only enough for a
+/// reader to know nothing happened since it last looked. The Metrics Reporter then skips the
+/// scheduler's `get_operations` query, which an idle fleet would otherwise answer for every
+/// scheduler on every refresh.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct OperationsMark {
+    /// An operation runs or waits.
+    pub busy: bool,
+    /// The operation that finished last (ids are never reused).
+    pub last_finished: Option<String>,
 }
 
 /// What the `get_operations` query answers.

@@ -15,8 +15,8 @@ use temporalio_sdk::{
 };
 
 use crate::{
-    ChildInput, OperationOutcome, OperationsView, ReportedOutcome, SchedulerSnapshot,
-    SubmitOperation, names, search_attributes,
+    ChildInput, OperationOutcome, OperationsMark, OperationsView, ReportedOutcome,
+    SchedulerSnapshot, SubmitOperation, names, search_attributes,
 };
 
 pub use state::{SchedulerWorkflowState, mark_created};
@@ -37,6 +37,9 @@ mod patches {
     pub const MEMO_AT_DELETE_ACCEPTED: &str = "memo-at-delete-accepted";
     /// Periodic `health_controller` operations (a timer in the run loop).
     pub const HEALTH_CONTROLLER: &str = "health-controller";
+    /// The memo is written at every operation's start, so its [`crate::OperationsMark`]
+    /// says busy while the operation runs.
+    pub const OPERATIONS_MARK: &str = "operations-mark";
 }
 
 mod state;
@@ -148,9 +151,21 @@ fn carried_outcome(
     }
 }
 
-/// The memo a scheduler workflow keeps: its snapshot, what listings and query-less reads show.
-fn memo_of(snapshot: SchedulerSnapshot) -> [(&'static str, Option<MemoValue>); 1] {
-    [(names::MEMO_SNAPSHOT, Some(MemoValue::new(snapshot)))]
+/// The memo a scheduler workflow keeps: its snapshot, what listings and query-less reads
+/// show, and its operations' mark. Core compares only the command, not the memo, on replay.
+fn memo_of(
+    snapshot: SchedulerSnapshot,
+    mark: OperationsMark,
+) -> [(&'static str, Option<MemoValue>); 2] {
+    [
+        (names::MEMO_SNAPSHOT, Some(MemoValue::new(snapshot))),
+        (names::MEMO_OPERATIONS, Some(MemoValue::new(mark))),
+    ]
+}
+
+/// The snapshot and the operations' mark, read together.
+fn memo_parts(state: &SchedulerWorkflowState) -> (SchedulerSnapshot, OperationsMark) {
+    (state.snapshot(), state.operations_mark())
 }
 
 /// What the Temporal UI shows as an operation's details: its request, as the API took it.
@@ -181,8 +196,8 @@ impl SchedulerWorkflow {
         // Readable from the first moment, not only after the first operation. Patched: runs
         // recorded before this change have no such command and must replay unchanged.
         if ctx.patched(patches::MEMO_AT_START) {
-            let snapshot = ctx.state(|s| s.state.snapshot());
-            ctx.upsert_memo(memo_of(snapshot.clone()))?;
+            let (snapshot, mark) = ctx.state(|s| memo_parts(&s.state));
+            ctx.upsert_memo(memo_of(snapshot.clone(), mark))?;
             recorded = Some(snapshot);
         }
         // Patched: runs recorded before health checks existed have no timers to replay.
@@ -221,10 +236,13 @@ impl SchedulerWorkflow {
                 continue;
             };
             // A delete accepted since the last write shows in listings while it runs.
-            let snapshot = ctx.state(|s| s.state.snapshot());
+            let (snapshot, mark) = ctx.state(|s| memo_parts(&s.state));
             if recorded.as_ref() != Some(&snapshot) && ctx.patched(patches::MEMO_AT_OPERATION_START)
             {
-                ctx.upsert_memo(memo_of(snapshot))?;
+                ctx.upsert_memo(memo_of(snapshot, mark))?;
+            } else if ctx.patched(patches::OPERATIONS_MARK) {
+                // The snapshot did not change, but the mark did: busy.
+                ctx.upsert_memo(memo_of(snapshot, mark))?;
             }
             let waiting = ctx.state(|s| s.state.pending.len());
             ctx.set_current_details(format!(
@@ -233,9 +251,10 @@ impl SchedulerWorkflow {
             ));
             let outcome = run_child(ctx, &operation, &scheduler).await;
             let now = timestamp(ctx.workflow_time());
-            let (snapshot, last) = ctx.state_mut(|s| {
+            let (snapshot, mark, last) = ctx.state_mut(|s| {
                 s.state.finish(operation, outcome, now);
-                (s.state.snapshot(), s.state.finished.back().cloned())
+                let (snapshot, mark) = memo_parts(&s.state);
+                (snapshot, mark, s.state.finished.back().cloned())
             });
             // What was recorded, canceled included, not a second reading of the outcome.
             if let Some(last) = last {
@@ -246,7 +265,7 @@ impl SchedulerWorkflow {
                 ));
             }
             // The memo answers reads while no worker is up to answer queries.
-            ctx.upsert_memo(memo_of(snapshot.clone()))?;
+            ctx.upsert_memo(memo_of(snapshot.clone(), mark))?;
             if snapshot.deleted {
                 return Ok(snapshot);
             }
@@ -278,7 +297,8 @@ impl SchedulerWorkflow {
             && ctx.patched(patches::MEMO_AT_DELETE_ACCEPTED)
         {
             // A memo that cannot be encoded leaves the old one; the next write catches up.
-            let _ = ctx.upsert_memo(memo_of(self.state.snapshot()));
+            let (snapshot, mark) = memo_parts(&self.state);
+            let _ = ctx.upsert_memo(memo_of(snapshot, mark));
         }
     }
 

@@ -16,8 +16,8 @@ use maestro_core::{OperationRequest, OperationStatus, Scheduler, SchedulerState}
 use maestro_runtime::{MemoryRoomStore, ProcessRuntime, ProcessRuntimeConfig, Runtime as _};
 use maestro_testkit::{TemporalDevServer, eventually, processes_with_env, temp_dir};
 use maestro_workflows::{
-    OperationsView, SchedulerSnapshot, SchedulerWorkflow, SchedulerWorkflowState, SubmitOperation,
-    register_replayer_workflows, worker_options,
+    OperationsMark, OperationsView, SchedulerSnapshot, SchedulerWorkflow, SchedulerWorkflowState,
+    SubmitOperation, names, register_replayer_workflows, worker_options,
 };
 use temporalio_client::{
     Client, ClientOptions, Connection, ConnectionOptions, WorkflowDescribeOptions,
@@ -472,7 +472,6 @@ async fn stored_histories_replay() -> Result<()> {
 /// The names running workflows depend on are the pinned ones, not Rust identifiers.
 #[test]
 fn stored_histories_use_the_pinned_names() -> Result<()> {
-    use maestro_workflows::names;
     let read = |file: &str| std::fs::read_to_string(histories_dir().join(file));
     let lifecycle = read("scheduler-lifecycle.json")?;
     for name in [names::SCHEDULER_WORKFLOW, names::UPDATE_SUBMIT_OPERATION] {
@@ -844,14 +843,67 @@ async fn a_delete_queued_behind_a_running_operation_is_in_the_memo_at_once() -> 
 
 /// The snapshot the scheduler workflow last wrote to its memo, if any.
 async fn memo_snapshot(h: &Harness, name: &str) -> Option<SchedulerSnapshot> {
+    memo_value(h, name, names::MEMO_SNAPSHOT).await
+}
+
+/// The value under `key` the scheduler workflow last wrote to its memo, if any.
+async fn memo_value<T: serde::de::DeserializeOwned>(
+    h: &Harness,
+    name: &str,
+    key: &str,
+) -> Option<T> {
     let description = h
         .handle(name)
         .describe(WorkflowDescribeOptions::default())
         .await
         .ok()?;
     let memo = description.raw_description.workflow_execution_info?.memo?;
-    let payload = memo.fields.get(maestro_workflows::names::MEMO_SNAPSHOT)?;
+    let payload = memo.fields.get(key)?;
     serde_json::from_slice(&payload.data).ok()
+}
+
+/// The memo's operations mark says busy while an operation runs and names the last one to
+/// finish once idle (what lets the Metrics Reporter skip querying idle schedulers); the
+/// history replays (stored with `MAESTRO_RECORD_HISTORIES=<tag>` as
+/// `operations-busy-idle-<tag>.json`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memo_marks_operations_busy_then_last_finished() -> Result<()> {
+    let h = &harness("operations-mark").await?;
+    let name = &format!("operations-mark-{}", std::process::id());
+    let mark = || memo_value::<OperationsMark>(h, name, names::MEMO_OPERATIONS);
+    let history = h
+        .with_worker(async {
+            h.create(scheduler(name), 0).await?;
+            // Whatever the start ran (or nothing), once idle the mark names its last one.
+            let before = eventually(Duration::from_secs(30), "an idle workflow", || async {
+                let view = h.operations(name).await.ok()?;
+                (view.active.is_none() && view.pending.is_empty())
+                    .then(|| view.finished.last().map(|op| op.id.clone()))
+            })
+            .await?;
+            eventually(Duration::from_secs(10), "an idle mark", || async {
+                mark()
+                    .await
+                    .filter(|m| !m.busy && m.last_finished == before)
+            })
+            .await?;
+            // A new version whose validation room never gets ready runs until cancelled.
+            let running = h.never_ready_version(name, "603").await?;
+            let busy = eventually(Duration::from_secs(30), "a busy mark", || async {
+                mark().await.filter(|m| m.busy)
+            })
+            .await?;
+            assert_eq!(busy.last_finished, before, "nothing else finished");
+            h.cancel(name, &running.id).await?;
+            let after = eventually(Duration::from_secs(60), "idle again", || async {
+                mark().await.filter(|m| !m.busy)
+            })
+            .await?;
+            assert_eq!(after.last_finished, Some(running.id.clone()), "{after:?}");
+            h.history(scheduler_workflow_id(name)).await
+        })
+        .await?;
+    record_and_replay(vec![("operations-busy-idle".into(), history)]).await
 }
 
 /// The health controller runs on its interval (a timer in the scheduler workflow), converges

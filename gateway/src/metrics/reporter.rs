@@ -18,6 +18,7 @@ pub(crate) struct ReporterMetrics {
     pub(crate) durations: HistogramVec,
     pub(crate) refresh_seconds: Gauge,
     pub(crate) refresh_errors: IntCounter,
+    pub(crate) operation_queries: IntCounter,
 }
 
 impl ReporterMetrics {
@@ -69,6 +70,13 @@ impl ReporterMetrics {
                 "Reads that failed during metrics refreshes",
             )?,
         )?;
+        let operation_queries = register(
+            r,
+            IntCounter::new(
+                "maestro_reporter_operation_queries_total",
+                "Schedulers whose operations a refresh asked their workflow for (idle schedulers whose memo did not change are not asked)",
+            )?,
+        )?;
         // Every operation's series start at zero, so the first one to finish shows in
         // rates and quantiles (a series born at 1 never does).
         for kind in OperationKind::ALL {
@@ -86,6 +94,7 @@ impl ReporterMetrics {
             durations,
             refresh_seconds,
             refresh_errors,
+            operation_queries,
         })
     }
 }

@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     DEFAULT_CONTINUE_AS_NEW_EVERY, DEFAULT_HEALTH_CHECK_SECS, FINISHED_OPERATIONS_KEPT,
-    MAX_PENDING_OPERATIONS, OperationEffect, OperationOutcome, OperationsView, SchedulerSnapshot,
-    SubmitOperation, VERSIONS_KEPT,
+    MAX_PENDING_OPERATIONS, OperationEffect, OperationOutcome, OperationsMark, OperationsView,
+    SchedulerSnapshot, SubmitOperation, VERSIONS_KEPT,
 };
 
 /// Everything the scheduler workflow knows. For a new scheduler only `scheduler` is set;
@@ -145,6 +145,13 @@ impl SchedulerWorkflowState {
             versions: self.versions.clone(),
             deleted: self.deleted,
             generation: self.generation,
+        }
+    }
+
+    pub fn operations_mark(&self) -> OperationsMark {
+        OperationsMark {
+            busy: self.active.is_some() || !self.pending.is_empty(),
+            last_finished: self.finished.back().map(|o| o.id.clone()),
         }
     }
 
