@@ -583,7 +583,7 @@ fn throughput_row(
     ))
 }
 
-fn redis_cli(port: u16, args: &[&str]) -> Result<String> {
+pub(crate) fn redis_cli(port: u16, args: &[&str]) -> Result<String> {
     let output = Command::new("redis-cli")
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args(args)
@@ -594,7 +594,7 @@ fn redis_cli(port: u16, args: &[&str]) -> Result<String> {
 
 /// Redis's CPU time per call of `command`, from `INFO commandstats` (the server's own
 /// profile: it is single-threaded, so this bounds its throughput).
-fn usec_per_call(port: u16, command: &str) -> Result<f64> {
+pub(crate) fn usec_per_call(port: u16, command: &str) -> Result<f64> {
     let stats = redis_cli(port, &["INFO", "commandstats"])?;
     stats
         .lines()
