@@ -92,6 +92,12 @@ async fn scrape(maestro: &Maestro, openmetrics: bool) -> Result<(String, String)
     Ok((content_type, response.text().await?))
 }
 
+/// One Prometheus-format scrape, parsed.
+async fn scrape_parsed(maestro: &Maestro) -> Result<Scrape> {
+    let (_, text) = scrape(maestro, false).await?;
+    Ok(Scrape(parse(&text, "prometheus")?))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_after_a_scripted_scenario() -> Result<()> {
     let temporal = TemporalDevServer::start().await?;
@@ -104,8 +110,7 @@ async fn metrics_after_a_scripted_scenario() -> Result<()> {
     // The reporter's first refresh is its baseline (what it sees then is not counted): let
     // it pass before the scheduler exists, or a loaded box counts create_scheduler as old.
     eventually(Duration::from_secs(20), "the first refresh", || async {
-        let (_, text) = scrape(&maestro, false).await.ok()?;
-        let scraped = Scrape(parse(&text, "prometheus").ok()?);
+        let scraped = scrape_parsed(&maestro).await.ok()?;
         (scraped.value("maestro_reporter_refresh_duration_seconds", &[])? > 0.0).then_some(())
     })
     .await?;
@@ -138,8 +143,7 @@ async fn metrics_after_a_scripted_scenario() -> Result<()> {
         Duration::from_secs(20),
         "the reporter to see it",
         || async {
-            let (_, text) = scrape(&maestro, false).await.ok()?;
-            let scraped = Scrape(parse(&text, "prometheus").ok()?);
+            let scraped = scrape_parsed(&maestro).await.ok()?;
             let done = scraped.value("maestro_worker_gru_occupied", &labels) == Some(1.0)
                 && scraped.value(
                     "maestro_worker_operation_executions_total",
@@ -278,8 +282,7 @@ async fn metrics_after_a_scripted_scenario() -> Result<()> {
     // ~6 refreshes in 2 s ask at most twice (the mark may reach visibility a refresh or two
     // after the query that saw the operation finish). An operation after that still counts.
     let current = || async {
-        let (_, text) = scrape(&maestro, false).await?;
-        let scraped = Scrape(parse(&text, "prometheus")?);
+        let scraped = scrape_parsed(&maestro).await?;
         let figure = |name: &str, labels: &[(&str, &str)]| scraped.value(name, labels);
         anyhow::Ok((
             figure("maestro_reporter_operation_queries_total", &[]).unwrap_or(-1.0),

@@ -862,7 +862,7 @@ async fn capacity(
 
     // The reporter's operation queries from here to the scrape: idle schedulers whose memo
     // mark holds are not asked again.
-    let queried = |m: &str| family_sum(m, "maestro_reporter_operation_queries_total");
+    let queried = |m: &str| sample(m, "maestro_reporter_operation_queries_total");
     let queries_since = (
         Instant::now(),
         queried(&fleet.memory_gateway.metrics().await?),
@@ -948,7 +948,7 @@ async fn capacity(
             "{} KiB of exposition; in the {:.0} s before it the reporter (5 s refreshes, last one {:.0} ms) asked {:.0} scheduler workflows for their operations",
             body.len() / 1024,
             queries_since.0.elapsed().as_secs_f64(),
-            family_sum(&body, "maestro_reporter_refresh_duration_seconds") * 1000.0,
+            sample(&body, "maestro_reporter_refresh_duration_seconds") * 1000.0,
             queried(&body) - queries_since.1,
         )),
     );
@@ -1023,17 +1023,9 @@ fn sample(metrics: &str, series: &str) -> f64 {
 
 /// Sum of `maestro_worker_current_rooms` over schedulers.
 fn current_rooms(metrics: &str) -> f64 {
-    family_sum(metrics, "maestro_worker_current_rooms")
-}
-
-/// The sum of every series of `family` in a Prometheus text exposition.
-fn family_sum(metrics: &str, family: &str) -> f64 {
     metrics
         .lines()
-        .filter(|l| {
-            l.strip_prefix(family)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
+        .filter(|l| l.starts_with("maestro_worker_current_rooms{"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }

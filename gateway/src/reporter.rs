@@ -149,24 +149,26 @@ impl Reporter {
         let schedulers = self.fleet.schedulers().await.inspect_err(|_| {
             self.gauges.refresh_errors.inc();
         })?;
-        let (first_refresh, quiet) = {
+        // Which schedulers' last idle answer still holds, read under one lock.
+        let (first_refresh, reads) = {
             let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
-            let quiet: HashMap<String, OperationsMark> = known
-                .iter()
-                .flatten()
-                .filter_map(|(name, k)| Some((name.clone(), k.quiet.clone()?)))
+            let reads: Vec<_> = schedulers
+                .into_iter()
+                .map(|listed| {
+                    let quiet = known
+                        .as_ref()
+                        .and_then(|k| k.get(&listed.scheduler.name)?.quiet.as_ref());
+                    let unchanged = listed.operations.as_ref().is_some_and(|m| quiet == Some(m));
+                    (listed, unchanged)
+                })
                 .collect();
-            (known.is_none(), quiet)
+            (known.is_none(), reads)
         };
-        let count = schedulers.len();
+        let count = reads.len();
         // Owned items and a cloned reporter per read keep the future `Send` for `spawn`.
-        let results: Vec<_> = futures::stream::iter(schedulers)
-            .map(|listed| {
+        let results: Vec<_> = futures::stream::iter(reads)
+            .map(|(listed, unchanged)| {
                 let this = self.clone();
-                let unchanged = listed
-                    .operations
-                    .as_ref()
-                    .is_some_and(|m| quiet.get(&listed.scheduler.name) == Some(m));
                 async move { this.read_scheduler(listed, unchanged).await }
             })
             .buffer_unordered(CONCURRENCY)

@@ -237,11 +237,12 @@ impl SchedulerWorkflow {
             };
             // A delete accepted since the last write shows in listings while it runs.
             let (snapshot, mark) = ctx.state(|s| memo_parts(&s.state));
-            if recorded.as_ref() != Some(&snapshot) && ctx.patched(patches::MEMO_AT_OPERATION_START)
+            // Since `operations-mark`, always: the snapshot may be the same, the mark is busy.
+            // The order of the `patched` calls is the one recorded histories replay.
+            if (recorded.as_ref() != Some(&snapshot)
+                && ctx.patched(patches::MEMO_AT_OPERATION_START))
+                || ctx.patched(patches::OPERATIONS_MARK)
             {
-                ctx.upsert_memo(memo_of(snapshot, mark))?;
-            } else if ctx.patched(patches::OPERATIONS_MARK) {
-                // The snapshot did not change, but the mark did: busy.
                 ctx.upsert_memo(memo_of(snapshot, mark))?;
             }
             let waiting = ctx.state(|s| s.state.pending.len());
