@@ -28,7 +28,8 @@ use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use tracing::{info, warn};
 
 /// Rooms of one `rooms.create` batch created at once: Maestro creates every room of its
-/// batch of 40 at once; our batches are larger (`ROOM_BATCH_SIZE`), the concurrency the same.
+/// batch of 40 at once; our batch is the whole operation (`ROOM_BATCH_SIZE`), the
+/// concurrency the same.
 pub const ROOMS_IN_FLIGHT: usize = 40;
 
 /// How often a long activity reports liveness while it waits on the runtime.
@@ -205,9 +206,8 @@ async fn with_heartbeats<T>(
 }
 
 impl RoomActivities {
-    /// One room: its record, then its instance, then the instance in the record. A record
-    /// comes first so there is never a room without one; a refusal for good removes it.
-    async fn create_room(
+    /// A room's record, before its instance exists, so there is never a room without one.
+    async fn record_room(
         &self,
         scheduler: &Scheduler,
         version: Version,
@@ -218,12 +218,20 @@ impl RoomActivities {
         self.store
             .insert_if_absent(room)
             .await
-            .map_err(store_failure)?;
-        let instance = match self.runtime.create_room(scheduler, version, room_id).await {
-            Ok(instance) => instance,
+            .map_err(store_failure)
+    }
+
+    /// A recorded room's instance. A refusal for good removes the record made for it, which
+    /// would otherwise be a room with no instance (a retryable failure keeps it for the retry).
+    async fn start_instance(
+        &self,
+        scheduler: &Scheduler,
+        version: Version,
+        room_id: &str,
+    ) -> Result<maestro_runtime::RoomInstance, ActivityError> {
+        match self.runtime.create_room(scheduler, version, room_id).await {
+            Ok(instance) => Ok(instance),
             Err(e) => {
-                // Refused for good: the record made above would be a room with no instance,
-                // so it goes too (a retryable failure keeps it for the retry).
                 if !e.is_retryable() {
                     self.store
                         .remove(&scheduler.name, room_id)
@@ -231,14 +239,9 @@ impl RoomActivities {
                         .map_err(store_failure)?;
                     warn!(scheduler = %scheduler.name, room = %room_id, error = %e, "room cannot be created");
                 }
-                return Err(runtime_failure(e));
+                Err(runtime_failure(e))
             }
-        };
-        self.store
-            .record_instance(&instance, now())
-            .await
-            .map(drop)
-            .map_err(store_failure)
+        }
     }
 }
 
@@ -288,22 +291,38 @@ impl RoomActivities {
                 .await
                 .map_err(runtime_failure)?;
         }
-        // `ROOMS_IN_FLIGHT` rooms at once, as Maestro creates a batch (a goroutine per room); each
-        // room still goes record → instance → instance recorded. The heartbeat says how many
-        // leading rooms are done, so a retry resumes there (redoing a finished room is a no-op).
+        // Each room goes record → instance → instance recorded, in three stages so the
+        // runtime always has `ROOMS_IN_FLIGHT` creations in flight (as Maestro creates a
+        // batch, a goroutine per room) while the store round trips of the rooms before and
+        // after them overlap. Records run at most `ROOMS_IN_FLIGHT` ahead of the instances.
+        // The heartbeat says how many leading rooms are done, so a retry resumes there
+        // (redoing a finished room is a no-op).
         let attempt = ctx.info().attempt;
         let this = &*self;
         let (version, operation) = (input.version, operation.as_str());
         // Owned ids: a closure over borrowed items is not general enough for `Send`.
         let pending = input.room_ids.iter().cloned().enumerate().skip(done);
         let mut creations = futures::stream::iter(pending)
-            .map(|(index, room_id)| {
-                async move {
-                    this.create_room(scheduler, version, max_matches, &room_id)
-                        .await?;
-                    info!(scheduler = %scheduler.name, room = %room_id, operation = %operation, attempt, "room created");
-                    Ok::<_, ActivityError>(index)
-                }
+            .map(|(index, room_id)| async move {
+                this.record_room(scheduler, version, max_matches, &room_id)
+                    .await?;
+                Ok::<_, ActivityError>((index, room_id))
+            })
+            .buffered(ROOMS_IN_FLIGHT)
+            .map(|recorded| async move {
+                let (index, room_id) = recorded?;
+                let instance = this.start_instance(scheduler, version, &room_id).await?;
+                Ok::<_, ActivityError>((index, room_id, instance))
+            })
+            .buffer_unordered(ROOMS_IN_FLIGHT)
+            .map(|started| async move {
+                let (index, room_id, instance) = started?;
+                this.store
+                    .record_instance(&instance, now())
+                    .await
+                    .map_err(store_failure)?;
+                info!(scheduler = %scheduler.name, room = %room_id, operation = %operation, attempt, "room created");
+                Ok::<_, ActivityError>(index)
             })
             .buffer_unordered(ROOMS_IN_FLIGHT);
         let mut finished = std::collections::BTreeSet::new();

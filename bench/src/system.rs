@@ -10,10 +10,7 @@ use anyhow::{Context, Result, bail, ensure};
 use futures::StreamExt;
 use maestro_core::naming::operation_workflow_id;
 use maestro_core::{Scheduler, Version};
-use maestro_runtime::{
-    KubernetesRuntime, KubernetesRuntimeConfig, ProcessRuntime, ProcessRuntimeConfig,
-    RoomsApiEndpoints, Runtime,
-};
+use maestro_runtime::{KubernetesRuntime, KubernetesRuntimeConfig, Runtime};
 use maestro_testkit::eventually_every;
 use maestro_testkit::fake_kube::{FakeKube, Kubelet};
 use maestro_workflows::operations::AddRooms;
@@ -25,6 +22,8 @@ use temporalio_sdk::{ActivityOptions, Worker, WorkflowContext, WorkflowResult};
 
 use crate::fleet::{Maestro, scheduler, until};
 use crate::report::{Report, Row, Verdict};
+
+mod scale;
 
 const LATENCY_SAMPLES: usize = 15;
 const SCALE_ROOMS: u32 = 1000;
@@ -268,8 +267,7 @@ pub async fn run(
         operation_latency(report, &fleet, client.clone()).await?;
     }
     if wants.scale {
-        scale_up(report, &fleet, &client).await?;
-        scale_up_processes(report, &fleet).await?;
+        scale::run(report, &fleet, &client).await?;
     }
     if wants.autoscaler {
         autoscaler(report, &fleet).await?;
@@ -429,111 +427,6 @@ async fn operation_latency(report: &mut Report, fleet: &Fleet, client: Client) -
     result
 }
 
-/// `n` rooms of `scheduler` through `runtime` alone, `ROOMS_IN_FLIGHT` at a time (what one
-/// `rooms.create` activity runs at once).
-async fn create_directly(runtime: &dyn Runtime, scheduler: &Scheduler, n: usize) -> Result<()> {
-    let results = futures::stream::iter(0..n)
-        .map(|i| {
-            let id = format!("{}-{i:05}", scheduler.name);
-            async move { runtime.create_room(scheduler, Version::FIRST, &id).await }
-        })
-        .buffer_unordered(maestro_activities::ROOMS_IN_FLIGHT)
-        .collect::<Vec<_>>()
-        .await;
-    for result in results {
-        result?;
-    }
-    Ok(())
-}
-
-/// 5. 1 000 rooms through Maestro against the same 1 000 created directly.
-async fn scale_up(report: &mut Report, fleet: &Fleet, client: &Client) -> Result<()> {
-    let n = SCALE_ROOMS as usize;
-    // Direct: the runtime's own create_room, as many at once as an activity runs.
-    let runtime = fleet.direct_runtime().await?;
-    let direct: Scheduler = serde_json::from_value(scheduler("direct", 0))?;
-    runtime.create_scheduler("direct").await?;
-    let started = Instant::now();
-    create_directly(&runtime, &direct, n).await?;
-    let created = started.elapsed();
-    let direct_ready = until(
-        Duration::from_secs(300),
-        Duration::from_millis(20),
-        "direct pods ready",
-        || async { fleet.fake.ready_pods("direct") == n },
-    )
-    .await?
-        - started;
-
-    fleet.create(scheduler("scale", 0)).await?;
-    let before = fleet.worker.metrics().await?;
-    let started = Instant::now();
-    let id = fleet
-        .gateway
-        .submit(
-            "/schedulers/scale/add-rooms",
-            json!({"amount": SCALE_ROOMS}),
-        )
-        .await?;
-    let maestro_ready = until(
-        Duration::from_secs(600),
-        Duration::from_millis(20),
-        "Maestro's pods ready",
-        || async { fleet.fake.ready_pods("scale") == n },
-    )
-    .await?
-        - started;
-    fleet
-        .gateway
-        .finished("scale", &id, Duration::from_secs(120))
-        .await?;
-    let events = timeline(client, &operation_workflow_id("scale", &id)).await?;
-    let (running, total, batches) = activity_share(&events);
-    let after = fleet.worker.metrics().await?;
-    let spent = |call: &str| {
-        let sum = |m: &str, what: &str| {
-            sample(
-                m,
-                &format!("maestro_runtime_call_duration_seconds_{what}{{call=\"{call}\"}}"),
-            )
-        };
-        (
-            sum(&after, "sum") - sum(&before, "sum"),
-            sum(&after, "count") - sum(&before, "count"),
-        )
-    };
-    let (create_s, creates) = spent("create_room");
-    let (refresh_s, refreshes) = spent("refresh_room_allocations");
-    ensure!(
-        pod_posts(&fleet.fake, "scale") == n,
-        "Maestro created more pods than rooms"
-    );
-    // Throughput ratio: direct time / Maestro time (1.0 = Maestro adds nothing).
-    report.row(
-        Row::ratio(
-            "5. Scale-up: 1 000 rooms on the Kubernetes API (rooms/s to all Ready)",
-            "the runtime's create_room × 1 000, no Maestro",
-            n as f64 / maestro_ready.as_secs_f64(),
-            n as f64 / direct_ready.as_secs_f64(),
-            "rooms/s",
-            Verdict::at_least(0.8),
-        )
-        .with_note(format!(
-            "all Ready after {:.1} s / {:.1} s (direct creations took {:.1} s); the operation's history: \
-             {batches} batch activities ran {:.2} s of its {:.2} s, the rest is Temporal hand-offs between them; \
-             in the activities (worker metrics): {creates:.0} create_room calls, {create_s:.2} s summed over the {in_flight} in flight, \
-             {refreshes:.0} port-book refreshes (pod lists) {refresh_s:.2} s; around each call 2 Redis round trips, a heartbeat, a log line",
-            maestro_ready.as_secs_f64(),
-            direct_ready.as_secs_f64(),
-            created.as_secs_f64(),
-            running.as_secs_f64(),
-            total.as_secs_f64(),
-            in_flight = maestro_activities::ROOMS_IN_FLIGHT,
-        )),
-    );
-    Ok(())
-}
-
 const AUTOSCALER_ROUNDS: usize = 5;
 
 /// Two ready rooms become occupied; how long until the health controller asks for more.
@@ -584,136 +477,6 @@ async fn autoscaler_round(
     )
     .await?;
     Ok(requested - occupied)
-}
-
-/// A scheduler whose rooms are local `game-room` processes pinging every 30 s.
-fn process_scheduler(name: &str) -> Result<serde_json::Value> {
-    let game_room = crate::fleet::sibling("game-room")?;
-    let mut body = scheduler(name, 0);
-    body["portRange"] = json!({"start": 40000, "end": 41999});
-    body["spec"]["containers"][0]["command"] =
-        json!([game_room.display().to_string(), "--ping-interval", "30s"]);
-    Ok(body)
-}
-
-/// Serves the rooms' pings on its own, answering success; counts rooms that said ready.
-async fn ping_collector() -> Result<(String, Arc<Mutex<std::collections::BTreeSet<String>>>)> {
-    let ready = Arc::new(Mutex::new(std::collections::BTreeSet::new()));
-    let seen = ready.clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let app = axum::Router::new().route(
-        "/scheduler/{scheduler}/rooms/{room}/ping",
-        axum::routing::put(
-            move |axum::extract::Path((_, room)): axum::extract::Path<(String, String)>,
-                  axum::Json(body): axum::Json<serde_json::Value>| {
-                let seen = seen.clone();
-                async move {
-                    if body["status"] == "ready"
-                        && let Ok(mut seen) = seen.lock()
-                    {
-                        seen.insert(room);
-                    }
-                    axum::Json(json!({"success": true}))
-                }
-            },
-        ),
-    );
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    Ok((format!("http://{addr}"), ready))
-}
-
-/// Benchmark 5 on the process runtime: 1 000 local game rooms through Maestro against the
-/// same rooms started by the process runtime directly, each until it pinged ready.
-async fn scale_up_processes(report: &mut Report, fleet: &Fleet) -> Result<()> {
-    let n = SCALE_ROOMS as usize;
-    let dir = fleet.dir.join("process-rooms");
-    std::fs::create_dir_all(&dir)?;
-    let (collector, ready) = ping_collector().await?;
-    let runtime = ProcessRuntime::new(ProcessRuntimeConfig {
-        rooms_api: RoomsApiEndpoints {
-            http_url: collector,
-            grpc_url: None,
-            token_secret: Some(
-                maestro_core::RoomTokenSecret::new(crate::fleet::ROOM_TOKEN_SECRET)
-                    .map_err(anyhow::Error::msg)?,
-            ),
-        },
-        extra_path: Vec::new(),
-        log_dir: dir.join("direct"),
-    });
-    let direct: Scheduler = serde_json::from_value(process_scheduler("direct-processes")?)?;
-    let started = Instant::now();
-    create_directly(&runtime, &direct, n).await?;
-    let direct_ready = until(
-        Duration::from_secs(300),
-        Duration::from_millis(20),
-        "direct rooms pinged",
-        || async { ready.lock().map_or(0, |r| r.len()) == n },
-    )
-    .await?
-        - started;
-    runtime.shutdown(Duration::from_secs(10)).await;
-
-    let mut maestro = Maestro::serve(
-        "all",
-        &fleet.temporal,
-        "bench-processes",
-        &[
-            "--runtime",
-            "process",
-            "--room-store",
-            "memory",
-            "--health-interval",
-            "1h",
-        ]
-        .map(str::to_string),
-        &[],
-        &dir.join("maestro-processes.log"),
-    )
-    .await?;
-    maestro
-        .post("/schedulers", process_scheduler("processes")?)
-        .await?;
-    let started = Instant::now();
-    let id = maestro
-        .submit(
-            "/schedulers/processes/add-rooms",
-            json!({"amount": SCALE_ROOMS}),
-        )
-        .await?;
-    let result = until(
-        Duration::from_secs(600),
-        Duration::from_millis(100),
-        "Maestro's rooms ready",
-        || async { maestro.ready_rooms("processes").await.unwrap_or(0) == n },
-    )
-    .await;
-    let finished = maestro
-        .finished("processes", &id, Duration::from_secs(120))
-        .await;
-    // Stop the rooms whatever happened: SIGTERM makes maestro stop its local rooms.
-    maestro.stop().await;
-    let maestro_ready = result? - started;
-    finished?;
-    report.row(
-        Row::ratio(
-            "5. Scale-up: 1 000 local game-room processes (rooms/s to all pinged ready)",
-            "the process runtime's create_room × 1 000, no Maestro",
-            n as f64 / maestro_ready.as_secs_f64(),
-            n as f64 / direct_ready.as_secs_f64(),
-            "rooms/s",
-            Verdict::at_least(0.8),
-        )
-        .with_note(format!(
-            "all ready after {:.1} s / {:.1} s (Maestro: seen through its rooms list, polled every 100 ms)",
-            maestro_ready.as_secs_f64(),
-            direct_ready.as_secs_f64()
-        )),
-    );
-    Ok(())
 }
 
 /// 7. Occupancy rises above the ready target → the health controller asks for rooms.

@@ -79,8 +79,7 @@ pub fn allocate_ports<'a>(
     ports: impl IntoIterator<Item = &'a ContainerPort>,
     used: &BTreeSet<u16>,
 ) -> Result<Vec<RoomPort>, RuntimeError> {
-    let mut taken = used.clone();
-    let mut allocated = Vec::new();
+    let mut allocated: Vec<RoomPort> = Vec::new();
     for port in ports {
         let range: PortRange = port
             .host_port_range
@@ -90,13 +89,13 @@ pub fn allocate_ports<'a>(
             })?;
         let lo = u16::try_from(range.start.max(1)).unwrap_or(u16::MAX);
         let hi = u16::try_from(range.end.min(65535)).unwrap_or(u16::MAX);
-        let free = (lo..=hi).find(|p| !taken.contains(p)).ok_or_else(|| {
+        let given = |p: u16| allocated.iter().any(|a| a.port == p);
+        let free = lowest_free(lo, hi, used, given).ok_or_else(|| {
             RuntimeError::Unavailable(format!(
                 "no free host port in {}-{} for port {}",
                 range.start, range.end, port.name
             ))
         })?;
-        taken.insert(free);
         allocated.push(RoomPort {
             name: port.name.clone(),
             // Addresses carry the protocol as Kubernetes writes it (Maestro reads it back
@@ -106,6 +105,24 @@ pub fn allocate_ports<'a>(
         });
     }
     Ok(allocated)
+}
+
+/// The lowest port of `lo..=hi` neither in `used` nor `given`. Walks `used` in order from
+/// `lo` instead of probing it per candidate: a scheduler with thousands of rooms has its ports
+/// packed from the bottom of the range, and this runs once per room created.
+fn lowest_free(lo: u16, hi: u16, used: &BTreeSet<u16>, given: impl Fn(u16) -> bool) -> Option<u16> {
+    if lo > hi {
+        return None;
+    }
+    let mut taken = used.range(lo..=hi).copied().peekable();
+    let mut candidate = lo;
+    loop {
+        while taken.next_if(|&p| p < candidate).is_some() {}
+        if taken.peek() != Some(&candidate) && !given(candidate) {
+            return Some(candidate);
+        }
+        candidate = candidate.checked_add(1).filter(|&c| c <= hi)?;
+    }
 }
 
 #[cfg(test)]
@@ -144,6 +161,34 @@ mod tests {
             allocate_ports(&scheduler, &own, &full).unwrap()[0].port,
             50000
         );
+    }
+
+    /// The walk agrees with probing every candidate, on packed, sparse and full books.
+    #[test]
+    fn lowest_free_matches_probing_each_port() {
+        let books: [Vec<u16>; 5] = [
+            vec![],
+            (100..200).collect(),
+            (100..200).filter(|p| p % 7 != 3).collect(),
+            vec![99, 100, 101, 150, 199, 200, 201],
+            (90..=210).collect(),
+        ];
+        for book in books {
+            let used: BTreeSet<u16> = book.into_iter().collect();
+            for (lo, hi) in [
+                (100, 199),
+                (150, 160),
+                (199, 199),
+                (120, 110),
+                (65530, 65535),
+            ] {
+                for given in [vec![], vec![100, 102], vec![103, 150, 151]] {
+                    let probe = (lo..=hi).find(|p| !used.contains(p) && !given.contains(p));
+                    let walk = lowest_free(lo, hi, &used, |p| given.contains(&p));
+                    assert_eq!(walk, probe, "{lo}-{hi} given {given:?}");
+                }
+            }
+        }
     }
 
     #[test]

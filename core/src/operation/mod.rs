@@ -22,9 +22,10 @@ pub use refusal::{Rejection, RejectionCode};
 /// Rooms one `add_rooms` / `remove_rooms` operation may touch (Maestro's limit).
 pub const MAX_ROOMS_PER_OPERATION: u32 = 1000;
 /// Rooms created per runtime activity call (`add_rooms`, the health controller). Maestro's
-/// default is 40; each batch is a Temporal hand-off here, so fewer, larger ones
+/// default is 40, but its batches only pace creation: its history says "added N rooms" once.
+/// Each batch is a Temporal hand-off here, so one per operation's worth of rooms
 /// (docs/maestro-compatibility.md). A batch's rooms are created 40 at a time.
-pub const ROOM_BATCH_SIZE: usize = 200;
+pub const ROOM_BATCH_SIZE: usize = MAX_ROOMS_PER_OPERATION as usize;
 
 /// The one list of operations: `Kind(input type) = "definitionName"`, in the order the kind
 /// enum takes. Calls `$callback! { ($($args)*) Kind(Input) = "name", ... }`, so other crates

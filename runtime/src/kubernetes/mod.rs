@@ -135,11 +135,27 @@ impl KubernetesRuntime {
 
     async fn load_ports(&self, scheduler: &str, book: &mut PortBook) -> Result<(), RuntimeError> {
         let (api, params) = (self.pods(scheduler), managed());
-        let pods = self
-            .call("list pods", || api.list(&params))
+        // Metadata only: a scheduler with thousands of rooms is listed once per operation,
+        // and whole pods are most of what the API server sends and we parse.
+        let listed = self
+            .call("list pod metadata", || api.list_metadata(&params))
             .await
-            .map_err(|e| failure("list pods", e))?;
-        book.used = pods.items.iter().flat_map(pod::host_ports).collect();
+            .map_err(|e| failure("list pod metadata", e))?;
+        let annotated = listed.items.iter().try_fold(BTreeSet::new(), |mut all, p| {
+            all.extend(pod::annotated_host_ports(&p.metadata)?);
+            Some(all)
+        });
+        book.used = match annotated {
+            Some(ports) => ports,
+            // A pod made before the annotation: the specs say.
+            None => {
+                let pods = self
+                    .call("list pods", || api.list(&params))
+                    .await
+                    .map_err(|e| failure("list pods", e))?;
+                pods.items.iter().flat_map(pod::host_ports).collect()
+            }
+        };
         book.used.extend(book.reserved.iter().copied());
         book.loaded = true;
         Ok(())

@@ -34,6 +34,9 @@ pub const MANAGED_SELECTOR: &str = "heritage=maestro";
 /// Toleration key Maestro uses; the scheduler's `toleration` is its value.
 const TOLERATION_KEY: &str = "dedicated";
 const SAFE_TO_EVICT: &str = "cluster-autoscaler.kubernetes.io/safe-to-evict";
+/// The pod's host ports ("20001,20002"), so the port book reads them from a metadata-only list
+/// instead of every pod's spec.
+pub const ANNOTATION_HOST_PORTS: &str = "maestro-host-ports";
 /// The disruption budget of a scheduler's namespace.
 pub const DISRUPTION_BUDGET_NAME: &str = "maestro-occupied-rooms";
 
@@ -138,6 +141,8 @@ pub fn room_pod(
     ]);
     let mut annotations = BTreeMap::from([(SAFE_TO_EVICT.to_string(), "true".to_string())]);
     annotations.extend(scheduler.annotations.clone());
+    let ports: Vec<String> = host_ports.iter().map(|p| p.port.to_string()).collect();
+    annotations.insert(ANNOTATION_HOST_PORTS.to_string(), ports.join(","));
     let extra_env: Vec<PodEnvVar> =
         maestro_env(endpoints, &scheduler.name, version, room_id, host_ports)
             .into_iter()
@@ -436,6 +441,17 @@ pub fn host_ports(pod: &Pod) -> BTreeSet<u16> {
         .flat_map(|s| s.containers.iter())
         .flat_map(|c| c.ports.iter().flatten())
         .filter_map(|p| p.host_port.and_then(|h| u16::try_from(h).ok()))
+        .collect()
+}
+
+/// The host ports a pod's metadata records; `None` for a pod made before the annotation or
+/// whose annotation no longer parses (its spec then says).
+pub fn annotated_host_ports(meta: &ObjectMeta) -> Option<BTreeSet<u16>> {
+    let value = meta.annotations.as_ref()?.get(ANNOTATION_HOST_PORTS)?;
+    value
+        .split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.trim().parse().ok())
         .collect()
 }
 

@@ -246,6 +246,45 @@ async fn a_batch_on_another_worker_sees_ports_taken_by_this_one() {
     worker_a.delete_scheduler(&s.name).await.unwrap();
 }
 
+/// A pod made before pods carried the `maestro-host-ports` annotation: the book, read from a
+/// metadata-only list, falls back to the pods' specs and still never hands its port out again.
+#[tokio::test]
+async fn a_pod_without_the_ports_annotation_keeps_its_host_port() {
+    let cluster = Cluster::start("ports_without_annotation").await;
+    let runtime = cluster.runtime();
+    let s = scheduler("legacy-ports", (41100, 41110));
+    runtime.create_scheduler(&s.name).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &s.name);
+    let legacy: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "legacy", "labels": {
+            "heritage": "maestro", "maestro-scheduler": s.name, "maestro-room": "legacy"}},
+        "spec": {"containers": [{"name": "room", "image": "registry.k8s.io/pause:3.10",
+            "ports": [{"name": "game", "containerPort": 7777, "hostPort": 41100, "protocol": "UDP"}]}]}
+    }))
+    .unwrap();
+    pods.create(&Default::default(), &legacy).await.unwrap();
+    runtime.refresh_room_allocations(&s.name).await.unwrap();
+    runtime
+        .create_room(&s, Version::FIRST, "new")
+        .await
+        .unwrap();
+    let created = pods.get("new").await.unwrap();
+    let spec = created.spec.as_ref().unwrap();
+    assert_eq!(
+        spec.containers[0].ports.as_ref().unwrap()[0].host_port,
+        Some(41101),
+        "the legacy pod's port stays taken"
+    );
+    // The new pod records its ports for the next metadata-only read.
+    let annotations = created.metadata.annotations.unwrap_or_default();
+    assert_eq!(
+        annotations.get("maestro-host-ports").map(String::as_str),
+        Some("41101")
+    );
+    runtime.delete_scheduler(&s.name).await.unwrap();
+}
+
 async fn next_event(
     events: &mut futures::stream::BoxStream<'static, RuntimeEvent>,
     what: &str,

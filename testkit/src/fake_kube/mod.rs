@@ -484,6 +484,12 @@ fn is_live_pod(key: &Key, pod: &Value, namespace: &str) -> bool {
 async fn handle(AxumState(shared): AxumState<Arc<Shared>>, request: Request) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_string();
+    // `Accept: application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1`.
+    let metadata_only = request
+        .headers()
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("as=PartialObjectMetadataList"));
     let query = query_map(request.uri().query());
     let latency = shared.inner().latency;
     if !latency.is_zero() && !query.contains_key("watch") {
@@ -558,6 +564,7 @@ async fn handle(AxumState(shared): AxumState<Arc<Shared>>, request: Request) -> 
         (Method::GET, true) if query.get("watch").is_some_and(|w| w == "true" || w == "1") => {
             watch_stream(shared, target, query)
         }
+        (Method::GET, true) if metadata_only => list_metadata(&shared, &target, &query),
         (Method::GET, true) => list(&shared, &target, &query, api_version, kind),
         (Method::GET, false) => {
             match shared
@@ -674,12 +681,12 @@ fn list(
     api_version: &str,
     kind: &str,
 ) -> Response {
-    let inner = shared.inner();
-    let items: Vec<Value> = inner
-        .objects
-        .iter()
-        .filter(|(k, o)| selected(target, query, k, o))
-        .map(|(_, o)| {
+    list_as(
+        shared,
+        target,
+        query,
+        (&format!("{kind}List"), api_version),
+        |o| {
             // Items of a real list carry no kind/apiVersion.
             let mut item = o.clone();
             if let Some(map) = item.as_object_mut() {
@@ -687,10 +694,39 @@ fn list(
                 map.remove("apiVersion");
             }
             item
+        },
+    )
+}
+
+/// A list as `PartialObjectMetadataList`: each item only its kind and metadata, as a real
+/// API server answers a client that asked for metadata.
+fn list_metadata(shared: &Shared, target: &Target, query: &BTreeMap<String, String>) -> Response {
+    let list_type = ("PartialObjectMetadataList", "meta.k8s.io/v1");
+    list_as(shared, target, query, list_type, |o| {
+        json!({
+            "kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+            "metadata": o["metadata"].clone(),
         })
+    })
+}
+
+/// The selected objects, each shaped by `item`, in a list of `(kind, apiVersion)`.
+fn list_as(
+    shared: &Shared,
+    target: &Target,
+    query: &BTreeMap<String, String>,
+    (kind, api_version): (&str, &str),
+    item: impl Fn(&Value) -> Value,
+) -> Response {
+    let inner = shared.inner();
+    let items: Vec<Value> = inner
+        .objects
+        .iter()
+        .filter(|(k, o)| selected(target, query, k, o))
+        .map(|(_, o)| item(o))
         .collect();
     axum::Json(json!({
-        "kind": format!("{kind}List"), "apiVersion": api_version,
+        "kind": kind, "apiVersion": api_version,
         "metadata": {"resourceVersion": inner.rv.to_string()},
         "items": items,
     }))

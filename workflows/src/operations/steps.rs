@@ -22,16 +22,22 @@ use crate::{OperationEffect, OperationOutcome, ReportedOutcome, SchedulerWorkflo
 /// Patched: operations recorded before it ended completed whatever their outcome, with no
 /// outcome search attribute and no report to the parent.
 const OUTCOME_AS_STATUS: &str = "outcome-as-status";
-/// Room creations go in batches of `ROOM_BATCH_SIZE` instead of Maestro's 40.
+/// Room creations go in batches of `ROOM_BATCH_SIZE`: one activity for a whole operation.
+const OPERATION_SIZED_ROOM_BATCHES: &str = "operation-sized-room-batches";
+/// Room creations went in batches of 200 (runs recorded between the two patches).
 const LARGER_ROOM_BATCHES: &str = "larger-room-batches";
+const LARGER_ROOM_BATCH_SIZE: usize = 200;
 /// Maestro's rooms per creation batch (its `operations.rooms.add.batchSize` default): runs
 /// recorded before [`LARGER_ROOM_BATCHES`] replay with it.
 const MAESTRO_ROOM_BATCH_SIZE: usize = 40;
 
-/// Rooms per `rooms.create` activity in this run. Ask once, before the first batch.
+/// Rooms per `rooms.create` activity in this run. Ask once, before the first batch. The newest
+/// patch is asked first: a run that has its marker never asks the older one.
 pub(crate) fn room_batch_size<W>(ctx: &WorkflowContext<W>) -> usize {
-    if ctx.patched(LARGER_ROOM_BATCHES) {
+    if ctx.patched(OPERATION_SIZED_ROOM_BATCHES) {
         ROOM_BATCH_SIZE
+    } else if ctx.patched(LARGER_ROOM_BATCHES) {
+        LARGER_ROOM_BATCH_SIZE
     } else {
         MAESTRO_ROOM_BATCH_SIZE
     }
