@@ -496,9 +496,9 @@ async fn a_stuck_workflow_is_reported_deletable_and_recoverable() -> Result<()> 
         let view = drained(kept.clone(), 3).await?;
         let op = view.finished.iter().find(|op| op.id == stuck_op).cloned();
         assert_eq!(
-            op.map(|op| op.status),
+            op.as_ref().map(|op| op.status),
             Some(OperationStatus::Finished),
-            "the operation submitted while stuck ran"
+            "the operation submitted while stuck ran: {op:?}"
         );
         assert_eq!(runtime.list_rooms(&kept).await?.len(), 3);
         assert_eq!(schedulers.workflow_problem(&kept).await?, None);
