@@ -221,7 +221,7 @@ impl From<ApiError> for tonic::Status {
     }
 }
 
-/// The reason of a 5xx answer, for the request log line (`metrics::track_http` writes it
+/// The reason of a 5xx answer, for the request log line (`metrics::TrackHttpLayer` writes it
 /// with the method, path and status; the body alone would not say which request it was).
 /// `None` for code 2 (Unknown): only Maestro's "no ready rooms" answer uses it, an
 /// ordinary answer to a matchmaker, not a failure worth a line per request.

@@ -3,43 +3,55 @@
 //! they are logged and named in the [`IGNORED_FIELDS_HEADER`] of the answer, so a typo is
 //! still visible. Errors name the offending field (`spec.containers[0].ports[0].port`).
 
-use std::sync::{Arc, Mutex};
+use std::cell::RefCell;
+use std::future::Future;
 
-use axum::body::Bytes;
+use axum::body::{Bytes, HttpBody as _};
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
+use http_body_util::{BodyExt as _, Collected};
 use serde::de::DeserializeOwned;
+use tokio::task::futures::TaskLocalFuture;
 
 use crate::error::{ApiError, ErrorCode};
 
 /// Answer header naming, comma-separated, the body fields that were ignored.
 pub const IGNORED_FIELDS_HEADER: &str = "x-maestro-ignored-fields";
 
-/// Where [`ValidJson`] leaves the fields it ignored, for [`Ignored::answer`] to name.
-#[derive(Clone, Default)]
-pub(crate) struct Ignored(Arc<Mutex<Vec<String>>>);
+tokio::task_local! {
+    /// Where [`ValidJson`] leaves the fields it ignored while the HTTP middleware's future
+    /// runs the handler. A task-local, not a request extension: an extension cost every
+    /// request an `Arc`, a boxed entry and a rehash of the extension map.
+    static IGNORED: RefCell<Vec<String>>;
+}
 
-impl Ignored {
-    /// Readies `request` for its extractor to note the fields it ignores (the HTTP
-    /// middleware calls this, then [`Ignored::answer`]).
-    pub(crate) fn expect(request: &mut Request) -> Self {
-        let ignored = Self::default();
-        request.extensions_mut().insert(ignored.clone());
-        ignored
+/// Runs `handler` (a request's inner service future) where [`ValidJson`] can note the body
+/// fields it ignored; [`ignored_fields`] reads them afterwards.
+pub(crate) fn noting_ignored<F: Future>(handler: F) -> TaskLocalFuture<RefCell<Vec<String>>, F> {
+    IGNORED.scope(RefCell::new(Vec::new()), handler)
+}
+
+/// The fields noted while `scope` ran (empty if none, or if they were already read).
+pub(crate) fn ignored_fields<F: Future>(
+    scope: std::pin::Pin<&mut TaskLocalFuture<RefCell<Vec<String>>, F>>,
+) -> Vec<String> {
+    scope
+        .take_value()
+        .map(RefCell::into_inner)
+        .unwrap_or_default()
+}
+
+/// Names `fields`, the ignored body fields of the request to `path`, in the answer's
+/// [`IGNORED_FIELDS_HEADER`] and in a warning.
+pub(crate) fn answer_ignored(fields: &[String], path: &str, response: &mut Response) {
+    if fields.is_empty() {
+        return;
     }
-
-    /// Names the ignored body fields of the request to `path` in the answer's
-    /// [`IGNORED_FIELDS_HEADER`] and in a warning.
-    pub(crate) fn answer(&self, path: &str, response: &mut Response) {
-        let fields = self.0.lock().map(|f| f.join(",")).unwrap_or_default();
-        if fields.is_empty() {
-            return;
-        }
-        tracing::warn!(path = %path, fields = %fields, "request fields ignored: no such field");
-        if let Ok(value) = HeaderValue::from_str(&fields) {
-            response.headers_mut().insert(IGNORED_FIELDS_HEADER, value);
-        }
+    let fields = fields.join(",");
+    tracing::warn!(path = %path, fields = %fields, "request fields ignored: no such field");
+    if let Ok(value) = HeaderValue::from_str(&fields) {
+        response.headers_mut().insert(IGNORED_FIELDS_HEADER, value);
     }
 }
 
@@ -49,28 +61,52 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ValidJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let ignored = req.extensions().get::<Ignored>().cloned();
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::field(
-                    ErrorCode::PayloadTooLarge,
-                    "body",
-                    "larger than this API accepts",
-                )
-            } else {
-                ApiError::invalid_field("body", e.body_text())
-            }
-        })?;
+        // A body that declares a length under every limit the APIs set needs no limit
+        // wrapper: hyper never reads past the declared length. Skipping it saves boxing the
+        // body again on every ping.
+        let bytes = if is_small(&req) {
+            req.into_body()
+                .collect()
+                .await
+                .map(Collected::to_bytes)
+                .map_err(|e| ApiError::invalid_field("body", e.to_string()))?
+        } else {
+            read_limited(req, state).await?
+        };
         let (value, fields) = parse_reporting(&bytes)?;
-        // Named in the answer and logged by the HTTP middleware, which knows the path.
-        if !fields.is_empty()
-            && let Some(Ignored(slot)) = ignored
-            && let Ok(mut slot) = slot.lock()
-        {
-            slot.extend(fields);
+        // Named in the answer and logged by the HTTP middleware, which knows the path;
+        // outside it (no scope) there is no one to tell.
+        if !fields.is_empty() {
+            let _ = IGNORED.try_with(|noted| noted.borrow_mut().extend(fields));
         }
         Ok(ValidJson(value))
     }
+}
+
+/// Bodies up to this size, with their length declared, are read without a limit wrapper;
+/// well under the smallest limit any API sets ([`crate::ROOMS_BODY_LIMIT`]).
+const SMALL_BODY: u64 = 16 << 10;
+
+fn is_small(req: &Request) -> bool {
+    req.body()
+        .size_hint()
+        .exact()
+        .is_some_and(|length| length <= SMALL_BODY)
+}
+
+/// The body, within the route's `DefaultBodyLimit` (413 past it).
+async fn read_limited<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::field(
+                ErrorCode::PayloadTooLarge,
+                "body",
+                "larger than this API accepts",
+            )
+        } else {
+            ApiError::invalid_field("body", e.body_text())
+        }
+    })
 }
 
 /// Parses JSON, reporting the path of the first field that does not fit; unknown fields

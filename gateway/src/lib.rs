@@ -191,17 +191,14 @@ fn probes(state: GatewayState) -> Router {
 
 /// Counts, times and logs (5xx at warn, every request at debug) each request of `api`.
 fn observed(router: Router, state: &GatewayState, api: &'static str) -> Router {
-    router.layer(axum::middleware::from_fn_with_state(
-        (state.metrics.clone(), api),
-        metrics::track_http,
-    ))
+    router.layer(metrics::TrackHttpLayer::new(state.metrics.clone(), api))
 }
 
 /// [`observed`], with a debug span around each request, so a handler's debug lines carry
 /// its method and path. Not on the rooms API: the span's clock reads and allocations cost
-/// every ping, and `track_http`'s debug line says the same per request.
+/// every ping, and `TrackHttpLayer`'s debug line says the same per request.
 fn observed_with_spans(router: Router, state: &GatewayState, api: &'static str) -> Router {
-    // Its failure line would lack method and path (its span is at debug); `track_http`
+    // Its failure line would lack method and path (its span is at debug); `TrackHttpLayer`
     // writes 5xx answers with both.
     observed(router, state, api).layer(tower_http::trace::TraceLayer::new_for_http().on_failure(()))
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use serde::de::{Error, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
@@ -47,26 +48,53 @@ pub struct AllocateRequest {
 }
 
 /// protojson's `int64`: a JSON number or a decimal string (`"12312312313"`); `null` is 0.
+/// Read by a visitor, not through a `serde_json::Value`: two of these are in every ping.
 pub fn int64<'de, D: Deserializer<'de>>(de: D) -> Result<i64, D::Error> {
-    use serde::de::Error;
-    match Option::<Value>::deserialize(de)? {
-        None | Some(Value::Null) => Ok(0),
-        Some(Value::Number(n)) => n
-            .as_i64()
-            .or_else(|| {
-                // protojson accepts an integral float (`1e3`, `5.0`).
-                n.as_f64()
-                    .filter(|f| f.fract() == 0.0 && f.abs() < 9.2e18)
-                    .map(|f| f as i64)
-            })
-            .ok_or_else(|| D::Error::custom(format!("{n} is not a 64-bit integer"))),
-        Some(Value::String(s)) => s
-            .trim()
-            .parse::<i64>()
-            .map_err(|_| D::Error::custom(format!("{s:?} is not a 64-bit integer"))),
-        Some(other) => Err(D::Error::custom(format!(
-            "expected a 64-bit integer (number or string), got {other}"
-        ))),
+    de.deserialize_any(Int64)
+}
+
+struct Int64;
+
+impl<'de> Visitor<'de> for Int64 {
+    type Value = i64;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a 64-bit integer (number or string)")
+    }
+
+    fn visit_i64<E: Error>(self, v: i64) -> Result<i64, E> {
+        Ok(v)
+    }
+
+    fn visit_u64<E: Error>(self, v: u64) -> Result<i64, E> {
+        i64::try_from(v).map_err(|_| E::custom(format!("{v} is not a 64-bit integer")))
+    }
+
+    fn visit_f64<E: Error>(self, v: f64) -> Result<i64, E> {
+        // protojson accepts an integral float (`1e3`, `5.0`).
+        if v.fract() == 0.0 && v.abs() < 9.2e18 {
+            Ok(v as i64)
+        } else {
+            Err(E::custom(format!("{v} is not a 64-bit integer")))
+        }
+    }
+
+    fn visit_str<E: Error>(self, s: &str) -> Result<i64, E> {
+        s.trim()
+            .parse()
+            .map_err(|_| E::custom(format!("{s:?} is not a 64-bit integer")))
+    }
+
+    fn visit_unit<E: Error>(self) -> Result<i64, E> {
+        Ok(0)
+    }
+
+    fn visit_none<E: Error>(self) -> Result<i64, E> {
+        Ok(0)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, de: D) -> Result<i64, D::Error> {
+        de.deserialize_any(self)
     }
 }
 
@@ -93,6 +121,18 @@ mod tests {
         assert_eq!((ping.running_matches, ping.timestamp), (2, 5));
         assert!(serde_json::from_str::<PingRequest>(r#"{"timestamp":"soon"}"#).is_err());
         assert!(serde_json::from_str::<PingRequest>(r#"{"timestamp":1.5}"#).is_err());
+        let ping: PingRequest =
+            serde_json::from_str(r#"{"runningMatches":null,"timestamp":1e3}"#).unwrap();
+        assert_eq!((ping.running_matches, ping.timestamp), (0, 1000));
+        let ping: PingRequest = serde_json::from_str(r#"{"timestamp":" -7 "}"#).unwrap();
+        assert_eq!(ping.timestamp, -7);
+        for bad in [
+            r#"{"timestamp":true}"#,
+            r#"{"timestamp":[1]}"#,
+            r#"{"timestamp":9223372036854775808}"#,
+        ] {
+            assert!(serde_json::from_str::<PingRequest>(bad).is_err(), "{bad}");
+        }
         let event: EventRequest = serde_json::from_str(r#"{"event":"e","metadata":null}"#).unwrap();
         assert!(event.metadata.is_empty());
     }

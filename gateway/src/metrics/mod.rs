@@ -7,20 +7,20 @@
 
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
 use axum::http::header::{ACCEPT, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use maestro_core::PingStatus;
 use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
 
-use crate::error::{ApiError, ErrorCode, ServerErrorReason};
+use crate::error::{ApiError, ErrorCode};
 
 pub mod fleet;
+mod http;
 mod openmetrics;
 pub mod reporter;
 
+pub use http::TrackHttpLayer;
 pub use openmetrics::{EOF, encode_openmetrics};
 
 /// Request latency buckets (seconds): sub-millisecond pings up to slow management calls.
@@ -39,6 +39,8 @@ pub struct MetricsInner {
     pub registry: Registry,
     http_requests: IntCounterVec,
     http_latency: HistogramVec,
+    /// The two series above, resolved once per label set (the HTTP layer's lookups).
+    http_series: http::HttpSeries,
     grpc_requests: IntCounterVec,
     grpc_latency: HistogramVec,
     /// `maestro_pings_total` by status, in `PingStatus::ALL`'s order.
@@ -100,6 +102,7 @@ impl Metrics {
                     &["api", "route", "method", "code"],
                 )?,
             )?,
+            http_series: http::HttpSeries::default(),
             grpc_requests: register(
                 r,
                 IntCounterVec::new(
@@ -236,44 +239,4 @@ impl Metrics {
             .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
         response
     }
-}
-
-/// axum middleware: counts and times every request by route template (never the raw path,
-/// which would carry room ids), and names the body fields its extractor ignored in the
-/// answer (one middleware for both: each layer costs every request allocations).
-pub async fn track_http(
-    State((metrics, api)): State<(Metrics, &'static str)>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    let ignored = crate::json::Ignored::expect(&mut request);
-    // Both are reference-counted or inline: no allocation on the ping path.
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    let method = request.method().clone();
-    // A clone shares the request's bytes; its path is written only in the 5xx, debug and
-    // ignored-fields lines.
-    let uri = request.uri().clone();
-    let mut response = next.run(request).await;
-    ignored.answer(uri.path(), &mut response);
-    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    let status = response.status();
-    let reason = response.extensions().get::<ServerErrorReason>();
-    if status.is_server_error() && reason.is_none_or(|r| r.0.is_some()) {
-        let reason = reason
-            .and_then(|r| r.0.as_deref())
-            .unwrap_or("no answer in time, or no reason given");
-        tracing::warn!(api, method = %method, path = %uri.path(), status = status.as_u16(),
-            latency_ms = started.elapsed().as_millis(), reason = %reason, "request failed");
-    }
-    let elapsed = started.elapsed();
-    tracing::debug!(api, method = %method, path = %uri.path(), status = status.as_u16(),
-        latency_us = elapsed.as_micros(), "request answered");
-    let labels = [api, route, method.as_str(), status.as_str()];
-    metrics.http_requests.with_label_values(&labels).inc();
-    metrics
-        .http_latency
-        .with_label_values(&labels)
-        .observe(elapsed.as_secs_f64());
-    response
 }

@@ -7,5 +7,6 @@ pub mod forwarders;
 pub mod grpc;
 pub mod http;
 pub mod service;
+mod tokens;
 
 pub use service::RoomService;

@@ -13,6 +13,7 @@ use tracing::{debug, info};
 
 use super::directory::{SchedulerDirectory, SchedulerInfo};
 use super::forwarders::{ForwardEvent, ForwardedRoom, Forwarders};
+use super::tokens::RoomTokens;
 use crate::credentials::{Credentials, Role};
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::Metrics;
@@ -66,7 +67,7 @@ pub struct RoomService {
     directory: SchedulerDirectory,
     forwarders: Forwarders,
     /// `None`: room tokens are off for this gateway (every room is trusted).
-    token_secret: Option<RoomTokenSecret>,
+    token_secret: Option<Arc<RoomTokens>>,
     /// `false` (a studio migrating from Maestro, whose rooms send none): a token is checked
     /// when sent and never required.
     tokens_required: bool,
@@ -91,7 +92,7 @@ impl RoomService {
             store,
             directory,
             forwarders,
-            token_secret,
+            token_secret: token_secret.map(|secret| Arc::new(RoomTokens::new(secret))),
             tokens_required: true,
             allocation_ttl: ALLOCATION_TTL,
             matchmakers: MatchmakerAuth::Open,
