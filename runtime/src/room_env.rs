@@ -1,8 +1,7 @@
 //! What every room gets from its runtime, whatever the runtime: host ports from the
 //! scheduler's range, and the environment variables that let it reach the rooms API.
 
-use std::collections::BTreeSet;
-
+use fixedbitset::FixedBitSet;
 use maestro_core::room::RoomPort;
 use maestro_core::scheduler::{ContainerPort, PortRange};
 use maestro_core::{RoomTokenSecret, Scheduler, Version};
@@ -72,12 +71,84 @@ fn env_suffix(port_name: &str) -> String {
         .collect()
 }
 
+/// The host ports a scheduler's rooms hold: one bit per port (8 KiB), so the lowest free
+/// port is found a word (64 ports) at a time. A `BTreeSet` walked port by port made each
+/// creation cost as many steps as the scheduler had rooms packed at the bottom of its range
+/// (~0.25 s of a 10 000-room scale-up, under the port book's lock; docs/benchmarks.md).
+#[derive(Clone)]
+pub struct UsedPorts(FixedBitSet);
+
+impl Default for UsedPorts {
+    fn default() -> Self {
+        Self(FixedBitSet::with_capacity(usize::from(u16::MAX) + 1))
+    }
+}
+
+impl std::fmt::Debug for UsedPorts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.ones()).finish()
+    }
+}
+
+impl UsedPorts {
+    pub fn insert(&mut self, port: u16) {
+        self.0.insert(usize::from(port));
+    }
+
+    pub fn remove(&mut self, port: u16) {
+        self.0.remove(usize::from(port));
+    }
+
+    pub fn contains(&self, port: u16) -> bool {
+        self.0.contains(usize::from(port))
+    }
+
+    /// The lowest port of `lo..=hi` not used and not `given`.
+    fn lowest_free(&self, lo: u16, hi: u16, given: impl Fn(u16) -> bool) -> Option<u16> {
+        let words = self.0.as_slice();
+        let bits = usize::BITS as usize;
+        let (mut candidate, hi) = (usize::from(lo), usize::from(hi));
+        while candidate <= hi {
+            let word = words.get(candidate / bits).copied().unwrap_or(0);
+            // The free ports of this word from `candidate` up, lowest first.
+            let free = !word >> (candidate % bits);
+            if free == 0 {
+                candidate = (candidate / bits + 1) * bits;
+                continue;
+            }
+            candidate += free.trailing_zeros() as usize;
+            let port = u16::try_from(candidate).ok().filter(|_| candidate <= hi)?;
+            if !given(port) {
+                return Some(port);
+            }
+            candidate += 1;
+        }
+        None
+    }
+}
+
+impl Extend<u16> for UsedPorts {
+    fn extend<I: IntoIterator<Item = u16>>(&mut self, ports: I) {
+        for port in ports {
+            self.insert(port);
+        }
+    }
+}
+
+impl FromIterator<u16> for UsedPorts {
+    fn from_iter<I: IntoIterator<Item = u16>>(ports: I) -> Self {
+        let mut used = Self::default();
+        used.extend(ports);
+        used
+    }
+}
+
 /// Lowest free host port per named port (in the port's own range, else the scheduler's),
 /// avoiding every port in `used` and every port given earlier in this call.
 pub fn allocate_ports<'a>(
     scheduler: &Scheduler,
     ports: impl IntoIterator<Item = &'a ContainerPort>,
-    used: &BTreeSet<u16>,
+    used: &UsedPorts,
 ) -> Result<Vec<RoomPort>, RuntimeError> {
     let mut allocated: Vec<RoomPort> = Vec::new();
     for port in ports {
@@ -90,7 +161,7 @@ pub fn allocate_ports<'a>(
         let lo = u16::try_from(range.start.max(1)).unwrap_or(u16::MAX);
         let hi = u16::try_from(range.end.min(65535)).unwrap_or(u16::MAX);
         let given = |p: u16| allocated.iter().any(|a| a.port == p);
-        let free = lowest_free(lo, hi, used, given).ok_or_else(|| {
+        let free = used.lowest_free(lo, hi, given).ok_or_else(|| {
             RuntimeError::Unavailable(format!(
                 "no free host port in {}-{} for port {}",
                 range.start, range.end, port.name
@@ -105,24 +176,6 @@ pub fn allocate_ports<'a>(
         });
     }
     Ok(allocated)
-}
-
-/// The lowest port of `lo..=hi` neither in `used` nor `given`. Walks `used` in order from
-/// `lo` instead of probing it per candidate: a scheduler with thousands of rooms has its ports
-/// packed from the bottom of the range, and this runs once per room created.
-fn lowest_free(lo: u16, hi: u16, used: &BTreeSet<u16>, given: impl Fn(u16) -> bool) -> Option<u16> {
-    if lo > hi {
-        return None;
-    }
-    let mut taken = used.range(lo..=hi).copied().peekable();
-    let mut candidate = lo;
-    loop {
-        while taken.next_if(|&p| p < candidate).is_some() {}
-        if taken.peek() != Some(&candidate) && !given(candidate) {
-            return Some(candidate);
-        }
-        candidate = candidate.checked_add(1).filter(|&c| c <= hi)?;
-    }
 }
 
 #[cfg(test)]
@@ -146,14 +199,14 @@ mod tests {
             start: 40000,
             end: 40003,
         });
-        let used = BTreeSet::from([40000, 40002]);
+        let used = UsedPorts::from_iter([40000, 40002]);
         let ports = [port("game", None), port("debug", None)];
         let got = allocate_ports(&scheduler, &ports, &used).unwrap();
         assert_eq!(
             got.iter().map(|p| p.port).collect::<Vec<_>>(),
             vec![40001, 40003]
         );
-        let full = BTreeSet::from([40000, 40001, 40002, 40003]);
+        let full = UsedPorts::from_iter([40000, 40001, 40002, 40003]);
         let err = allocate_ports(&scheduler, &ports, &full).unwrap_err();
         assert!(err.is_retryable(), "{err}");
         let own = [port("game", Some((50000, 50000)))];
@@ -163,32 +216,56 @@ mod tests {
         );
     }
 
-    /// The walk agrees with probing every candidate, on packed, sparse and full books.
+    /// The word scan agrees with probing every candidate, on packed, sparse and full books,
+    /// across word boundaries and up to port 65535.
     #[test]
     fn lowest_free_matches_probing_each_port() {
-        let books: [Vec<u16>; 5] = [
+        let books: [Vec<u16>; 8] = [
             vec![],
             (100..200).collect(),
             (100..200).filter(|p| p % 7 != 3).collect(),
             vec![99, 100, 101, 150, 199, 200, 201],
             (90..=210).collect(),
+            (0..=191).collect(),
+            (60..=70).chain(127..=129).collect(),
+            (65400..=65535).collect(),
         ];
         for book in books {
-            let used: BTreeSet<u16> = book.into_iter().collect();
+            let used: UsedPorts = book.iter().copied().collect();
             for (lo, hi) in [
                 (100, 199),
                 (150, 160),
                 (199, 199),
                 (120, 110),
+                (63, 65),
+                (64, 64),
+                (1, 300),
                 (65530, 65535),
+                (65535, 65535),
+                (65000, 65535),
             ] {
-                for given in [vec![], vec![100, 102], vec![103, 150, 151]] {
-                    let probe = (lo..=hi).find(|p| !used.contains(p) && !given.contains(p));
-                    let walk = lowest_free(lo, hi, &used, |p| given.contains(&p));
-                    assert_eq!(walk, probe, "{lo}-{hi} given {given:?}");
+                for given in [
+                    vec![],
+                    vec![100, 102],
+                    vec![103, 150, 151],
+                    vec![65, 71, 130],
+                ] {
+                    let probe = (lo..=hi).find(|p| !book.contains(p) && !given.contains(p));
+                    let scan = used.lowest_free(lo, hi, |p| given.contains(&p));
+                    assert_eq!(scan, probe, "{lo}-{hi} given {given:?}");
                 }
             }
         }
+    }
+
+    #[test]
+    fn used_ports_insert_remove_and_contain() {
+        let mut used = UsedPorts::default();
+        used.extend([1, 64, 65535]);
+        assert!(used.contains(64) && used.contains(65535) && !used.contains(63));
+        used.remove(64);
+        assert!(!used.contains(64));
+        assert_eq!(format!("{used:?}"), "{1, 65535}");
     }
 
     #[test]

@@ -28,7 +28,7 @@ use kube::runtime::watcher::{self, Event};
 use maestro_core::{InstanceStatus, Scheduler, Version};
 use tracing::{debug, info, warn};
 
-use crate::room_env::{RoomsApiEndpoints, allocate_ports};
+use crate::room_env::{RoomsApiEndpoints, UsedPorts, allocate_ports};
 use crate::{RoomInstance, Runtime, RuntimeError, RuntimeEvent};
 
 /// How long a node's address is trusted before it is read again.
@@ -81,7 +81,7 @@ pub struct KubernetesRuntime {
 struct PortBook {
     loaded: bool,
     /// Host ports of the scheduler's pods, and those reserved below.
-    used: BTreeSet<u16>,
+    used: UsedPorts,
     /// Ports of creations in flight: the book is not held across a pod POST (a batch's rooms
     /// are created concurrently), so a reread must keep them.
     reserved: BTreeSet<u16>,
@@ -141,10 +141,13 @@ impl KubernetesRuntime {
             .call("list pod metadata", || api.list_metadata(&params))
             .await
             .map_err(|e| failure("list pod metadata", e))?;
-        let annotated = listed.items.iter().try_fold(BTreeSet::new(), |mut all, p| {
-            all.extend(pod::annotated_host_ports(&p.metadata)?);
-            Some(all)
-        });
+        let annotated = listed
+            .items
+            .iter()
+            .try_fold(UsedPorts::default(), |mut all, p| {
+                all.extend(pod::annotated_host_ports(&p.metadata)?);
+                Some(all)
+            });
         book.used = match annotated {
             Some(ports) => ports,
             // A pod made before the annotation: the specs say.
@@ -412,7 +415,7 @@ impl Runtime for KubernetesRuntime {
         let mut book = book.lock().await;
         for port in &ports {
             book.reserved.remove(&port.port);
-            book.used.remove(&port.port);
+            book.used.remove(port.port);
         }
         let created = created?;
         book.used.extend(pod::host_ports(&created));
@@ -449,7 +452,9 @@ impl Runtime for KubernetesRuntime {
         if let Some(freed) = freed {
             let book = self.port_book(scheduler);
             let mut book = book.lock().await;
-            book.used.retain(|p| !freed.contains(p));
+            for port in freed {
+                book.used.remove(port);
+            }
         }
         info!(scheduler = %scheduler, room = %room_id, "pod deleted");
         Ok(())

@@ -112,7 +112,12 @@ fn golden(name: &str, actual: &serde_json::Value) {
 #[test]
 fn room_pod_matches_the_golden_wire_json() {
     let s = full_scheduler();
-    let ports = allocate_ports(&s, pod::container_ports(&s), &BTreeSet::from([40000])).unwrap();
+    let ports = allocate_ports(
+        &s,
+        pod::container_ports(&s),
+        &crate::room_env::UsedPorts::from_iter([40000]),
+    )
+    .unwrap();
     let pod = pod::room_pod(
         &s,
         Version { major: 2, minor: 1 },

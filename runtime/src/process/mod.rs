@@ -6,7 +6,7 @@
 
 mod adopt;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -23,7 +23,7 @@ use tokio::sync::{broadcast, oneshot, watch};
 use tracing::{info, warn};
 
 use self::adopt::{RoomProcess, RoomRecord};
-use crate::room_env::{RoomsApiEndpoints, allocate_ports, maestro_env};
+use crate::room_env::{RoomsApiEndpoints, UsedPorts, allocate_ports, maestro_env};
 use crate::{RoomInstance, Runtime, RuntimeError, RuntimeEvent};
 
 const LOCALHOST: &str = "127.0.0.1";
@@ -397,7 +397,7 @@ impl Runtime for ProcessRuntime {
         if let Some(live) = rooms.get(&key) {
             return Ok(live.instance.clone());
         }
-        let used: BTreeSet<u16> = rooms
+        let used: UsedPorts = rooms
             .values()
             .flat_map(|r| {
                 r.instance
