@@ -11,7 +11,9 @@
 //! Must not create or delete rooms (only the worker's activities do; the guard's budget is
 //! its one write to the runtime), and
 //! must not hold state of its own: everything lives in Temporal or the room store, so any
-//! number of gateways can run side by side.
+//! number of gateways can run side by side. Its caches (the scheduler directory, each room's
+//! last accepted token, resolved metric series) only remember what Temporal, the store or
+//! its own configuration already say; a restart loses nothing.
 
 use std::time::Duration;
 

@@ -151,7 +151,7 @@ impl Seen {
         let key = SeriesProbe {
             api,
             route,
-            method: &method,
+            method: bounded(&method),
             status,
         };
         metrics.http_answered(key, elapsed.as_secs_f64());
@@ -180,6 +180,29 @@ impl Metrics {
         if let Ok(mut known) = self.http_series.0.write() {
             known.insert(key.owned(), series);
         }
+    }
+}
+
+/// The method as a label: HTTP allows any token as a method, and a client inventing a new
+/// one per request must not add a series (and a cache entry) each time.
+fn bounded(method: &Method) -> &Method {
+    static OTHER: std::sync::LazyLock<Method> =
+        std::sync::LazyLock::new(|| Method::from_bytes(b"OTHER").unwrap_or_default());
+    let standard = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::PATCH,
+        Method::OPTIONS,
+        Method::CONNECT,
+        Method::TRACE,
+    ];
+    if standard.contains(method) {
+        method
+    } else {
+        &OTHER
     }
 }
 
@@ -281,6 +304,15 @@ mod tests {
         };
         for _ in 0..3 {
             assert_eq!(send("a", "{}").await.unwrap().status(), StatusCode::OK);
+        }
+        for invented in ["BREW", "WHEN"] {
+            let request = Request::builder()
+                .method(invented)
+                .uri("/things/a")
+                .body(Body::empty())
+                .unwrap();
+            let answer = app.clone().oneshot(request).await.unwrap();
+            assert_eq!(answer.status(), StatusCode::METHOD_NOT_ALLOWED);
         }
         let missing = send("missing", "{}").await.unwrap();
         assert_eq!(missing.status(), StatusCode::NOT_FOUND);
