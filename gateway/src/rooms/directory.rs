@@ -82,6 +82,16 @@ impl SchedulerDirectory {
         }
     }
 
+    /// What the directory last loaded for `name`, however old, without asking Temporal;
+    /// `None` when it never loaded it.
+    pub async fn cached(&self, name: &str) -> Option<Option<Arc<SchedulerInfo>>> {
+        self.entries
+            .read()
+            .await
+            .get(name)
+            .map(|entry| entry.info.clone())
+    }
+
     /// The scheduler's info; `Ok(None)` when it does not exist.
     pub async fn get(&self, name: &str) -> Result<Option<Arc<SchedulerInfo>>, ApiError> {
         if let Some(entry) = self.entries.read().await.get(name)

@@ -218,29 +218,72 @@ impl RoomService {
             }
             Err(e) => return Err(e),
         };
-        if let PingOutcome::Changed(change) = outcome {
-            info!(scheduler = %scheduler, room = %room, from = %change.previous.as_str(), to = %change.room.status.as_str(), "room status changed");
-            // The ping is recorded and answered whatever the forwarders do: the change goes
-            // to their lanes, never on this path (a forwarder that never answers delays no
-            // ping). Failures are logged and counted there.
-            let info = self.scheduler(scheduler).await;
-            if let Ok(info) = info
-                && !info.forwarders.is_empty()
-            {
-                // What the room sent: a status decodes only when spelled as Maestro does.
-                let event = ForwardEvent::Resync {
-                    ping_status: ping_status.as_str().to_string(),
-                };
-                self.forwarders.forward_in_background(
-                    &info.forwarders,
-                    &forwarded_room(&info, &change.room),
-                    &event,
-                );
+        let changed = match outcome {
+            PingOutcome::Changed(change) => {
+                info!(scheduler = %scheduler, room = %room, from = %change.previous.as_str(), to = %change.room.status.as_str(), "room status changed");
+                Some(change.room)
             }
-        } else {
-            debug!(scheduler = %scheduler, room = %room, "ping");
-        }
+            _ => {
+                debug!(scheduler = %scheduler, room = %room, "ping");
+                None
+            }
+        };
+        self.forward_ping(scheduler, room, ping_status, changed)
+            .await;
         Ok(true)
+    }
+
+    /// Hands a recorded ping to the scheduler's forwarders as a resync, whether or not it
+    /// changed the room's status: Maestro forwards every ping it records
+    /// (`room_manager.go` `UpdateRoom`: `updateGameRoomStatus` answers "forward" for an
+    /// unchanged status too). Forwarding only changes lost a room whose first ready ping came
+    /// before its instance was recorded: the instance made it ready, and no later ping
+    /// changed anything. The ping is answered whatever the forwarders do: the event goes to
+    /// their lanes, never on this path (a forwarder that never answers delays no ping).
+    /// `record` is the room when the ping changed it; otherwise it is read, and only for a
+    /// scheduler with forwarders.
+    async fn forward_ping(
+        &self,
+        scheduler: &str,
+        room: &str,
+        ping_status: PingStatus,
+        record: Option<GameRoom>,
+    ) {
+        // A ping that changed nothing takes the directory's entry however old: refreshing it
+        // (a Temporal query when it expired) stays on the status-changing pings, as before
+        // every ping was forwarded, so pings at a fleet's rate never wait on Temporal.
+        let info = match (&record, self.directory.cached(scheduler).await) {
+            (None, Some(cached)) => cached,
+            _ => self.scheduler(scheduler).await.ok(),
+        };
+        let Some(info) = info.filter(|info| !info.forwarders.is_empty()) else {
+            return;
+        };
+        let record = match record {
+            Some(record) => record,
+            None => match self.store.get(scheduler, room).await {
+                Ok(Some(record)) => record,
+                _ => return,
+            },
+        };
+        // As Maestro's forwarder: a room in a reliable state is forwarded only once its
+        // instance (its address) is known; a terminating one always.
+        let unreliable = matches!(
+            ping_status,
+            PingStatus::Terminating | PingStatus::Terminated
+        );
+        if record.address.is_none() && !unreliable {
+            return;
+        }
+        // What the room sent: a status decodes only when spelled as Maestro does.
+        let event = ForwardEvent::Resync {
+            ping_status: ping_status.as_str().to_string(),
+        };
+        self.forwarders.forward_in_background(
+            &info.forwarders,
+            &forwarded_room(&info, &record),
+            &event,
+        );
     }
 
     /// Forwards a room event (`player: false`) or player event to the scheduler's forwarders.

@@ -349,3 +349,88 @@ fn calls_are_built_as_maestro_builds_them() {
         .is_err()
     );
 }
+
+/// The directory of one scheduler, with a forwarder.
+struct OneScheduler(crate::rooms::directory::SchedulerInfo);
+
+#[async_trait::async_trait]
+impl crate::rooms::directory::SchedulerSource for OneScheduler {
+    async fn load(
+        &self,
+        name: &str,
+    ) -> Result<Option<crate::rooms::directory::SchedulerInfo>, crate::error::ApiError> {
+        Ok((name == self.0.name).then(|| self.0.clone()))
+    }
+}
+
+/// A room whose first ready ping came before its instance was recorded (the instance, not a
+/// ping, then made it ready) still reaches the forwarders: every recorded ping is forwarded
+/// as a resync, as Maestro's room manager sends them, once the room has an address. CI saw
+/// the old rule (only status-changing pings) lose such a room's ready for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_recorded_ping_is_forwarded_once_the_room_has_an_address() {
+    use maestro_core::room::{RoomAddress, RoomPort};
+    use maestro_core::{GameRoom, InstanceStatus, Timestamp, Version};
+    use maestro_runtime::{MemoryRoomStore, RoomInstance, RoomStore};
+
+    let metrics = Metrics::standalone().unwrap();
+    let (address, forwarded) = counting_forwarder().await;
+    let count = || forwarded.0.load(std::sync::atomic::Ordering::SeqCst);
+    let info = crate::rooms::directory::SchedulerInfo {
+        name: "s".into(),
+        game: "g".into(),
+        room_token_required: false,
+        forwarders: vec![forwarder(address, 1_000)],
+    };
+    let directory = crate::rooms::directory::SchedulerDirectory::new(
+        Arc::new(OneScheduler(info)),
+        Duration::from_secs(60),
+    );
+    let store: Arc<dyn RoomStore> = Arc::new(MemoryRoomStore::new());
+    let service = crate::rooms::service::RoomService::new(
+        store.clone(),
+        directory,
+        Forwarders::new(ForwarderConfig::default(), metrics.clone()),
+        None,
+        metrics,
+    );
+    let t = Timestamp::from_unix_millis(1_000);
+    store
+        .insert_if_absent(GameRoom::new("r", "s", Version::FIRST, 1, t))
+        .await
+        .unwrap();
+    let ping = || crate::rooms::service::PingMessage {
+        status: "ready".into(),
+        running_matches: 0,
+        metadata: None,
+    };
+    assert!(service.ping("s", "r", None, ping()).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(count(), 0, "no instance yet: nothing to tell a matchmaker");
+
+    let instance = RoomInstance {
+        scheduler: "s".into(),
+        room_id: "r".into(),
+        version: Version::FIRST,
+        status: InstanceStatus::Ready,
+        address: Some(RoomAddress {
+            host: "127.0.0.1".into(),
+            ports: vec![RoomPort {
+                name: "game".into(),
+                protocol: "UDP".into(),
+                port: 40_000,
+            }],
+            ipv6_label: String::new(),
+        }),
+    };
+    store.record_instance(&instance, t).await.unwrap();
+    for pings in 1..=2 {
+        // Neither ping changes the status (the instance made the room ready).
+        assert!(service.ping("s", "r", None, ping()).await.unwrap());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while count() < pings && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(count(), pings);
+    }
+}
