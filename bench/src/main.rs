@@ -85,6 +85,10 @@ fn main() -> Result<()> {
         .build()?;
     let started = Instant::now();
     let report = harness.block_on(run(&args, server.handle(), &work_dir))?;
+    if args.profile_ping.is_some() {
+        server.shutdown_background();
+        return Ok(());
+    }
     let results = results(&args, &report, started.elapsed());
     // Only the results section is rewritten: the notes around it (methods, profiles of the
     // misses) are kept by hand.
@@ -119,8 +123,9 @@ async fn run(
     let redis = RedisServer::start().await?;
     let client = connect(&temporal).await?;
     if let Some(target) = args.profile_ping {
+        // Returning (not exiting) lets the dev server and redis-server be stopped on drop.
         ping::profile(server, client, &redis.url(), target).await?;
-        std::process::exit(0);
+        return Ok(report);
     }
     if args.wants("ping") {
         ping::run(

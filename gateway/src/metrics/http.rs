@@ -188,7 +188,7 @@ impl Metrics {
 fn bounded(method: &Method) -> &Method {
     static OTHER: std::sync::LazyLock<Method> =
         std::sync::LazyLock::new(|| Method::from_bytes(b"OTHER").unwrap_or_default());
-    let standard = [
+    static STANDARD: [Method; 9] = [
         Method::GET,
         Method::HEAD,
         Method::POST,
@@ -199,7 +199,7 @@ fn bounded(method: &Method) -> &Method {
         Method::CONNECT,
         Method::TRACE,
     ];
-    if standard.contains(method) {
+    if STANDARD.contains(method) {
         method
     } else {
         &OTHER

@@ -252,9 +252,13 @@ impl RoomService {
         // A ping that changed nothing takes the directory's entry however old: refreshing it
         // (a Temporal query when it expired) stays on the status-changing pings, as before
         // every ping was forwarded, so pings at a fleet's rate never wait on Temporal.
-        let info = match (&record, self.directory.cached(scheduler).await) {
-            (None, Some(cached)) => cached,
-            _ => self.scheduler(scheduler).await.ok(),
+        let cached = match record {
+            None => self.directory.cached(scheduler).await,
+            Some(_) => None,
+        };
+        let info = match cached {
+            Some(cached) => cached,
+            None => self.scheduler(scheduler).await.ok(),
         };
         let Some(info) = info.filter(|info| !info.forwarders.is_empty()) else {
             return;
