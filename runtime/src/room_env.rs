@@ -103,6 +103,11 @@ impl UsedPorts {
         self.0.contains(usize::from(port))
     }
 
+    /// Adds every port `other` holds.
+    pub fn union_with(&mut self, other: &UsedPorts) {
+        self.0.union_with(&other.0);
+    }
+
     /// The lowest port of `lo..=hi` not used and not `given`.
     fn lowest_free(&self, lo: u16, hi: u16, given: impl Fn(u16) -> bool) -> Option<u16> {
         let words = self.0.as_slice();

@@ -66,20 +66,31 @@ impl Default for KubernetesRuntimeConfig {
     }
 }
 
+/// How stale the partial rereads may leave a port book: ports freed by pods deleted
+/// elsewhere come back this often (or whenever a scheduler's range looks full).
+const FULL_REREAD_EVERY: Duration = Duration::from_secs(30);
+
 pub struct KubernetesRuntime {
     client: Client,
     config: KubernetesRuntimeConfig,
     /// Host ports held by live rooms, per scheduler. Creations of one scheduler are
     /// serialized (one operation at a time, rooms created one after another), and
-    /// [`Runtime::refresh_room_allocations`] rereads the truth before each batch, so a
-    /// batch run by another worker replica is never missed.
+    /// [`Runtime::refresh_room_allocations`] rereads before each batch the pods this
+    /// process did not create, so a batch run by another worker replica is never missed.
     port_books: Mutex<HashMap<String, Arc<tokio::sync::Mutex<PortBook>>>>,
+    /// This process's mark on the pods it creates (label [`pod::LABEL_CREATOR`]): its own
+    /// pods' ports are in its books already, so a reread can skip them.
+    creator: String,
     nodes: Arc<NodeAddresses>,
 }
 
 #[derive(Default)]
 struct PortBook {
     loaded: bool,
+    /// When every pod was last read. Between full reads only other creators' pods are, so
+    /// ports freed by others stay taken here until the next full read (at most
+    /// [`FULL_REREAD_EVERY`] later, or at once when the range looks full).
+    read_all_at: Option<std::time::Instant>,
     /// Host ports of the scheduler's pods, and those reserved below.
     used: UsedPorts,
     /// Ports of creations in flight: the book is not held across a pod POST (a batch's rooms
@@ -94,6 +105,7 @@ impl KubernetesRuntime {
             client,
             config,
             port_books: Mutex::new(HashMap::new()),
+            creator: uuid::Uuid::new_v4().simple().to_string(),
         }
     }
 
@@ -133,10 +145,28 @@ impl KubernetesRuntime {
         .await
     }
 
-    async fn load_ports(&self, scheduler: &str, book: &mut PortBook) -> Result<(), RuntimeError> {
-        let (api, params) = (self.pods(scheduler), managed());
-        // Metadata only: a scheduler with thousands of rooms is listed once per operation,
-        // and whole pods are most of what the API server sends and we parse.
+    /// Rereads the scheduler's host ports: every pod's (`all`), or only those of pods this
+    /// process did not create, whose ports it cannot know otherwise. A scheduler with
+    /// thousands of rooms was listed whole before every batch (a tenth of a 10 000-room
+    /// scale-up, `docs/benchmarks.md`); its own creator's rooms are most of it.
+    async fn load_ports(
+        &self,
+        scheduler: &str,
+        book: &mut PortBook,
+        all: bool,
+    ) -> Result<(), RuntimeError> {
+        let api = self.pods(scheduler);
+        let params = if all {
+            managed()
+        } else {
+            ListParams::default().labels(&format!(
+                "{},{}!={}",
+                pod::MANAGED_SELECTOR,
+                pod::LABEL_CREATOR,
+                self.creator
+            ))
+        };
+        // Metadata only: whole pods are most of what the API server sends and we parse.
         let listed = self
             .call("list pod metadata", || api.list_metadata(&params))
             .await
@@ -148,7 +178,7 @@ impl KubernetesRuntime {
                 all.extend(pod::annotated_host_ports(&p.metadata)?);
                 Some(all)
             });
-        book.used = match annotated {
+        let found = match annotated {
             Some(ports) => ports,
             // A pod made before the annotation: the specs say.
             None => {
@@ -159,6 +189,12 @@ impl KubernetesRuntime {
                 pods.items.iter().flat_map(pod::host_ports).collect()
             }
         };
+        if all {
+            book.used = found;
+            book.read_all_at = Some(std::time::Instant::now());
+        } else {
+            book.used.union_with(&found);
+        }
         book.used.extend(book.reserved.iter().copied());
         book.loaded = true;
         Ok(())
@@ -176,7 +212,12 @@ impl KubernetesRuntime {
         ports: &[maestro_core::room::RoomPort],
     ) -> Result<Pod, RuntimeError> {
         self.create_token_secret(&scheduler.name, room_id).await?;
-        let wanted = pod::room_pod(scheduler, version, room_id, ports, &self.config.rooms_api);
+        let mut wanted = pod::room_pod(scheduler, version, room_id, ports, &self.config.rooms_api);
+        wanted
+            .metadata
+            .labels
+            .get_or_insert_default()
+            .insert(pod::LABEL_CREATOR.to_string(), self.creator.clone());
         match self
             .call("create pod", || api.create(params, &wanted))
             .await
@@ -370,7 +411,10 @@ impl Runtime for KubernetesRuntime {
     async fn refresh_room_allocations(&self, scheduler: &str) -> Result<(), RuntimeError> {
         let book = self.port_book(scheduler);
         let mut book = book.lock().await;
-        self.load_ports(scheduler, &mut book).await
+        let all = book
+            .read_all_at
+            .is_none_or(|at| at.elapsed() >= FULL_REREAD_EVERY);
+        self.load_ports(scheduler, &mut book, all).await
     }
 
     async fn create_room(
@@ -385,10 +429,19 @@ impl Runtime for KubernetesRuntime {
         // so creations of one scheduler run concurrently without sharing a port.
         let ports = {
             let mut book = book.lock().await;
-            if !book.loaded {
-                self.load_ports(&scheduler.name, &mut book).await?;
+            let read_all = !book.loaded;
+            if read_all {
+                self.load_ports(&scheduler.name, &mut book, true).await?;
             }
-            match allocate_ports(scheduler, pod::container_ports(scheduler), &book.used) {
+            let mut allocated =
+                allocate_ports(scheduler, pod::container_ports(scheduler), &book.used);
+            // Ports others freed since the last full read still look taken: read them all
+            // before calling the range full.
+            if allocated.is_err() && !read_all {
+                self.load_ports(&scheduler.name, &mut book, true).await?;
+                allocated = allocate_ports(scheduler, pod::container_ports(scheduler), &book.used);
+            }
+            match allocated {
                 Ok(ports) => {
                     let reserved = ports.iter().map(|p| p.port);
                     book.used.extend(reserved.clone());
@@ -415,9 +468,14 @@ impl Runtime for KubernetesRuntime {
         let mut book = book.lock().await;
         for port in &ports {
             book.reserved.remove(&port.port);
+        }
+        // A failed POST may still have made the pod (a timeout after the server took it), and
+        // rereads between full ones skip this process's pods: its ports stay taken until the
+        // next full read says otherwise.
+        let created = created?;
+        for port in &ports {
             book.used.remove(port.port);
         }
-        let created = created?;
         book.used.extend(pod::host_ports(&created));
         drop(book);
         self.instance(&created)

@@ -29,6 +29,9 @@ pub const HERITAGE: &str = "maestro";
 pub const LABEL_SCHEDULER: &str = "maestro-scheduler";
 pub const LABEL_VERSION: &str = "version";
 pub const LABEL_ROOM: &str = "maestro-room";
+/// Which Maestro process created the pod (a random id per process): its port rereads skip
+/// its own pods, whose ports it holds already.
+pub const LABEL_CREATOR: &str = "maestro-creator";
 /// Selects every pod Maestro manages, in every namespace.
 pub const MANAGED_SELECTOR: &str = "heritage=maestro";
 /// Toleration key Maestro uses; the scheduler's `toleration` is its value.

@@ -246,6 +246,47 @@ async fn a_batch_on_another_worker_sees_ports_taken_by_this_one() {
     worker_a.delete_scheduler(&s.name).await.unwrap();
 }
 
+/// A reread between full ones skips the pods this process created, so a port another worker
+/// freed still looks taken here; when the range looks full, every pod is read and it is
+/// handed out again.
+#[tokio::test]
+async fn a_port_freed_by_another_worker_is_reused_when_the_range_looks_full() {
+    let cluster = Cluster::start("ports_freed_elsewhere").await;
+    let (worker_a, worker_b) = (cluster.runtime(), cluster.runtime());
+    let s = scheduler("freed-ports", (41200, 41202));
+    worker_a.create_scheduler(&s.name).await.unwrap();
+    for room in ["a1", "a2", "a3"] {
+        worker_a
+            .create_room(&s, Version::FIRST, room)
+            .await
+            .unwrap();
+    }
+    worker_b
+        .delete_room(&s.name, "a2", Duration::from_secs(1))
+        .await
+        .unwrap();
+    worker_a.refresh_room_allocations(&s.name).await.unwrap();
+    worker_a
+        .create_room(&s, Version::FIRST, "a4")
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &s.name);
+    let a4 = pods.get("a4").await.unwrap();
+    assert_eq!(
+        a4.spec.unwrap().containers[0].ports.as_ref().unwrap()[0].host_port,
+        Some(41201),
+        "a2's port, freed by worker B, goes to a4"
+    );
+    // Still full for real: the next creation is refused, not given a taken port.
+    assert!(
+        worker_a
+            .create_room(&s, Version::FIRST, "a5")
+            .await
+            .is_err()
+    );
+    worker_a.delete_scheduler(&s.name).await.unwrap();
+}
+
 /// A pod made before pods carried the `maestro-host-ports` annotation: the book, read from a
 /// metadata-only list, falls back to the pods' specs and still never hands its port out again.
 #[tokio::test]
