@@ -122,6 +122,7 @@ fn room_token_secret(given: Option<&str>, data_dir: &std::path::Path) -> Result<
 }
 
 pub async fn run(args: DevArgs) -> Result<()> {
+    let shutdown = serve::ShutdownSignal::install();
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("create {}", args.data_dir.display()))?;
     let data_dir = std::fs::canonicalize(&args.data_dir)?;
@@ -204,7 +205,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
         });
     }
 
-    running.wait().await?;
+    running.wait(shutdown).await?;
     if let Some(server) = started_server {
         server.stop().await;
     }

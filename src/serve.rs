@@ -261,17 +261,43 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {
         .with_context(|| format!("bind the {what} on {addr}"))
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
+/// Ctrl-C or SIGTERM, listened for from the start of the process: the APIs answer before
+/// startup ends, and a SIGTERM that came in between (a rollout, a test stopping a Maestro it
+/// just used) took the default action and killed the process instead of stopping it.
+pub struct ShutdownSignal {
+    terminate: Option<tokio::signal::unix::Signal>,
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignal {
+    /// Installs the handlers; signals from now on are kept until [`ShutdownSignal::received`].
+    pub fn install() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        let listen = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                warn!(signal = name, error = %e, "cannot listen for the signal");
+                None
+            }
+        };
+        Self {
+            terminate: listen(SignalKind::terminate(), "SIGTERM"),
+            interrupt: listen(SignalKind::interrupt(), "SIGINT"),
+        }
+    }
+
+    async fn received(&mut self) {
+        async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {
+            match signal {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
             }
         }
-        Err(_) => {
-            let _ = ctrl_c.await;
+        tokio::select! {
+            _ = next(&mut self.terminate) => {}
+            _ = next(&mut self.interrupt) => {}
         }
     }
 }
@@ -502,7 +528,7 @@ pub async fn start(
 
 impl Running {
     /// Runs until Ctrl-C/SIGTERM (or the worker stops), then stops everything gracefully.
-    pub async fn wait(mut self) -> Result<()> {
+    pub async fn wait(mut self, mut shutdown: ShutdownSignal) -> Result<()> {
         match self.worker.take() {
             Some(mut worker) => {
                 let stop_worker = worker.shutdown_handle();
@@ -514,7 +540,7 @@ impl Running {
                             warn!(error = %e, "worker stopped");
                         }
                     }
-                    _ = shutdown_signal() => {
+                    _ = shutdown.received() => {
                         info!("stopping");
                         stop_worker();
                         if tokio::time::timeout(Duration::from_secs(10), &mut worker_run).await.is_err() {
@@ -524,7 +550,7 @@ impl Running {
                 }
             }
             None => {
-                shutdown_signal().await;
+                shutdown.received().await;
                 info!("stopping");
             }
         }
@@ -558,6 +584,7 @@ pub struct ServeCommand {
 }
 
 pub async fn run(command: ServeCommand) -> Result<()> {
+    let shutdown = ShutdownSignal::install();
     let secret = command.serve.room_token_secret.as_deref().context(
         "--room-token-secret (or MAESTRO_ROOM_TOKEN_SECRET) is required: gateways and \
          workers must share it",
@@ -565,5 +592,5 @@ pub async fn run(command: ServeCommand) -> Result<()> {
     let secret = RoomTokenSecret::new(secret).map_err(anyhow::Error::msg)?;
     let client = temporal::connect(&command.temporal, &command.serve.namespace).await?;
     let running = start(&command.serve, command.role, client, secret, None).await?;
-    running.wait().await
+    running.wait(shutdown).await
 }

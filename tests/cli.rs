@@ -476,3 +476,21 @@ async fn the_cli_shows_versions_plans_pages_and_allocates() -> Result<()> {
     }
     Ok(())
 }
+
+/// Maestro's APIs answer before its startup has finished. A SIGTERM in that window (a
+/// rollout, or a test done with it) must still stop it gracefully: before the handler was
+/// installed first thing, the default action killed it (a fresh-clone CI run failed on it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigterm_as_soon_as_maestro_answers_stops_it_cleanly() -> Result<()> {
+    let temporal = TemporalDevServer::start().await?;
+    for _ in 0..3 {
+        let mut maestro = Maestro::start(&temporal).await?;
+        let stopped = maestro.stop()?;
+        assert!(
+            stopped,
+            "maestro did not stop cleanly:\n{}",
+            maestro.log_text()
+        );
+    }
+    Ok(())
+}
