@@ -86,8 +86,8 @@ pub struct KubernetesRuntime {
 
 #[derive(Default)]
 struct PortBook {
-    loaded: bool,
-    /// When every pod was last read. Between full reads only other creators' pods are, so
+    /// When every pod was last read (`None`: never, the book is empty). Between full reads
+    /// only other creators' pods are, so
     /// ports freed by others stay taken here until the next full read (at most
     /// [`FULL_REREAD_EVERY`] later, or at once when the range looks full).
     read_all_at: Option<std::time::Instant>,
@@ -196,7 +196,6 @@ impl KubernetesRuntime {
             book.used.union_with(&found);
         }
         book.used.extend(book.reserved.iter().copied());
-        book.loaded = true;
         Ok(())
     }
 
@@ -429,7 +428,7 @@ impl Runtime for KubernetesRuntime {
         // so creations of one scheduler run concurrently without sharing a port.
         let ports = {
             let mut book = book.lock().await;
-            let read_all = !book.loaded;
+            let read_all = book.read_all_at.is_none();
             if read_all {
                 self.load_ports(&scheduler.name, &mut book, true).await?;
             }

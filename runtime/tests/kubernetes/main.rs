@@ -115,6 +115,18 @@ fn scheduler(test: &str, ports: (i64, i64)) -> Scheduler {
     s
 }
 
+/// The host port of the pod's first container's first port (each test room has one).
+fn first_host_port(pod: &Pod) -> Option<i32> {
+    pod.spec
+        .as_ref()?
+        .containers
+        .first()?
+        .ports
+        .as_ref()?
+        .first()?
+        .host_port
+}
+
 #[tokio::test]
 async fn rooms_become_pods_with_distinct_host_ports_and_node_addresses() {
     let cluster = Cluster::start("rooms_become_pods").await;
@@ -132,14 +144,12 @@ async fn rooms_become_pods_with_distinct_host_ports_and_node_addresses() {
         );
         let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &s.name);
         let pod = pods.get(room).await.unwrap();
-        let labels = pod.metadata.labels.unwrap();
+        let labels = pod.metadata.labels.clone().unwrap();
         assert_eq!(labels["heritage"], "maestro");
         assert_eq!(labels["maestro-scheduler"], s.name);
         assert_eq!(labels["maestro-room"], room);
         assert_eq!(labels["version"], "v1.0.0");
-        let port = pod.spec.unwrap().containers[0].ports.as_ref().unwrap()[0]
-            .host_port
-            .unwrap();
+        let port = first_host_port(&pod).unwrap();
         assert!(ports.insert(port), "host port {port} given twice");
     }
     assert_eq!(ports, BTreeSet::from([40000, 40001, 40002]));
@@ -190,10 +200,7 @@ async fn rooms_become_pods_with_distinct_host_ports_and_node_addresses() {
     let r4 = runtime.create_room(&s, Version::FIRST, "r4").await.unwrap();
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &s.name);
     let pod = pods.get(&r4.room_id).await.unwrap();
-    assert_eq!(
-        pod.spec.unwrap().containers[0].ports.as_ref().unwrap()[0].host_port,
-        Some(40001)
-    );
+    assert_eq!(first_host_port(&pod), Some(40001));
 
     runtime.delete_scheduler(&s.name).await.unwrap();
     runtime.delete_scheduler(&s.name).await.unwrap();
@@ -232,14 +239,7 @@ async fn a_batch_on_another_worker_sees_ports_taken_by_this_one() {
         .unwrap()
         .items
         .iter()
-        .map(|p| {
-            p.spec.as_ref().unwrap().containers[0]
-                .ports
-                .as_ref()
-                .unwrap()[0]
-                .host_port
-                .unwrap()
-        })
+        .map(|p| first_host_port(p).unwrap())
         .collect();
     let distinct: BTreeSet<i32> = used.iter().copied().collect();
     assert_eq!(distinct.len(), used.len(), "host ports collide: {used:?}");
@@ -273,7 +273,7 @@ async fn a_port_freed_by_another_worker_is_reused_when_the_range_looks_full() {
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &s.name);
     let a4 = pods.get("a4").await.unwrap();
     assert_eq!(
-        a4.spec.unwrap().containers[0].ports.as_ref().unwrap()[0].host_port,
+        first_host_port(&a4),
         Some(41201),
         "a2's port, freed by worker B, goes to a4"
     );
@@ -311,9 +311,8 @@ async fn a_pod_without_the_ports_annotation_keeps_its_host_port() {
         .await
         .unwrap();
     let created = pods.get("new").await.unwrap();
-    let spec = created.spec.as_ref().unwrap();
     assert_eq!(
-        spec.containers[0].ports.as_ref().unwrap()[0].host_port,
+        first_host_port(&created),
         Some(41101),
         "the legacy pod's port stays taken"
     );
